@@ -1,0 +1,88 @@
+
+/*
+ * JSON replies for the HTTP API.
+ */
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include <jansson.h>
+
+#include "ngx_chat_json.h"
+
+
+/*
+ * Sends an error body and returns what a content handler returns, so a
+ * handler can end with "return ngx_chat_json_error(...);".
+ */
+
+ngx_int_t
+ngx_chat_json_error(ngx_http_request_t *r, ngx_uint_t status,
+    const char *code, const char *message)
+{
+    char       *body;
+    json_t     *json;
+    ngx_int_t   rc;
+
+    json = json_pack("{s:{s:s,s:s}}", "error", "code", code,
+                     "message", message);
+    if (json == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    body = json_dumps(json, JSON_COMPACT);
+    json_decref(json);
+
+    if (body == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rc = ngx_chat_json_send(r, status, (u_char *) body, ngx_strlen(body));
+
+    free(body);
+
+    return rc;
+}
+
+
+/* body is copied: the caller keeps ownership */
+
+ngx_int_t
+ngx_chat_json_send(ngx_http_request_t *r, ngx_uint_t status, u_char *body,
+    size_t len)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = len + 1;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+
+    b = ngx_create_temp_buf(r->pool, len + 1);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->last = ngx_cpymem(b->last, body, len);
+    *b->last++ = '\n';
+    b->last_buf = (r == r->main);
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    return ngx_http_output_filter(r, &out);
+}

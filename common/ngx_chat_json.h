@@ -1,0 +1,22 @@
+
+/*
+ * JSON answers of the HTTP API: one way to reply, one way to fail
+ * (PROTOCOL.md: {"error":{"code","message"}}).
+ */
+
+#ifndef _NGX_CHAT_JSON_H_INCLUDED_
+#define _NGX_CHAT_JSON_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+
+ngx_int_t ngx_chat_json_error(ngx_http_request_t *r, ngx_uint_t status,
+    const char *code, const char *message);
+ngx_int_t ngx_chat_json_send(ngx_http_request_t *r, ngx_uint_t status,
+    u_char *body, size_t len);
+
+
+#endif /* _NGX_CHAT_JSON_H_INCLUDED_ */

@@ -1,0 +1,39 @@
+
+/*
+ * ngx_chat_module: shared types.
+ */
+
+#ifndef _NGX_CHAT_MODULE_H_INCLUDED_
+#define _NGX_CHAT_MODULE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+
+/* WebSocket settings, shared by chat_ws_echo and the chat endpoint */
+typedef struct {
+    size_t                  max_message_size;  /* inbound, after inflate */
+    size_t                  send_queue;        /* outbound bytes not sent */
+    ngx_msec_t              ping_interval;     /* 0: no keepalive pings */
+    ngx_msec_t              idle_timeout;      /* nothing received: close */
+    ngx_msec_t              close_timeout;     /* wait for the peer's close */
+    ngx_flag_t              deflate;           /* permessage-deflate */
+    ngx_flag_t              deflate_client_takeover;
+    ngx_array_t            *protocols;         /* of ngx_str_t, or NULL */
+} ngx_chat_ws_conf_t;
+
+
+typedef struct {
+    ngx_chat_ws_conf_t      ws;
+} ngx_chat_loc_conf_t;
+
+
+extern ngx_module_t  ngx_chat_module;
+
+
+ngx_int_t ngx_chat_echo_handler(ngx_http_request_t *r);
+
+
+#endif /* _NGX_CHAT_MODULE_H_INCLUDED_ */
