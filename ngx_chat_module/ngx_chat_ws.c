@@ -297,6 +297,35 @@ ngx_chat_ws_has_token(ngx_str_t *value, ngx_str_t *token)
 }
 
 
+/* the first of the offered subprotocols that is known, in offer order */
+
+ngx_str_t *
+ngx_chat_ws_known_protocol(ngx_str_t *value, ngx_array_t *known)
+{
+    u_char      *p, *last;
+    ngx_str_t    item, *name;
+    ngx_uint_t   i;
+
+    name = known->elts;
+    p = value->data;
+    last = p + value->len;
+
+    while (p < last) {
+        p = ngx_chat_ws_next_item(p, last, ',', &item);
+
+        for (i = 0; i < known->nelts; i++) {
+            if (item.len == name[i].len
+                && ngx_strncmp(item.data, name[i].data, item.len) == 0)
+            {
+                return &name[i];
+            }
+        }
+    }
+
+    return NULL;
+}
+
+
 /*
  * Looks for the first acceptable permessage-deflate offer in one
  * Sec-WebSocket-Extensions value.  An offer with an unknown, repeated or

@@ -80,6 +80,7 @@ ngx_uint_t ngx_chat_ws_close_code_valid(ngx_uint_t code);
 ngx_int_t ngx_chat_ws_key_valid(ngx_str_t *key);
 void ngx_chat_ws_accept_key(ngx_str_t *key, u_char *out);
 ngx_uint_t ngx_chat_ws_has_token(ngx_str_t *value, ngx_str_t *token);
+ngx_str_t *ngx_chat_ws_known_protocol(ngx_str_t *value, ngx_array_t *known);
 ngx_int_t ngx_chat_ws_deflate_offer(ngx_str_t *offer, ngx_chat_ws_deflate_t *d);
 u_char *ngx_chat_ws_deflate_response(u_char *p, ngx_chat_ws_deflate_t *d);
 #define NGX_CHAT_WS_DEFLATE_RESPONSE_MAX                                      \

@@ -224,6 +224,16 @@ ngx_chat_ws_read_handler(ngx_event_t *rev)
     if (c->close && wc->state == NGX_CHAT_WS_OPEN) {
         ngx_chat_ws_close(wc, NGX_CHAT_WS_CLOSE_GOING_AWAY,
                           "server shutting down");
+
+        /*
+         * ngx_close_idle_connections() calls us outside of event
+         * processing: a posted write would wait for the next event.
+         */
+
+        if (ngx_chat_ws_flush(wc) == NGX_ERROR) {
+            ngx_chat_ws_finalize(wc);
+            return;
+        }
     }
 
     if (wc->state == NGX_CHAT_WS_CLOSED
@@ -384,6 +394,7 @@ ngx_chat_ws_process(ngx_chat_ws_conn_t *wc)
     size_t                n;
     u_char               *p, *last;
     ssize_t               hlen;
+    ngx_int_t             rc;
     ngx_chat_ws_frame_t  *f;
 
     f = &wc->frame;
@@ -406,7 +417,13 @@ ngx_chat_ws_process(ngx_chat_ws_conn_t *wc)
                 break;
             }
 
-            if (ngx_chat_ws_frame_start(wc) != NGX_OK) {
+            rc = ngx_chat_ws_frame_start(wc);
+
+            if (rc == NGX_ERROR) {
+                return NGX_ERROR;
+            }
+
+            if (rc != NGX_OK) {
                 break;
             }
 
@@ -419,7 +436,7 @@ ngx_chat_ws_process(ngx_chat_ws_conn_t *wc)
                 p += hlen;
                 ngx_chat_ws_unmask(p, f->len, f->mask, 0);
 
-                if (ngx_chat_ws_control(wc, p, f->len) != NGX_OK) {
+                if (ngx_chat_ws_control(wc, p, f->len) == NGX_ERROR) {
                     return NGX_ERROR;
                 }
 
@@ -437,7 +454,7 @@ ngx_chat_ws_process(ngx_chat_ws_conn_t *wc)
         if (n) {
             ngx_chat_ws_unmask(p, n, f->mask, wc->frame_off);
 
-            if (ngx_chat_ws_payload(wc, p, n) != NGX_OK) {
+            if (ngx_chat_ws_payload(wc, p, n) == NGX_ERROR) {
                 return NGX_ERROR;
             }
 
@@ -451,7 +468,7 @@ ngx_chat_ws_process(ngx_chat_ws_conn_t *wc)
 
         wc->read_state = NGX_CHAT_WS_READ_HEADER;
 
-        if (f->fin && ngx_chat_ws_message_end(wc) != NGX_OK) {
+        if (f->fin && ngx_chat_ws_message_end(wc) == NGX_ERROR) {
             return NGX_ERROR;
         }
     }

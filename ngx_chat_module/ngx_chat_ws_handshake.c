@@ -211,7 +211,7 @@ ngx_chat_ws_negotiate(ngx_http_request_t *r, ngx_chat_ws_conn_t *wc)
 {
     u_char           *p;
     ngx_str_t        *name, value;
-    ngx_uint_t        i, j;
+    ngx_uint_t        i;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
 
@@ -263,9 +263,7 @@ ngx_chat_ws_negotiate(ngx_http_request_t *r, ngx_chat_ws_conn_t *wc)
         return NGX_OK;
     }
 
-    name = wc->conf->protocols->elts;
-
-    /* the client's order of preference wins: its offers come first */
+    /* the client lists its preference first: the first one we know wins */
 
     part = &r->headers_in.headers.part;
     h = part->elts;
@@ -289,11 +287,11 @@ ngx_chat_ws_negotiate(ngx_http_request_t *r, ngx_chat_ws_conn_t *wc)
             continue;
         }
 
-        for (j = 0; j < wc->conf->protocols->nelts; j++) {
-            if (ngx_chat_ws_has_token(&h[i].value, &name[j])) {
-                return ngx_chat_ws_add_header(r, "Sec-WebSocket-Protocol",
-                                              name[j].data, name[j].len);
-            }
+        name = ngx_chat_ws_known_protocol(&h[i].value, wc->conf->protocols);
+
+        if (name) {
+            return ngx_chat_ws_add_header(r, "Sec-WebSocket-Protocol",
+                                          name->data, name->len);
         }
     }
 }
