@@ -12,20 +12,18 @@
 
 
 /*
- * Sends an error body and returns what a content handler returns, so a
- * handler can end with "return ngx_chat_json_error(...);".
+ * Sends json and returns what a content handler returns, so a handler
+ * can end with "return ngx_chat_json_reply(r, NGX_HTTP_OK, json_pack(...));".
+ * It takes the reference: json is released here, and NULL (a failed
+ * json_pack) is a 500.
  */
 
 ngx_int_t
-ngx_chat_json_error(ngx_http_request_t *r, ngx_uint_t status,
-    const char *code, const char *message)
+ngx_chat_json_reply(ngx_http_request_t *r, ngx_uint_t status, json_t *json)
 {
     char       *body;
-    json_t     *json;
     ngx_int_t   rc;
 
-    json = json_pack("{s:{s:s,s:s}}", "error", "code", code,
-                     "message", message);
     if (json == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -42,6 +40,18 @@ ngx_chat_json_error(ngx_http_request_t *r, ngx_uint_t status,
     free(body);
 
     return rc;
+}
+
+
+/* PROTOCOL.md's error body: {"error":{"code","message"}} */
+
+ngx_int_t
+ngx_chat_json_error(ngx_http_request_t *r, ngx_uint_t status,
+    const char *code, const char *message)
+{
+    return ngx_chat_json_reply(r, status,
+                               json_pack("{s:{s:s,s:s}}", "error",
+                                         "code", code, "message", message));
 }
 
 

@@ -11,8 +11,11 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_http.h>
+#include <jansson.h>
 
 
+ngx_int_t ngx_chat_json_reply(ngx_http_request_t *r, ngx_uint_t status,
+    json_t *json);
 ngx_int_t ngx_chat_json_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, const char *message);
 ngx_int_t ngx_chat_json_send(ngx_http_request_t *r, ngx_uint_t status,

@@ -32,7 +32,7 @@ ngx_chat_echo_handler(ngx_http_request_t *r)
 
     clcf = ngx_http_get_module_loc_conf(r, ngx_chat_module);
 
-    return ngx_chat_ws_upgrade(r, &clcf->ws, &ngx_chat_echo);
+    return ngx_chat_ws_upgrade(r, &clcf->ws, &ngx_chat_echo, NULL);
 }
 
 

@@ -10,12 +10,17 @@
 
 #include "ngx_chat_module.h"
 #include "ngx_chat_ws_conn.h"
+#include "ngx_chat_session.h"
 
 
-static char *ngx_chat_ws_echo(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static char *ngx_chat_handler(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_chat_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_chat_ws_protocols(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_chat_not_zero(ngx_conf_t *cf, void *post, void *data);
+static void *ngx_chat_create_main_conf(ngx_conf_t *cf);
+static char *ngx_chat_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_chat_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_chat_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
@@ -30,10 +35,101 @@ static ngx_command_t  ngx_chat_commands[] = {
 
     { ngx_string("chat_ws_echo"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
-      ngx_chat_ws_echo,
+      ngx_chat_handler,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
+      ngx_chat_echo_handler },
+
+    { ngx_string("chat_ws"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_chat_handler,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      ngx_chat_session_handler },
+
+    { ngx_string("chat_api"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_chat_handler,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      ngx_chat_api_handler },
+
+    { ngx_string("chat_postgres"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_chat_main_conf_t, pg.conninfo),
       NULL },
+
+    { ngx_string("chat_postgres_pool_size"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_chat_main_conf_t, pg.pool_size),
+      &ngx_chat_not_zero_p },
+
+    { ngx_string("chat_postgres_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_chat_main_conf_t, pg.query_timeout),
+      &ngx_chat_not_zero_p },
+
+    { ngx_string("chat_postgres_max_waiting"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_chat_main_conf_t, pg.max_waiting),
+      NULL },
+
+    { ngx_string("chat_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_chat_redis,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_chat_main_conf_t, redis),
+      NULL },
+
+    { ngx_string("chat_redis_prefix"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_chat_main_conf_t, redis.prefix),
+      NULL },
+
+    { ngx_string("chat_redis_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_chat_main_conf_t, redis.timeout),
+      &ngx_chat_not_zero_p },
+
+    { ngx_string("chat_dev_codes"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_chat_main_conf_t, dev_codes),
+      NULL },
+
+    { ngx_string("chat_max_devices"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_chat_main_conf_t, max_devices),
+      &ngx_chat_not_zero_p },
+
+    { ngx_string("chat_sms_relay"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_chat_main_conf_t, sms_relay),
+      NULL },
+
+    { ngx_string("chat_api_max_body_size"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_chat_main_conf_t, api_max_body),
+      &ngx_chat_not_zero_p },
 
     { ngx_string("chat_ws_max_message_size"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -70,6 +166,13 @@ static ngx_command_t  ngx_chat_commands[] = {
       offsetof(ngx_chat_loc_conf_t, ws.close_timeout),
       &ngx_chat_not_zero_p },
 
+    { ngx_string("chat_ws_auth_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_chat_loc_conf_t, auth_timeout),
+      &ngx_chat_not_zero_p },
+
     { ngx_string("chat_ws_deflate"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
       ngx_conf_set_flag_slot,
@@ -99,8 +202,8 @@ static ngx_http_module_t  ngx_chat_module_ctx = {
     NULL,                                  /* preconfiguration */
     NULL,                                  /* postconfiguration */
 
-    NULL,                                  /* create main configuration */
-    NULL,                                  /* init main configuration */
+    ngx_chat_create_main_conf,             /* create main configuration */
+    ngx_chat_init_main_conf,               /* init main configuration */
 
     NULL,                                  /* create server configuration */
     NULL,                                  /* merge server configuration */
@@ -129,7 +232,23 @@ ngx_module_t  ngx_chat_module = {
 static ngx_int_t
 ngx_chat_init_process(ngx_cycle_t *cycle)
 {
-    return ngx_chat_ws_init_worker(cycle);
+    ngx_chat_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_chat_module);
+
+    if (cmcf == NULL) {
+        return NGX_OK;          /* no http block */
+    }
+
+    if (ngx_chat_ws_init_worker(cycle) != NGX_OK
+        || ngx_chat_session_init_worker(cycle) != NGX_OK
+        || ngx_chat_pg_init_worker(&cmcf->pg, cycle) != NGX_OK
+        || ngx_chat_redis_init_worker(&cmcf->redis, cycle) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
 }
 
 
@@ -137,11 +256,15 @@ static void
 ngx_chat_exit_process(ngx_cycle_t *cycle)
 {
     ngx_chat_ws_exit_worker(cycle);
+    ngx_chat_redis_exit_worker();
+    ngx_chat_pg_exit_worker();
 }
 
 
+/* chat_ws_echo, chat_ws, chat_api: cmd->post is the content handler */
+
 static char *
-ngx_chat_ws_echo(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+ngx_chat_handler(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_core_loc_conf_t  *clcf;
 
@@ -151,7 +274,63 @@ ngx_chat_ws_echo(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return "is duplicate or conflicts with another content handler";
     }
 
-    clcf->handler = ngx_chat_echo_handler;
+    clcf->handler = (ngx_http_handler_pt) cmd->post;
+
+    return NGX_CONF_OK;
+}
+
+
+/* chat_redis 127.0.0.1:6379 | unix:/path/to/redis.sock */
+
+static char *
+ngx_chat_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_chat_main_conf_t  *cmcf = conf;
+
+    ngx_url_t   u;
+    ngx_str_t  *value;
+
+    if (cmcf->redis.host.data || cmcf->redis.unix_path.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (value[1].len > 5 && ngx_strncmp(value[1].data, "unix:", 5) == 0) {
+        cmcf->redis.unix_path.len = value[1].len - 5;
+        cmcf->redis.unix_path.data = ngx_pnalloc(cf->pool, value[1].len - 4);
+        if (cmcf->redis.unix_path.data == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        (void) ngx_cpystrn(cmcf->redis.unix_path.data, value[1].data + 5,
+                           value[1].len - 4);
+        return NGX_CONF_OK;
+    }
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.url = value[1];
+    u.default_port = 6379;
+    u.no_resolve = 1;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.host.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid Redis address "
+                           "\"%V\"%s%s", &value[1], u.err ? ": " : "",
+                           u.err ? u.err : "");
+        return NGX_CONF_ERROR;
+    }
+
+    /* hiredis wants a C string */
+
+    cmcf->redis.host.len = u.host.len;
+    cmcf->redis.host.data = ngx_pnalloc(cf->pool, u.host.len + 1);
+    if (cmcf->redis.host.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    (void) ngx_cpystrn(cmcf->redis.host.data, u.host.data, u.host.len + 1);
+    cmcf->redis.port = u.port;
 
     return NGX_CONF_OK;
 }
@@ -222,6 +401,70 @@ ngx_chat_not_zero(ngx_conf_t *cf, void *post, void *data)
 
 
 static void *
+ngx_chat_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_chat_main_conf_t  *cmcf;
+
+    cmcf = ngx_pcalloc(cf->pool, sizeof(ngx_chat_main_conf_t));
+    if (cmcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     cmcf->pg.conninfo = { 0, NULL };
+     *     cmcf->redis.host = { 0, NULL };
+     *     cmcf->redis.unix_path = { 0, NULL };
+     *     cmcf->redis.prefix = { 0, NULL };
+     *     cmcf->sms_relay = { 0, NULL };
+     */
+
+    cmcf->pg.pool_size = NGX_CONF_UNSET_UINT;
+    cmcf->pg.query_timeout = NGX_CONF_UNSET_MSEC;
+    cmcf->pg.max_waiting = NGX_CONF_UNSET_UINT;
+    cmcf->redis.timeout = NGX_CONF_UNSET_MSEC;
+    cmcf->dev_codes = NGX_CONF_UNSET;
+    cmcf->max_devices = NGX_CONF_UNSET_UINT;
+    cmcf->api_max_body = NGX_CONF_UNSET_SIZE;
+
+    return cmcf;
+}
+
+
+static char *
+ngx_chat_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_chat_main_conf_t  *cmcf = conf;
+
+    ngx_conf_init_uint_value(cmcf->pg.pool_size, 4);
+    ngx_conf_init_msec_value(cmcf->pg.query_timeout, 5000);
+    ngx_conf_init_uint_value(cmcf->pg.max_waiting, 1024);
+    cmcf->pg.connect_timeout = cmcf->pg.query_timeout;
+
+    ngx_conf_init_msec_value(cmcf->redis.timeout, 3000);
+
+    if (cmcf->redis.prefix.data == NULL) {
+        ngx_str_set(&cmcf->redis.prefix, "chat:");
+    }
+
+    ngx_conf_init_value(cmcf->dev_codes, 0);
+    ngx_conf_init_uint_value(cmcf->max_devices, 5);
+    ngx_conf_init_size_value(cmcf->api_max_body, 16 * 1024);
+
+    if (cmcf->sms_relay.len && cmcf->sms_relay.data[0] != '/') {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"chat_sms_relay\" must be a location URI "
+                           "starting with \"/\", not \"%V\"",
+                           &cmcf->sms_relay);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
 ngx_chat_create_loc_conf(ngx_conf_t *cf)
 {
     ngx_chat_loc_conf_t  *conf;
@@ -239,6 +482,7 @@ ngx_chat_create_loc_conf(ngx_conf_t *cf)
     conf->ws.deflate = NGX_CONF_UNSET;
     conf->ws.deflate_client_takeover = NGX_CONF_UNSET;
     conf->ws.protocols = NGX_CONF_UNSET_PTR;
+    conf->auth_timeout = NGX_CONF_UNSET_MSEC;
 
     return conf;
 }
@@ -264,6 +508,7 @@ ngx_chat_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->ws.deflate_client_takeover,
                          prev->ws.deflate_client_takeover, 0);
     ngx_conf_merge_ptr_value(conf->ws.protocols, prev->ws.protocols, NULL);
+    ngx_conf_merge_msec_value(conf->auth_timeout, prev->auth_timeout, 10000);
 
     return NGX_CONF_OK;
 }

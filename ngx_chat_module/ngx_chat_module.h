@@ -11,6 +11,9 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
+#include "ngx_chat_pg.h"
+#include "ngx_chat_redis.h"
+
 
 /* WebSocket settings, shared by chat_ws_echo and the chat endpoint */
 typedef struct {
@@ -26,7 +29,18 @@ typedef struct {
 
 
 typedef struct {
+    ngx_chat_pg_conf_t      pg;
+    ngx_chat_redis_conf_t   redis;
+    ngx_flag_t              dev_codes;         /* codes in API answers */
+    ngx_uint_t              max_devices;       /* per user */
+    ngx_str_t               sms_relay;         /* location URI, or empty */
+    size_t                  api_max_body;      /* request body bound */
+} ngx_chat_main_conf_t;
+
+
+typedef struct {
     ngx_chat_ws_conf_t      ws;
+    ngx_msec_t              auth_timeout;      /* chat_ws: until "auth" */
 } ngx_chat_loc_conf_t;
 
 
@@ -34,6 +48,8 @@ extern ngx_module_t  ngx_chat_module;
 
 
 ngx_int_t ngx_chat_echo_handler(ngx_http_request_t *r);
+ngx_int_t ngx_chat_api_handler(ngx_http_request_t *r);       /* chat_api */
+ngx_int_t ngx_chat_session_handler(ngx_http_request_t *r);   /* chat_ws */
 
 
 #endif /* _NGX_CHAT_MODULE_H_INCLUDED_ */

@@ -96,7 +96,7 @@ struct ngx_chat_ws_conn_s {
 
 
 ngx_int_t ngx_chat_ws_upgrade(ngx_http_request_t *r, ngx_chat_ws_conf_t *conf,
-    ngx_chat_ws_handler_t *handler);
+    ngx_chat_ws_handler_t *handler, ngx_chat_ws_conn_t **wcp);
 ngx_int_t ngx_chat_ws_send(ngx_chat_ws_conn_t *wc, ngx_uint_t opcode,
     u_char *data, size_t len);
 void ngx_chat_ws_close(ngx_chat_ws_conn_t *wc, ngx_uint_t code,

@@ -46,12 +46,14 @@ static ngx_str_t  ngx_chat_ws_protocol = ngx_string("Sec-WebSocket-Protocol");
 
 /*
  * A content handler's tail: returns NGX_DONE once the 101 is on its way,
- * or the status of a refusal already sent.
+ * or the status of a refusal already sent.  With NGX_DONE, *wcp (when
+ * wanted) is the new connection, whose owner state (wc->data) the caller
+ * may fill before handler->opened() runs from a posted event.
  */
 
 ngx_int_t
 ngx_chat_ws_upgrade(ngx_http_request_t *r, ngx_chat_ws_conf_t *conf,
-    ngx_chat_ws_handler_t *handler)
+    ngx_chat_ws_handler_t *handler, ngx_chat_ws_conn_t **wcp)
 {
     u_char               accept[NGX_CHAT_WS_ACCEPT_LEN];
     ngx_int_t            rc;
@@ -125,6 +127,10 @@ ngx_chat_ws_upgrade(ngx_http_request_t *r, ngx_chat_ws_conf_t *conf,
     ngx_http_set_ctx(r, wc, ngx_chat_module);
 
     ngx_post_event(c->write, &ngx_posted_events);
+
+    if (wcp) {
+        *wcp = wc;
+    }
 
     return NGX_DONE;
 }

@@ -1,0 +1,62 @@
+
+/*
+ * Redis for a worker: one async hiredis connection for commands and one
+ * for SUBSCRIBE, both wired into nginx events, reconnecting with backoff.
+ *
+ *     cmd = ngx_chat_redis_command(handler, data, log, "SET %b %b", ...);
+ *     if (cmd == NULL) -> Redis is down: answer "unavailable" now
+ *     ... handler(data, reply) runs later, once, unless
+ *         ngx_chat_redis_cancel(cmd); reply is NULL when the link broke.
+ *
+ * Subscriptions are counted per channel: a channel stays subscribed while
+ * anyone in the worker wants it, and is subscribed again after a
+ * reconnect.  Messages go to the one handler set with
+ * ngx_chat_redis_on_message(); ngx_chat_redis_on_link(handler) is told
+ * when the subscription link comes back (live messages published while it
+ * was away are lost: resync from PostgreSQL).
+ */
+
+#ifndef _NGX_CHAT_REDIS_H_INCLUDED_
+#define _NGX_CHAT_REDIS_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <hiredis/hiredis.h>
+
+
+typedef struct ngx_chat_redis_cmd_s  ngx_chat_redis_cmd_t;
+
+typedef void (*ngx_chat_redis_handler_pt)(void *data, redisReply *reply);
+typedef void (*ngx_chat_redis_message_pt)(ngx_str_t *channel,
+    ngx_str_t *message);
+typedef void (*ngx_chat_redis_link_pt)(void);
+
+
+typedef struct {
+    ngx_str_t               host;            /* empty: no Redis */
+    in_port_t               port;
+    ngx_str_t               unix_path;
+    ngx_str_t               prefix;          /* for every key and channel */
+    ngx_msec_t              timeout;         /* commands and connects */
+} ngx_chat_redis_conf_t;
+
+
+ngx_int_t ngx_chat_redis_init_worker(ngx_chat_redis_conf_t *conf,
+    ngx_cycle_t *cycle);
+void ngx_chat_redis_exit_worker(void);
+
+ngx_chat_redis_cmd_t *ngx_chat_redis_command(ngx_chat_redis_handler_pt handler,
+    void *data, ngx_log_t *log, const char *format, ...);
+void ngx_chat_redis_cancel(ngx_chat_redis_cmd_t *cmd);
+
+ngx_int_t ngx_chat_redis_subscribe(ngx_str_t *channel);
+void ngx_chat_redis_unsubscribe(ngx_str_t *channel);
+void ngx_chat_redis_on_message(ngx_chat_redis_message_pt handler);
+void ngx_chat_redis_on_link(ngx_chat_redis_link_pt handler);
+
+ngx_uint_t ngx_chat_redis_up(void);
+ngx_str_t *ngx_chat_redis_prefix(void);
+
+
+#endif /* _NGX_CHAT_REDIS_H_INCLUDED_ */

@@ -1,0 +1,1102 @@
+
+/*
+ * Accounts and devices (PROTOCOL.md, section 1): a mobile number is
+ * registered, then verified with the code sent to it, which makes its
+ * user and a first device; more devices are linked with one-use codes;
+ * devices are listed and unlinked; users are looked up by number.
+ *
+ * Redis keeps what is short-lived (codes, the register rate limit), each
+ * check-and-change in one EVAL; PostgreSQL keeps users and devices, each
+ * change one statement (sql/002_accounts.sql).
+ */
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include <openssl/rand.h>
+
+#include "ngx_chat_api.h"
+#include "ngx_chat_auth.h"
+
+
+#define NGX_CHAT_CODE_LEN           6
+#define NGX_CHAT_CODE_TTL           300         /* s */
+#define NGX_CHAT_CODE_TRIES         5           /* wrong ones burn a code */
+#define NGX_CHAT_REGISTER_LIMIT     3           /* registers of a number */
+#define NGX_CHAT_REGISTER_WINDOW    600000      /* ms */
+#define NGX_CHAT_LINK_CODE_LEN      10
+#define NGX_CHAT_LINK_TTL           120         /* s */
+#define NGX_CHAT_DEVICE_NAME_LEN    64          /* characters */
+#define NGX_CHAT_MOBILE_LEN         16          /* "+" and 15 digits */
+
+
+typedef enum {
+    NGX_CHAT_ACCOUNTS_START = 0,
+    NGX_CHAT_ACCOUNTS_CODE,                     /* Redis answered */
+    NGX_CHAT_ACCOUNTS_ROWS                      /* PostgreSQL answered */
+} ngx_chat_accounts_step_e;
+
+
+/* what an endpoint keeps between its steps */
+
+typedef struct {
+    ngx_str_t                 mobile;
+    ngx_str_t                 code;
+    ngx_str_t                 name;             /* of the new device */
+    ngx_str_t                 token;
+    ngx_str_t                 hash;
+    ngx_str_t                 user_id;
+} ngx_chat_accounts_ctx_t;
+
+
+static ngx_chat_accounts_ctx_t *ngx_chat_accounts_ctx(
+    ngx_chat_api_ctx_t *ctx);
+static ngx_int_t ngx_chat_accounts_body(ngx_chat_api_ctx_t *ctx,
+    ngx_chat_accounts_ctx_t *ac, ngx_uint_t fields);
+static ngx_int_t ngx_chat_accounts_fields(ngx_chat_api_ctx_t *ctx,
+    ngx_chat_accounts_ctx_t *ac, ngx_uint_t fields, const char **message);
+static ngx_uint_t ngx_chat_accounts_mobile_valid(ngx_str_t *mobile);
+static ngx_uint_t ngx_chat_accounts_name_valid(ngx_str_t *name);
+static ngx_int_t ngx_chat_accounts_key(ngx_chat_api_ctx_t *ctx,
+    const char *name, ngx_str_t *value, ngx_str_t *key);
+static ngx_int_t ngx_chat_accounts_random_code(ngx_pool_t *pool,
+    ngx_str_t *code);
+static ngx_int_t ngx_chat_accounts_random_link_code(ngx_pool_t *pool,
+    ngx_str_t *code);
+static ngx_int_t ngx_chat_accounts_sms(ngx_chat_api_ctx_t *ctx,
+    ngx_chat_accounts_ctx_t *ac);
+static ngx_int_t ngx_chat_accounts_add_device(ngx_chat_api_ctx_t *ctx,
+    ngx_chat_accounts_ctx_t *ac);
+static ngx_int_t ngx_chat_accounts_device_added(ngx_chat_api_ctx_t *ctx,
+    ngx_chat_accounts_ctx_t *ac, int col);
+static json_t *ngx_chat_accounts_ms(PGresult *res, int row, int col);
+static void ngx_chat_accounts_published(void *data, redisReply *reply);
+
+
+#define NGX_CHAT_ACCOUNTS_MOBILE  1
+#define NGX_CHAT_ACCOUNTS_DIGITS  2             /* code: 6 digits */
+#define NGX_CHAT_ACCOUNTS_LINK    4             /* code: a link code */
+#define NGX_CHAT_ACCOUNTS_NAME    8
+
+
+/* unambiguous: no 0, 1, I or O; 32 symbols, 5 bits each */
+
+static u_char  ngx_chat_accounts_alphabet[] =
+    "23456789ABCDEFGHJKLMNPQRSTUVWXYZ";
+
+
+/*
+ * KEYS[1]: the number's register counter, KEYS[2]: its code.
+ * ARGV: limit, window (ms), code, code TTL (s).
+ * Returns 0 when the new code is stored (with no wrong tries), else the
+ * milliseconds until the number may register again.
+ */
+
+static const char  ngx_chat_accounts_register_lua[] =
+    "local n = redis.call('INCR', KEYS[1]) "
+    "if n == 1 or redis.call('PTTL', KEYS[1]) < 0 then "
+    "  redis.call('PEXPIRE', KEYS[1], ARGV[2]) "
+    "end "
+    "if n > tonumber(ARGV[1]) then "
+    "  return math.max(redis.call('PTTL', KEYS[1]), 1) "
+    "end "
+    "redis.call('DEL', KEYS[2]) "
+    "redis.call('HSET', KEYS[2], 'code', ARGV[3], 'tries', 0) "
+    "redis.call('EXPIRE', KEYS[2], ARGV[4]) "
+    "return 0";
+
+
+/*
+ * KEYS[1]: the number's code.  ARGV: the code tried, the tries allowed.
+ * Returns 1 for the right code, which is deleted (no replay), else 0; a
+ * wrong try is counted and the last one deletes the code.
+ */
+
+static const char  ngx_chat_accounts_verify_lua[] =
+    "local c = redis.call('HGET', KEYS[1], 'code') "
+    "if not c then return 0 end "
+    "if c == ARGV[1] then "
+    "  redis.call('DEL', KEYS[1]) "
+    "  return 1 "
+    "end "
+    "if redis.call('HINCRBY', KEYS[1], 'tries', 1) >= tonumber(ARGV[2]) then "
+    "  redis.call('DEL', KEYS[1]) "
+    "end "
+    "return 0";
+
+
+static const char  ngx_chat_accounts_verify_sql[] =
+    "SELECT out_user::text, out_device::text "
+    "FROM chat_verify($1, $2, $3::bytea, $4::integer)";
+
+static const char  ngx_chat_accounts_link_sql[] =
+    "SELECT $1::bigint::text, "
+    "chat_add_device($1::bigint, $2, $3::bytea, $4::integer)::text";
+
+static const char  ngx_chat_accounts_devices_sql[] =
+    "SELECT id::text, name, chat_ms(added_at), chat_ms(last_seen) "
+    "FROM devices WHERE user_id = $1::bigint ORDER BY id";
+
+static const char  ngx_chat_accounts_unlink_sql[] =
+    "DELETE FROM devices WHERE id = $1::bigint AND user_id = $2::bigint "
+    "RETURNING id";
+
+static const char  ngx_chat_accounts_me_sql[] =
+    "SELECT id::text, mobile, chat_ms(created_at) "
+    "FROM users WHERE id = $1::bigint";
+
+static const char  ngx_chat_accounts_lookup_sql[] =
+    "SELECT id::text FROM users WHERE mobile = $1";
+
+
+/* POST /v1/register {"mobile"} */
+
+ngx_int_t
+ngx_chat_accounts_register(ngx_chat_api_ctx_t *ctx)
+{
+    ngx_int_t                 rc;
+    ngx_str_t                 counter, key;
+    redisReply               *reply;
+    ngx_http_request_t       *r;
+    ngx_chat_accounts_ctx_t  *ac;
+
+    r = ctx->request;
+    ac = ngx_chat_accounts_ctx(ctx);
+
+    if (ac == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    switch (ctx->step) {
+
+    case NGX_CHAT_ACCOUNTS_START:
+        rc = ngx_chat_accounts_body(ctx, ac, NGX_CHAT_ACCOUNTS_MOBILE);
+
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+
+        if (ngx_chat_accounts_random_code(r->pool, &ac->code) != NGX_OK
+            || ngx_chat_accounts_key(ctx, "register:", &ac->mobile, &counter)
+               != NGX_OK
+            || ngx_chat_accounts_key(ctx, "code:", &ac->mobile, &key)
+               != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ctx->step = NGX_CHAT_ACCOUNTS_CODE;
+
+        return ngx_chat_api_command(ctx,
+                   ngx_chat_redis_command(ngx_chat_api_redis_handler, ctx,
+                                          r->connection->log,
+                                          "EVAL %s 2 %b %b %d %d %b %d",
+                                          ngx_chat_accounts_register_lua,
+                                          counter.data, counter.len,
+                                          key.data, key.len,
+                                          NGX_CHAT_REGISTER_LIMIT,
+                                          NGX_CHAT_REGISTER_WINDOW,
+                                          ac->code.data, ac->code.len,
+                                          NGX_CHAT_CODE_TTL));
+
+    default: /* NGX_CHAT_ACCOUNTS_CODE */
+        reply = ctx->reply;
+
+        if (reply->type != REDIS_REPLY_INTEGER) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "chat register: unexpected Redis reply %d",
+                          reply->type);
+            return ngx_chat_api_unavailable(ctx);
+        }
+
+        if (reply->integer > 0) {
+            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                          "chat register: %V is rate limited", &ac->mobile);
+
+            return ngx_chat_api_rate_limited(ctx,
+                                          (time_t) (reply->integer + 999)
+                                          / 1000);
+        }
+
+        if (ngx_chat_accounts_sms(ctx, ac) != NGX_OK) {
+            return ngx_chat_api_unavailable(ctx);
+        }
+
+        if (ctx->conf->dev_codes) {
+            return ngx_chat_json_reply(r, NGX_HTTP_ACCEPTED,
+                                       json_pack("{s:i,s:s%}",
+                                                 "expires_in",
+                                                 NGX_CHAT_CODE_TTL,
+                                                 "dev_code",
+                                                 ac->code.data,
+                                                 ac->code.len));
+        }
+
+        return ngx_chat_json_reply(r, NGX_HTTP_ACCEPTED,
+                                   json_pack("{s:i}", "expires_in",
+                                             NGX_CHAT_CODE_TTL));
+    }
+}
+
+
+/* POST /v1/verify {"mobile","code","device_name"} */
+
+ngx_int_t
+ngx_chat_accounts_verify(ngx_chat_api_ctx_t *ctx)
+{
+    ngx_int_t                 rc;
+    ngx_str_t                 key, params[4];
+    redisReply               *reply;
+    ngx_http_request_t       *r;
+    ngx_chat_accounts_ctx_t  *ac;
+    u_char                    max[NGX_INT_T_LEN];
+
+    r = ctx->request;
+    ac = ngx_chat_accounts_ctx(ctx);
+
+    if (ac == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    switch (ctx->step) {
+
+    case NGX_CHAT_ACCOUNTS_START:
+        rc = ngx_chat_accounts_body(ctx, ac, NGX_CHAT_ACCOUNTS_MOBILE
+                                             |NGX_CHAT_ACCOUNTS_DIGITS
+                                             |NGX_CHAT_ACCOUNTS_NAME);
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+
+        if (ngx_chat_accounts_key(ctx, "code:", &ac->mobile, &key)
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ctx->step = NGX_CHAT_ACCOUNTS_CODE;
+
+        return ngx_chat_api_command(ctx,
+                   ngx_chat_redis_command(ngx_chat_api_redis_handler, ctx,
+                                          r->connection->log,
+                                          "EVAL %s 1 %b %b %d",
+                                          ngx_chat_accounts_verify_lua,
+                                          key.data, key.len,
+                                          ac->code.data, ac->code.len,
+                                          NGX_CHAT_CODE_TRIES));
+
+    case NGX_CHAT_ACCOUNTS_CODE:
+        reply = ctx->reply;
+
+        if (reply->type != REDIS_REPLY_INTEGER || reply->integer != 1) {
+            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                          "chat verify: wrong or expired code for %V",
+                          &ac->mobile);
+
+            return ngx_chat_json_error(r, NGX_HTTP_UNAUTHORIZED,
+                                       "unauthorized",
+                                       "wrong or expired code");
+        }
+
+        if (ngx_chat_auth_token(r->pool, &ac->token, &ac->hash) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        params[0] = ac->mobile;
+        params[1] = ac->name;
+        params[2] = ac->hash;
+        params[3].data = max;
+        params[3].len = ngx_sprintf(max, "%ui", ctx->conf->max_devices)
+                        - max;
+
+        ctx->step = NGX_CHAT_ACCOUNTS_ROWS;
+
+        return ngx_chat_api_query(ctx, ngx_chat_accounts_verify_sql, 4,
+                                  params);
+
+    default: /* NGX_CHAT_ACCOUNTS_ROWS */
+        return ngx_chat_accounts_device_added(ctx, ac, 0);
+    }
+}
+
+
+/* POST /v1/devices/link-code (auth) */
+
+ngx_int_t
+ngx_chat_accounts_link_code(ngx_chat_api_ctx_t *ctx)
+{
+    ngx_str_t                 key;
+    redisReply               *reply;
+    ngx_http_request_t       *r;
+    ngx_chat_accounts_ctx_t  *ac;
+
+    r = ctx->request;
+    ac = ngx_chat_accounts_ctx(ctx);
+
+    if (ac == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    switch (ctx->step) {
+
+    case NGX_CHAT_ACCOUNTS_START:
+        if (ngx_chat_accounts_random_link_code(r->pool, &ac->code) != NGX_OK
+            || ngx_chat_accounts_key(ctx, "link:", &ac->code, &key) != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ctx->step = NGX_CHAT_ACCOUNTS_CODE;
+
+        /* NX: 50 random bits do not collide, but never take another's */
+
+        return ngx_chat_api_command(ctx,
+                   ngx_chat_redis_command(ngx_chat_api_redis_handler, ctx,
+                                          r->connection->log,
+                                          "SET %b %b EX %d NX",
+                                          key.data, key.len,
+                                          ctx->user_id.data,
+                                          ctx->user_id.len,
+                                          NGX_CHAT_LINK_TTL));
+
+    default: /* NGX_CHAT_ACCOUNTS_CODE */
+        reply = ctx->reply;
+
+        if (reply->type != REDIS_REPLY_STATUS) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "chat link-code: code not stored, Redis reply %d",
+                          reply->type);
+            return ngx_chat_api_unavailable(ctx);
+        }
+
+        return ngx_chat_json_reply(r, NGX_HTTP_OK,
+                                   json_pack("{s:s%,s:i}",
+                                             "code", ac->code.data,
+                                             ac->code.len,
+                                             "expires_in",
+                                             NGX_CHAT_LINK_TTL));
+    }
+}
+
+
+/* POST /v1/devices/link {"code","device_name"} */
+
+ngx_int_t
+ngx_chat_accounts_link(ngx_chat_api_ctx_t *ctx)
+{
+    ngx_int_t                 rc;
+    ngx_str_t                 key;
+    redisReply               *reply;
+    ngx_http_request_t       *r;
+    ngx_chat_accounts_ctx_t  *ac;
+
+    r = ctx->request;
+    ac = ngx_chat_accounts_ctx(ctx);
+
+    if (ac == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    switch (ctx->step) {
+
+    case NGX_CHAT_ACCOUNTS_START:
+        rc = ngx_chat_accounts_body(ctx, ac, NGX_CHAT_ACCOUNTS_LINK
+                                             |NGX_CHAT_ACCOUNTS_NAME);
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+
+        if (ngx_chat_accounts_key(ctx, "link:", &ac->code, &key) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ctx->step = NGX_CHAT_ACCOUNTS_CODE;
+
+        /* one use: whoever comes first takes the code */
+
+        return ngx_chat_api_command(ctx,
+                   ngx_chat_redis_command(ngx_chat_api_redis_handler, ctx,
+                                          r->connection->log, "GETDEL %b",
+                                          key.data, key.len));
+
+    case NGX_CHAT_ACCOUNTS_CODE:
+        reply = ctx->reply;
+
+        if (reply->type != REDIS_REPLY_STRING) {
+            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                          "chat link: unknown, used or expired code");
+
+            return ngx_chat_json_error(r, NGX_HTTP_UNAUTHORIZED,
+                                       "unauthorized",
+                                       "unknown, used or expired code");
+        }
+
+        ac->user_id.len = reply->len;
+        ac->user_id.data = ngx_pnalloc(r->pool, reply->len);
+
+        if (ac->user_id.data == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ngx_memcpy(ac->user_id.data, reply->str, reply->len);
+
+        if (ngx_chat_api_id_valid(&ac->user_id) != NGX_OK) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "chat link: invalid user id in Redis");
+            return ngx_chat_api_unavailable(ctx);
+        }
+
+        ctx->step = NGX_CHAT_ACCOUNTS_ROWS;
+
+        return ngx_chat_accounts_add_device(ctx, ac);
+
+    default: /* NGX_CHAT_ACCOUNTS_ROWS */
+        return ngx_chat_accounts_device_added(ctx, ac, 0);
+    }
+}
+
+
+/* GET /v1/devices (auth) */
+
+ngx_int_t
+ngx_chat_accounts_devices(ngx_chat_api_ctx_t *ctx)
+{
+    int        i, n;
+    json_t    *devices, *device;
+    ngx_str_t  id, name;
+    PGresult  *res;
+
+    if (ctx->step == NGX_CHAT_ACCOUNTS_START) {
+        ctx->step = NGX_CHAT_ACCOUNTS_ROWS;
+        return ngx_chat_api_query(ctx, ngx_chat_accounts_devices_sql, 1,
+                                  &ctx->user_id);
+    }
+
+    res = ctx->res;
+    n = PQntuples(res);
+
+    devices = json_array();
+    if (devices == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    for (i = 0; i < n; i++) {
+        ngx_chat_pg_value(res, i, 0, &id);
+        ngx_chat_pg_value(res, i, 1, &name);
+
+        device = json_pack("{s:s%,s:s%,s:o,s:o}",
+                           "device_id", id.data, id.len,
+                           "name", name.data, name.len,
+                           "added_at", ngx_chat_accounts_ms(res, i, 2),
+                           "last_seen", ngx_chat_accounts_ms(res, i, 3));
+
+        if (json_array_append_new(devices, device) != 0) {
+            json_decref(devices);
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    return ngx_chat_json_reply(ctx->request, NGX_HTTP_OK,
+                               json_pack("{s:o}", "devices", devices));
+}
+
+
+/*
+ * DELETE /v1/devices/{device_id} (auth): the row goes, so the token stops
+ * working at once; the sockets of that device, on any worker or host,
+ * hear of it through the user's channel.
+ */
+
+ngx_int_t
+ngx_chat_accounts_unlink(ngx_chat_api_ctx_t *ctx)
+{
+    u_char              *p;
+    ngx_str_t            params[2], channel, message;
+    ngx_http_request_t  *r;
+
+    r = ctx->request;
+
+    if (ctx->step == NGX_CHAT_ACCOUNTS_START) {
+
+        /* not an ID: no such device */
+
+        if (ngx_chat_api_id_valid(&ctx->id) != NGX_OK) {
+            return ngx_chat_json_error(r, NGX_HTTP_NOT_FOUND, "not_found",
+                                       "no such device");
+        }
+
+        params[0] = ctx->id;
+        params[1] = ctx->user_id;
+
+        ctx->step = NGX_CHAT_ACCOUNTS_ROWS;
+
+        return ngx_chat_api_query(ctx, ngx_chat_accounts_unlink_sql, 2,
+                                  params);
+    }
+
+    /* someone else's device is none of the caller's business: 404 too */
+
+    if (PQntuples(ctx->res) == 0) {
+        return ngx_chat_json_error(r, NGX_HTTP_NOT_FOUND, "not_found",
+                                   "no such device");
+    }
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "chat unlink: user %V device %V",
+                  &ctx->user_id, &ctx->id);
+
+    if (ngx_chat_accounts_key(ctx, "u:", &ctx->user_id, &channel) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    message.data = ngx_pnalloc(r->pool, sizeof("{\"type\":\"revoke\","
+                                               "\"device_id\":\"\"}") - 1
+                                        + ctx->id.len);
+    if (message.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* the id is digits only (ngx_chat_api_id_valid): nothing to escape */
+
+    p = ngx_sprintf(message.data, "{\"type\":\"revoke\",\"device_id\":\"%V\"}",
+                    &ctx->id);
+    message.len = p - message.data;
+
+    /*
+     * Nobody waits for it: the reply handler outlives the request, and
+     * sessions check tokens again anyway when Redis comes back.
+     */
+
+    if (ngx_chat_redis_command(ngx_chat_accounts_published, NULL,
+                               ngx_cycle->log, "PUBLISH %b %b",
+                               channel.data, channel.len,
+                               message.data, message.len)
+        == NULL)
+    {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "chat unlink: revocation of device %V of user %V "
+                      "not published: Redis is down",
+                      &ctx->id, &ctx->user_id);
+    }
+
+    return NGX_HTTP_NO_CONTENT;
+}
+
+
+/* GET /v1/me (auth) */
+
+ngx_int_t
+ngx_chat_accounts_me(ngx_chat_api_ctx_t *ctx)
+{
+    ngx_str_t  id, mobile;
+
+    if (ctx->step == NGX_CHAT_ACCOUNTS_START) {
+        ctx->step = NGX_CHAT_ACCOUNTS_ROWS;
+        return ngx_chat_api_query(ctx, ngx_chat_accounts_me_sql, 1,
+                                  &ctx->user_id);
+    }
+
+    /* the user went away with the device since the token was checked */
+
+    if (PQntuples(ctx->res) != 1) {
+        return ngx_chat_json_error(ctx->request, NGX_HTTP_UNAUTHORIZED,
+                                   "unauthorized", "no such user");
+    }
+
+    ngx_chat_pg_value(ctx->res, 0, 0, &id);
+    ngx_chat_pg_value(ctx->res, 0, 1, &mobile);
+
+    return ngx_chat_json_reply(ctx->request, NGX_HTTP_OK,
+                               json_pack("{s:s%,s:s%,s:o}",
+                                         "user_id", id.data, id.len,
+                                         "mobile", mobile.data, mobile.len,
+                                         "created_at",
+                                         ngx_chat_accounts_ms(ctx->res,
+                                                              0, 2)));
+}
+
+
+/* GET /v1/users/lookup?mobile=... (auth) */
+
+ngx_int_t
+ngx_chat_accounts_lookup(ngx_chat_api_ctx_t *ctx)
+{
+    u_char              *dst, *src;
+    ngx_str_t            arg, mobile, id;
+    ngx_http_request_t  *r;
+
+    r = ctx->request;
+
+    if (ctx->step == NGX_CHAT_ACCOUNTS_START) {
+
+        /* "+" may come as it is or as "%2B" */
+
+        if (ngx_http_arg(r, (u_char *) "mobile", 6, &arg) != NGX_OK
+            || arg.len > 3 * NGX_CHAT_MOBILE_LEN)
+        {
+            return ngx_chat_api_bad_request(ctx,
+                              "mobile: an E.164 number is required");
+        }
+
+        mobile.data = ngx_pnalloc(r->pool, arg.len);
+        if (mobile.data == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        dst = mobile.data;
+        src = arg.data;
+        ngx_unescape_uri(&dst, &src, arg.len, 0);
+        mobile.len = dst - mobile.data;
+
+        if (!ngx_chat_accounts_mobile_valid(&mobile)) {
+            return ngx_chat_api_bad_request(ctx,
+                              "mobile: an E.164 number is required");
+        }
+
+        ctx->step = NGX_CHAT_ACCOUNTS_ROWS;
+
+        return ngx_chat_api_query(ctx, ngx_chat_accounts_lookup_sql, 1,
+                                  &mobile);
+    }
+
+    if (PQntuples(ctx->res) != 1) {
+        return ngx_chat_json_error(r, NGX_HTTP_NOT_FOUND, "not_found",
+                                   "no such user");
+    }
+
+    ngx_chat_pg_value(ctx->res, 0, 0, &id);
+
+    return ngx_chat_json_reply(r, NGX_HTTP_OK,
+                               json_pack("{s:s%}", "user_id",
+                                         id.data, id.len));
+}
+
+
+static ngx_chat_accounts_ctx_t *
+ngx_chat_accounts_ctx(ngx_chat_api_ctx_t *ctx)
+{
+    if (ctx->data == NULL) {
+        ctx->data = ngx_pcalloc(ctx->request->pool,
+                                sizeof(ngx_chat_accounts_ctx_t));
+    }
+
+    return ctx->data;
+}
+
+
+/*
+ * Takes the fields of the body that the endpoint wants: NGX_DECLINED
+ * when they are all there and right, so that the endpoint goes on, else
+ * what ended the request (a 400 answer).
+ */
+
+static ngx_int_t
+ngx_chat_accounts_body(ngx_chat_api_ctx_t *ctx, ngx_chat_accounts_ctx_t *ac,
+    ngx_uint_t fields)
+{
+    ngx_int_t    rc;
+    const char  *message;
+
+    rc = ngx_chat_accounts_fields(ctx, ac, fields, &message);
+
+    if (rc == NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    if (rc == NGX_DECLINED) {
+        return ngx_chat_api_bad_request(ctx, message);
+    }
+
+    return NGX_HTTP_INTERNAL_SERVER_ERROR;
+}
+
+
+/* NGX_OK, NGX_DECLINED with the message of a 400, NGX_ERROR */
+
+static ngx_int_t
+ngx_chat_accounts_fields(ngx_chat_api_ctx_t *ctx,
+    ngx_chat_accounts_ctx_t *ac, ngx_uint_t fields, const char **message)
+{
+    u_char      *p;
+    ngx_int_t    rc;
+    ngx_str_t    code;
+    ngx_uint_t   i;
+
+    if (fields & NGX_CHAT_ACCOUNTS_MOBILE) {
+        if (ngx_chat_api_string(ctx, "mobile", &ac->mobile) != NGX_OK
+            || !ngx_chat_accounts_mobile_valid(&ac->mobile))
+        {
+            *message = "mobile: an E.164 number (+ and 8 to 15 digits) "
+                       "is required";
+            return NGX_DECLINED;
+        }
+    }
+
+    if (fields & NGX_CHAT_ACCOUNTS_DIGITS) {
+        if (ngx_chat_api_string(ctx, "code", &ac->code) != NGX_OK
+            || ac->code.len != NGX_CHAT_CODE_LEN)
+        {
+            goto bad_code;
+        }
+
+        for (p = ac->code.data; p < ac->code.data + ac->code.len; p++) {
+            if (*p < '0' || *p > '9') {
+                goto bad_code;
+            }
+        }
+    }
+
+    if (fields & NGX_CHAT_ACCOUNTS_LINK) {
+
+        /* typed by a person: any case will do */
+
+        if (ngx_chat_api_string(ctx, "code", &code) != NGX_OK
+            || code.len != NGX_CHAT_LINK_CODE_LEN)
+        {
+            goto bad_link_code;
+        }
+
+        ac->code.len = code.len;
+        ac->code.data = ngx_pnalloc(ctx->request->pool, code.len);
+        if (ac->code.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        for (i = 0; i < code.len; i++) {
+            ac->code.data[i] = ngx_toupper(code.data[i]);
+
+            if (ngx_strlchr(ngx_chat_accounts_alphabet,
+                            ngx_chat_accounts_alphabet
+                            + sizeof(ngx_chat_accounts_alphabet) - 1,
+                            ac->code.data[i])
+                == NULL)
+            {
+                goto bad_link_code;
+            }
+        }
+    }
+
+    if (fields & NGX_CHAT_ACCOUNTS_NAME) {
+        rc = ngx_chat_api_string(ctx, "device_name", &ac->name);
+
+        if (rc == NGX_DECLINED) {
+            ngx_str_set(&ac->name, "device");
+
+        } else if (rc != NGX_OK || !ngx_chat_accounts_name_valid(&ac->name)) {
+            *message = "device_name: 1 to 64 characters, no control "
+                       "characters";
+            return NGX_DECLINED;
+        }
+    }
+
+    return NGX_OK;
+
+bad_code:
+
+    *message = "code: 6 digits are required";
+    return NGX_DECLINED;
+
+bad_link_code:
+
+    *message = "code: the 10 characters of a link code are required";
+    return NGX_DECLINED;
+}
+
+
+/* "+", then 8 to 15 digits, the first not 0 (E.164) */
+
+static ngx_uint_t
+ngx_chat_accounts_mobile_valid(ngx_str_t *mobile)
+{
+    u_char  *p, *last;
+
+    if (mobile->len < 1 + 8 || mobile->len > NGX_CHAT_MOBILE_LEN
+        || mobile->data[0] != '+' || mobile->data[1] == '0')
+    {
+        return 0;
+    }
+
+    last = mobile->data + mobile->len;
+
+    for (p = mobile->data + 1; p < last; p++) {
+        if (*p < '0' || *p > '9') {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/* 1 to 64 characters of UTF-8 (jansson checked it), no C0 or DEL */
+
+static ngx_uint_t
+ngx_chat_accounts_name_valid(ngx_str_t *name)
+{
+    u_char      *p, *last;
+    ngx_uint_t   n;
+
+    n = 0;
+    last = name->data + name->len;
+
+    for (p = name->data; p < last; p++) {
+        if (*p < 0x20 || *p == 0x7f) {
+            return 0;
+        }
+
+        if ((*p & 0xc0) != 0x80) {
+            n++;                        /* not a continuation byte */
+        }
+    }
+
+    return n >= 1 && n <= NGX_CHAT_DEVICE_NAME_LEN;
+}
+
+
+/* the prefix (chat_redis_prefix), name, and value */
+
+static ngx_int_t
+ngx_chat_accounts_key(ngx_chat_api_ctx_t *ctx, const char *name,
+    ngx_str_t *value, ngx_str_t *key)
+{
+    size_t      len;
+    ngx_str_t  *prefix;
+
+    prefix = &ctx->conf->redis.prefix;
+    len = ngx_strlen(name);
+
+    key->len = prefix->len + len + value->len;
+    key->data = ngx_pnalloc(ctx->request->pool, key->len);
+
+    if (key->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(ngx_cpymem(ngx_cpymem(key->data, prefix->data, prefix->len),
+                          name, len),
+               value->data, value->len);
+
+    return NGX_OK;
+}
+
+
+/* 6 uniform digits: 32-bit draws past the last whole million are redrawn */
+
+static ngx_int_t
+ngx_chat_accounts_random_code(ngx_pool_t *pool, ngx_str_t *code)
+{
+    uint32_t  n;
+
+    do {
+        if (RAND_bytes((u_char *) &n, sizeof(n)) != 1) {
+            return NGX_ERROR;
+        }
+
+    } while (n >= 4294000000U);
+
+    code->data = ngx_pnalloc(pool, NGX_CHAT_CODE_LEN);
+    if (code->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    code->len = ngx_sprintf(code->data, "%06uD", n % 1000000) - code->data;
+
+    return NGX_OK;
+}
+
+
+/* 10 symbols of the 32-symbol alphabet: 50 bits */
+
+static ngx_int_t
+ngx_chat_accounts_random_link_code(ngx_pool_t *pool, ngx_str_t *code)
+{
+    u_char      raw[NGX_CHAT_LINK_CODE_LEN];
+    ngx_uint_t  i;
+
+    if (RAND_bytes(raw, sizeof(raw)) != 1) {
+        return NGX_ERROR;
+    }
+
+    code->data = ngx_pnalloc(pool, NGX_CHAT_LINK_CODE_LEN);
+    if (code->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < NGX_CHAT_LINK_CODE_LEN; i++) {
+        code->data[i] = ngx_chat_accounts_alphabet[raw[i] & 0x1f];
+    }
+
+    code->len = NGX_CHAT_LINK_CODE_LEN;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The code goes to the SMS relay (chat_sms_relay), a location the
+ * operator points at the provider, as a background GET subrequest with
+ * "mobile" and "code" arguments; without a relay, to the error log.
+ */
+
+static ngx_int_t
+ngx_chat_accounts_sms(ngx_chat_api_ctx_t *ctx, ngx_chat_accounts_ctx_t *ac)
+{
+    u_char              *p;
+    ngx_str_t            args;
+    ngx_http_request_t  *r, *sr;
+
+    r = ctx->request;
+
+    if (ctx->conf->sms_relay.len == 0) {
+        ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
+                      "sms to %V: code %V", &ac->mobile, &ac->code);
+        return NGX_OK;
+    }
+
+    args.len = sizeof("mobile=&code=") - 1 + ac->mobile.len
+               + 2 * ngx_escape_uri(NULL, ac->mobile.data, ac->mobile.len,
+                                    NGX_ESCAPE_ARGS)
+               + ac->code.len;
+
+    args.data = ngx_pnalloc(r->pool, args.len);
+    if (args.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(args.data, "mobile=", sizeof("mobile=") - 1);
+    p = (u_char *) ngx_escape_uri(p, ac->mobile.data, ac->mobile.len,
+                                  NGX_ESCAPE_ARGS);
+    p = ngx_sprintf(p, "&code=%V", &ac->code);
+    args.len = p - args.data;
+
+    if (ngx_http_subrequest(r, &ctx->conf->sms_relay, &args, &sr, NULL,
+                            NGX_HTTP_SUBREQUEST_BACKGROUND)
+        != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "sms to %V: relay subrequest failed", &ac->mobile);
+        return NGX_ERROR;
+    }
+
+    /*
+     * A GET without the client's body (it was read, and consumed): a
+     * Content-Length left over would make a proxy wait for it.
+     */
+
+    sr->header_only = 1;
+    sr->method = NGX_HTTP_GET;
+    ngx_str_set(&sr->method_name, "GET");
+    sr->request_body = NULL;
+    sr->headers_in.content_length = NULL;
+    sr->headers_in.content_length_n = -1;
+    sr->headers_in.transfer_encoding = NULL;
+    sr->headers_in.chunked = 0;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "sms to %V: relayed", &ac->mobile);
+
+    return NGX_OK;
+}
+
+
+/* a new device, with a new token, for ac->user_id */
+
+static ngx_int_t
+ngx_chat_accounts_add_device(ngx_chat_api_ctx_t *ctx,
+    ngx_chat_accounts_ctx_t *ac)
+{
+    ngx_str_t  params[4];
+    u_char     max[NGX_INT_T_LEN];
+
+    if (ngx_chat_auth_token(ctx->request->pool, &ac->token, &ac->hash)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    params[0] = ac->user_id;
+    params[1] = ac->name;
+    params[2] = ac->hash;
+    params[3].data = max;
+    params[3].len = ngx_sprintf(max, "%ui", ctx->conf->max_devices) - max;
+
+    return ngx_chat_api_query(ctx, ngx_chat_accounts_link_sql, 4, params);
+}
+
+
+/*
+ * The answer of chat_verify() or chat_add_device(): user id, device id
+ * (0: no room; NULL: no such user).
+ */
+
+static ngx_int_t
+ngx_chat_accounts_device_added(ngx_chat_api_ctx_t *ctx,
+    ngx_chat_accounts_ctx_t *ac, int col)
+{
+    ngx_str_t            user, device;
+    ngx_http_request_t  *r;
+
+    r = ctx->request;
+
+    if (PQntuples(ctx->res) != 1 || PQgetisnull(ctx->res, 0, col + 1)) {
+        return ngx_chat_json_error(r, NGX_HTTP_UNAUTHORIZED, "unauthorized",
+                                   "no such user");
+    }
+
+    ngx_chat_pg_value(ctx->res, 0, col, &user);
+    ngx_chat_pg_value(ctx->res, 0, col + 1, &device);
+
+    if (device.len == 1 && device.data[0] == '0') {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "chat: user %V has %ui devices already",
+                      &user, ctx->conf->max_devices);
+
+        return ngx_chat_json_error(r, NGX_HTTP_CONFLICT, "conflict",
+                                   "too many devices: unlink one first");
+    }
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "chat: user %V has a new device %V", &user, &device);
+
+    return ngx_chat_json_reply(r, NGX_HTTP_OK,
+                               json_pack("{s:s%,s:s%,s:s%}",
+                                         "user_id", user.data, user.len,
+                                         "device_id", device.data,
+                                         device.len,
+                                         "token", ac->token.data,
+                                         ac->token.len));
+}
+
+
+/* epoch milliseconds, or null */
+
+static json_t *
+ngx_chat_accounts_ms(PGresult *res, int row, int col)
+{
+    off_t      ms;
+    ngx_str_t  value;
+
+    if (PQgetisnull(res, row, col)) {
+        return json_null();
+    }
+
+    ngx_chat_pg_value(res, row, col, &value);
+
+    ms = ngx_atoof(value.data, value.len);
+
+    if (ms == NGX_ERROR) {
+        return NULL;            /* json_pack() fails on it: a 500 */
+    }
+
+    return json_integer((json_int_t) ms);
+}
+
+
+static void
+ngx_chat_accounts_published(void *data, redisReply *reply)
+{
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "chat unlink: revocation not published");
+    }
+}

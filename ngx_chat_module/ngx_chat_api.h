@@ -1,0 +1,109 @@
+
+/*
+ * The HTTP API front (chat_api): routing, body, auth, and the async
+ * round trips of its endpoints.
+ *
+ * An endpoint is one function, called first when the request is routed,
+ * authenticated (ctx->user_id, ctx->device_id) and its JSON body parsed
+ * (ctx->body), then again with each result it waited for (ctx->res or
+ * ctx->reply), its progress in ctx->step.  It returns NGX_DONE after
+ * starting a round trip with ngx_chat_api_query() or
+ * ngx_chat_api_command(), or else what ended the request: the return
+ * value of ngx_chat_json_reply(), ngx_chat_json_error(), or an HTTP
+ * status such as NGX_HTTP_NO_CONTENT.
+ *
+ * PostgreSQL errors and broken Redis links never reach an endpoint: the
+ * front answers 503 unavailable for them.
+ */
+
+#ifndef _NGX_CHAT_API_H_INCLUDED_
+#define _NGX_CHAT_API_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include <jansson.h>
+
+#include "ngx_chat_module.h"
+#include "ngx_chat_json.h"
+
+
+#define NGX_CHAT_API_AUTH  1                /* Authorization: Bearer */
+#define NGX_CHAT_API_BODY  2                /* a JSON object */
+
+#define NGX_CHAT_API_ID_LEN  19             /* a positive bigint */
+
+
+typedef struct ngx_chat_api_ctx_s  ngx_chat_api_ctx_t;
+
+typedef ngx_int_t (*ngx_chat_api_handler_pt)(ngx_chat_api_ctx_t *ctx);
+
+
+typedef struct {
+    ngx_uint_t                method;       /* NGX_HTTP_GET, ... */
+    ngx_str_t                 path;         /* after /v1/; one {id} */
+    ngx_chat_api_handler_pt   handler;
+    ngx_uint_t                flags;        /* NGX_CHAT_API_AUTH, _BODY */
+} ngx_chat_api_route_t;
+
+
+struct ngx_chat_api_ctx_s {
+    ngx_http_request_t       *request;
+    ngx_chat_api_route_t     *route;
+    ngx_chat_main_conf_t     *conf;
+
+    ngx_str_t                 id;           /* the {id} path segment */
+    ngx_str_t                 token;        /* the bearer token */
+    ngx_str_t                 user_id;      /* the caller, once checked */
+    ngx_str_t                 device_id;
+    json_t                   *body;         /* NGX_CHAT_API_BODY routes */
+
+    ngx_uint_t                phase;        /* of the front, see .c */
+    ngx_uint_t                step;         /* of the endpoint, 0 first */
+    void                     *data;         /* of the endpoint */
+
+    PGresult                 *res;          /* while the endpoint runs */
+    redisReply               *reply;
+
+    ngx_chat_pg_query_t      *query;        /* in flight */
+    ngx_chat_redis_cmd_t     *cmd;
+
+    u_char                   *buf;          /* the body as read */
+    size_t                    len;
+    size_t                    size;
+
+    unsigned                  done:1;       /* finalized */
+};
+
+
+ngx_int_t ngx_chat_api_query(ngx_chat_api_ctx_t *ctx, const char *sql,
+    ngx_uint_t nparams, ngx_str_t *params);
+ngx_int_t ngx_chat_api_command(ngx_chat_api_ctx_t *ctx,
+    ngx_chat_redis_cmd_t *cmd);
+void ngx_chat_api_redis_handler(void *data, redisReply *reply);
+
+ngx_int_t ngx_chat_api_unavailable(ngx_chat_api_ctx_t *ctx);
+ngx_int_t ngx_chat_api_bad_request(ngx_chat_api_ctx_t *ctx,
+    const char *message);
+ngx_int_t ngx_chat_api_rate_limited(ngx_chat_api_ctx_t *ctx,
+    time_t retry_after);
+
+ngx_int_t ngx_chat_api_string(ngx_chat_api_ctx_t *ctx, const char *name,
+    ngx_str_t *value);
+ngx_int_t ngx_chat_api_id_valid(ngx_str_t *id);
+
+
+/* ngx_chat_accounts.c */
+
+ngx_int_t ngx_chat_accounts_register(ngx_chat_api_ctx_t *ctx);
+ngx_int_t ngx_chat_accounts_verify(ngx_chat_api_ctx_t *ctx);
+ngx_int_t ngx_chat_accounts_link_code(ngx_chat_api_ctx_t *ctx);
+ngx_int_t ngx_chat_accounts_link(ngx_chat_api_ctx_t *ctx);
+ngx_int_t ngx_chat_accounts_devices(ngx_chat_api_ctx_t *ctx);
+ngx_int_t ngx_chat_accounts_unlink(ngx_chat_api_ctx_t *ctx);
+ngx_int_t ngx_chat_accounts_me(ngx_chat_api_ctx_t *ctx);
+ngx_int_t ngx_chat_accounts_lookup(ngx_chat_api_ctx_t *ctx);
+
+
+#endif /* _NGX_CHAT_API_H_INCLUDED_ */

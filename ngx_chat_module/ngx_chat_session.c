@@ -1,0 +1,538 @@
+
+/*
+ * The chat endpoint (chat_ws): one session per WebSocket.
+ *
+ *   AUTH_WAIT  -- "auth" or a Bearer header --> AUTH_CHECK
+ *   AUTH_CHECK -- token valid --> READY ("ready" sent, user channel
+ *                 subscribed); invalid --> close 4001
+ *   READY      -- application messages
+ *
+ * Sessions of a user on this worker hang off one node of an index keyed
+ * by the user's Redis channel, so a message published to the user reaches
+ * each of them once; revocations ("revoke" with a device id) close that
+ * device's sessions with 4001 on whatever worker or host holds them.
+ */
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include <jansson.h>
+
+#include "ngx_chat_module.h"
+#include "ngx_chat_ws_conn.h"
+#include "ngx_chat_session.h"
+#include "ngx_chat_auth.h"
+
+
+typedef enum {
+    NGX_CHAT_SESSION_AUTH_WAIT = 0,
+    NGX_CHAT_SESSION_AUTH_CHECK,
+    NGX_CHAT_SESSION_READY
+} ngx_chat_session_state_e;
+
+
+typedef struct ngx_chat_session_user_s  ngx_chat_session_user_t;
+
+
+typedef struct {
+    ngx_chat_ws_conn_t        *wc;
+    ngx_chat_session_state_e   state;
+    ngx_event_t                auth_timer;
+    ngx_chat_pg_query_t       *query;        /* the token check in flight */
+    ngx_str_t                  token;        /* from a Bearer header */
+    ngx_chat_session_user_t   *user;         /* READY: its index node */
+    ngx_queue_t                queue;        /* in user->sessions */
+    ngx_msec_t                 auth_timeout;
+    ngx_str_t                  user_id;
+    ngx_str_t                  device_id;
+    u_char                     ids[2 * NGX_CHAT_ID_LEN];
+} ngx_chat_session_t;
+
+
+struct ngx_chat_session_user_s {
+    ngx_str_node_t             node;         /* key: the user's channel */
+    ngx_queue_t                sessions;
+};
+
+
+static void ngx_chat_session_opened(ngx_chat_ws_conn_t *wc);
+static void ngx_chat_session_message(ngx_chat_ws_conn_t *wc,
+    ngx_uint_t opcode, u_char *data, size_t len);
+static void ngx_chat_session_closed(ngx_chat_ws_conn_t *wc);
+static void ngx_chat_session_auth(ngx_chat_session_t *s, ngx_str_t *token);
+static void ngx_chat_session_authed(void *data, ngx_int_t rc,
+    ngx_chat_auth_identity_t *id);
+static void ngx_chat_session_auth_timeout(ngx_event_t *ev);
+static ngx_int_t ngx_chat_session_join(ngx_chat_session_t *s);
+static void ngx_chat_session_leave(ngx_chat_session_t *s);
+static void ngx_chat_session_dispatch(ngx_chat_session_t *s, json_t *msg);
+static void ngx_chat_session_send(ngx_chat_session_t *s, json_t *msg);
+static void ngx_chat_session_error(ngx_chat_session_t *s, json_t *req,
+    const char *code, const char *message);
+static void ngx_chat_session_pubsub(ngx_str_t *channel, ngx_str_t *message);
+static ngx_int_t ngx_chat_session_channel(ngx_str_t *user_id,
+    ngx_str_t *channel, u_char *buf, size_t size);
+
+
+static ngx_chat_ws_handler_t  ngx_chat_session_handlers = {
+    ngx_chat_session_opened,
+    ngx_chat_session_message,
+    ngx_chat_session_closed,
+    sizeof(ngx_chat_session_t)
+};
+
+
+static ngx_rbtree_t       ngx_chat_session_users;
+static ngx_rbtree_node_t  ngx_chat_session_sentinel;
+static ngx_uint_t         ngx_chat_session_n;
+
+
+ngx_int_t
+ngx_chat_session_init_worker(ngx_cycle_t *cycle)
+{
+    ngx_rbtree_init(&ngx_chat_session_users, &ngx_chat_session_sentinel,
+                    ngx_str_rbtree_insert_value);
+
+    ngx_chat_redis_on_message(ngx_chat_session_pubsub);
+
+    return NGX_OK;
+}
+
+
+ngx_uint_t
+ngx_chat_session_count(void)
+{
+    return ngx_chat_session_n;
+}
+
+
+ngx_int_t
+ngx_chat_session_handler(ngx_http_request_t *r)
+{
+    ngx_int_t             rc;
+    ngx_str_t             token;
+    ngx_chat_ws_conn_t   *wc;
+    ngx_chat_session_t   *s;
+    ngx_chat_loc_conf_t  *clcf;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_chat_module);
+
+    rc = ngx_chat_ws_upgrade(r, &clcf->ws, &ngx_chat_session_handlers, &wc);
+
+    if (rc != NGX_DONE) {
+        return rc;
+    }
+
+    s = wc->data;
+    s->wc = wc;
+    s->auth_timeout = clcf->auth_timeout;
+
+    /* the request is freed before opened(): keep the token on c->pool */
+
+    if (ngx_chat_auth_bearer(r, &token) == NGX_OK) {
+        s->token.data = ngx_pstrdup(r->connection->pool, &token);
+        s->token.len = s->token.data ? token.len : 0;
+    }
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_chat_session_opened(ngx_chat_ws_conn_t *wc)
+{
+    ngx_chat_session_t  *s = wc->data;
+
+    ngx_queue_init(&s->queue);
+
+    s->auth_timer.handler = ngx_chat_session_auth_timeout;
+    s->auth_timer.data = s;
+    s->auth_timer.log = wc->connection->log;
+    s->auth_timer.cancelable = 1;
+
+    ngx_chat_session_n++;
+
+    if (s->token.len) {
+        ngx_chat_session_auth(s, &s->token);
+        return;
+    }
+
+    ngx_add_timer(&s->auth_timer, s->auth_timeout);
+}
+
+
+static void
+ngx_chat_session_closed(ngx_chat_ws_conn_t *wc)
+{
+    ngx_chat_session_t  *s = wc->data;
+
+    if (s->auth_timer.timer_set) {
+        ngx_del_timer(&s->auth_timer);
+    }
+
+    if (s->query) {
+        ngx_chat_pg_cancel(s->query);
+        s->query = NULL;
+    }
+
+    if (s->user) {
+        ngx_chat_session_leave(s);
+    }
+
+    ngx_chat_session_n--;
+}
+
+
+static void
+ngx_chat_session_message(ngx_chat_ws_conn_t *wc, ngx_uint_t opcode,
+    u_char *data, size_t len)
+{
+    json_t              *msg, *token;
+    ngx_str_t            t;
+    const char          *type;
+    json_error_t         err;
+    ngx_chat_session_t  *s = wc->data;
+
+    msg = (opcode == NGX_CHAT_WS_OP_TEXT)
+          ? json_loadb((char *) data, len, JSON_REJECT_DUPLICATES, &err)
+          : NULL;
+
+    type = json_is_object(msg)
+           ? json_string_value(json_object_get(msg, "type")) : NULL;
+
+    switch (s->state) {
+
+    case NGX_CHAT_SESSION_AUTH_WAIT:
+        token = json_object_get(msg, "token");
+
+        if (type == NULL || ngx_strcmp(type, "auth") != 0
+            || !json_is_string(token))
+        {
+            ngx_log_error(NGX_LOG_INFO, wc->connection->log, 0,
+                          "chat session: first message is not \"auth\"");
+            ngx_chat_ws_close(wc, NGX_CHAT_CLOSE_UNAUTHORIZED,
+                              "auth required");
+            break;
+        }
+
+        t.data = (u_char *) json_string_value(token);
+        t.len = json_string_length(token);
+
+        ngx_chat_session_auth(s, &t);
+        break;
+
+    case NGX_CHAT_SESSION_AUTH_CHECK:
+        ngx_chat_session_error(s, msg, "unauthorized",
+                               "not authenticated yet");
+        break;
+
+    default: /* NGX_CHAT_SESSION_READY */
+
+        if (type == NULL) {
+            ngx_chat_session_error(s, msg, "bad_request",
+                                   "a JSON object with a \"type\" expected");
+            break;
+        }
+
+        ngx_chat_session_dispatch(s, msg);
+        break;
+    }
+
+    json_decref(msg);
+}
+
+
+static void
+ngx_chat_session_auth(ngx_chat_session_t *s, ngx_str_t *token)
+{
+    ngx_connection_t  *c;
+
+    c = s->wc->connection;
+    s->state = NGX_CHAT_SESSION_AUTH_CHECK;
+
+    if (!ngx_chat_auth_token_valid(token)) {
+        ngx_chat_session_authed(s, NGX_DECLINED, NULL);
+        return;
+    }
+
+    s->query = ngx_chat_auth_check(token, ngx_chat_session_authed, s,
+                                   c->pool, c->log);
+
+    if (s->query == NULL) {
+        ngx_chat_session_authed(s, NGX_ERROR, NULL);
+    }
+}
+
+
+static void
+ngx_chat_session_authed(void *data, ngx_int_t rc, ngx_chat_auth_identity_t *id)
+{
+    json_t              *ready;
+    ngx_chat_session_t  *s = data;
+
+    s->query = NULL;
+
+    if (s->auth_timer.timer_set) {
+        ngx_del_timer(&s->auth_timer);
+    }
+
+    if (rc == NGX_ERROR) {
+        ngx_chat_ws_close(s->wc, NGX_CHAT_CLOSE_TRY_AGAIN, "unavailable");
+        return;
+    }
+
+    if (rc != NGX_OK
+        || id->user_id.len > NGX_CHAT_ID_LEN
+        || id->device_id.len > NGX_CHAT_ID_LEN)
+    {
+        ngx_log_error(NGX_LOG_INFO, s->wc->connection->log, 0,
+                      "chat session: invalid token");
+        ngx_chat_ws_close(s->wc, NGX_CHAT_CLOSE_UNAUTHORIZED,
+                          "invalid token");
+        return;
+    }
+
+    s->user_id.data = s->ids;
+    s->user_id.len = id->user_id.len;
+    ngx_memcpy(s->user_id.data, id->user_id.data, id->user_id.len);
+
+    s->device_id.data = s->ids + NGX_CHAT_ID_LEN;
+    s->device_id.len = id->device_id.len;
+    ngx_memcpy(s->device_id.data, id->device_id.data, id->device_id.len);
+
+    if (ngx_chat_session_join(s) != NGX_OK) {
+        ngx_chat_ws_close(s->wc, NGX_CHAT_WS_CLOSE_ERROR, "internal error");
+        return;
+    }
+
+    s->state = NGX_CHAT_SESSION_READY;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, s->wc->connection->log, 0,
+                   "chat session state: ready, user %V device %V",
+                   &s->user_id, &s->device_id);
+
+    ready = json_pack("{s:s,s:s%,s:s%,s:I}", "type", "ready",
+                      "user_id", s->user_id.data, s->user_id.len,
+                      "device_id", s->device_id.data, s->device_id.len,
+                      "server_time", (json_int_t) ngx_time() * 1000
+                                     + (json_int_t) ngx_timeofday()->msec);
+
+    ngx_chat_session_send(s, ready);
+    json_decref(ready);
+}
+
+
+static void
+ngx_chat_session_auth_timeout(ngx_event_t *ev)
+{
+    ngx_chat_session_t  *s = ev->data;
+
+    ngx_log_error(NGX_LOG_INFO, ev->log, 0, "chat session: no auth in time");
+
+    ngx_chat_ws_close(s->wc, NGX_CHAT_CLOSE_AUTH_TIMEOUT, "auth timeout");
+}
+
+
+/* subscribes the user's channel and files the session under it */
+
+static ngx_int_t
+ngx_chat_session_join(ngx_chat_session_t *s)
+{
+    u_char                   buf[128];
+    uint32_t                 hash;
+    ngx_str_t                channel;
+    ngx_str_node_t          *sn;
+    ngx_chat_session_user_t *u;
+
+    if (ngx_chat_session_channel(&s->user_id, &channel, buf, sizeof(buf))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    hash = ngx_crc32_long(channel.data, channel.len);
+    sn = ngx_str_rbtree_lookup(&ngx_chat_session_users, &channel, hash);
+
+    if (sn == NULL) {
+        u = ngx_alloc(sizeof(ngx_chat_session_user_t) + channel.len,
+                      s->wc->connection->log);
+        if (u == NULL) {
+            return NGX_ERROR;
+        }
+
+        u->node.node.key = hash;
+        u->node.str.len = channel.len;
+        u->node.str.data = (u_char *) (u + 1);
+        ngx_memcpy(u->node.str.data, channel.data, channel.len);
+        ngx_queue_init(&u->sessions);
+
+        if (ngx_chat_redis_subscribe(&u->node.str) != NGX_OK) {
+            ngx_free(u);
+            return NGX_ERROR;
+        }
+
+        ngx_rbtree_insert(&ngx_chat_session_users, &u->node.node);
+
+    } else {
+        u = (ngx_chat_session_user_t *) sn;
+    }
+
+    ngx_queue_insert_tail(&u->sessions, &s->queue);
+    s->user = u;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_chat_session_leave(ngx_chat_session_t *s)
+{
+    ngx_chat_session_user_t  *u = s->user;
+
+    ngx_queue_remove(&s->queue);
+    s->user = NULL;
+
+    if (!ngx_queue_empty(&u->sessions)) {
+        return;
+    }
+
+    ngx_chat_redis_unsubscribe(&u->node.str);
+    ngx_rbtree_delete(&ngx_chat_session_users, &u->node.node);
+    ngx_free(u);
+}
+
+
+static void
+ngx_chat_session_dispatch(ngx_chat_session_t *s, json_t *msg)
+{
+    json_t      *pong;
+    const char  *type;
+
+    type = json_string_value(json_object_get(msg, "type"));
+
+    if (ngx_strcmp(type, "ping") == 0) {
+        pong = json_pack("{s:s,s:O?}", "type", "pong",
+                         "t", json_object_get(msg, "t"));
+        ngx_chat_session_send(s, pong);
+        json_decref(pong);
+        return;
+    }
+
+    ngx_chat_session_error(s, msg, "bad_request", "unknown message type");
+}
+
+
+static void
+ngx_chat_session_send(ngx_chat_session_t *s, json_t *msg)
+{
+    char  *text;
+
+    if (msg == NULL) {
+        return;
+    }
+
+    text = json_dumps(msg, JSON_COMPACT);
+    if (text == NULL) {
+        return;
+    }
+
+    (void) ngx_chat_ws_send(s->wc, NGX_CHAT_WS_OP_TEXT, (u_char *) text,
+                            ngx_strlen(text));
+    free(text);
+}
+
+
+/* {"type":"error","id"?,"code","message"}: "id" echoes the request's */
+
+static void
+ngx_chat_session_error(ngx_chat_session_t *s, json_t *req, const char *code,
+    const char *message)
+{
+    json_t  *err, *id;
+
+    id = json_is_object(req) ? json_object_get(req, "id") : NULL;
+
+    err = json_pack("{s:s,s:s,s:s}", "type", "error", "code", code,
+                    "message", message);
+
+    if (err && json_is_string(id)) {
+        json_object_set(err, "id", id);
+    }
+
+    ngx_chat_session_send(s, err);
+    json_decref(err);
+}
+
+
+/* what Redis brings for a user: to each of the user's sessions here */
+
+static void
+ngx_chat_session_pubsub(ngx_str_t *channel, ngx_str_t *message)
+{
+    json_t                   *msg;
+    uint32_t                  hash;
+    ngx_str_t                 device;
+    ngx_queue_t              *q, *next;
+    const char               *type;
+    ngx_str_node_t           *sn;
+    ngx_chat_session_t       *s;
+    ngx_chat_session_user_t  *u;
+
+    hash = ngx_crc32_long(channel->data, channel->len);
+    sn = ngx_str_rbtree_lookup(&ngx_chat_session_users, channel, hash);
+
+    if (sn == NULL) {
+        return;
+    }
+
+    u = (ngx_chat_session_user_t *) sn;
+
+    msg = json_loadb((char *) message->data, message->len, 0, NULL);
+    type = json_string_value(json_object_get(msg, "type"));
+
+    if (type && ngx_strcmp(type, "revoke") == 0) {
+        device.data = (u_char *) json_string_value(
+                                     json_object_get(msg, "device_id"));
+        device.len = device.data ? ngx_strlen(device.data) : 0;
+
+        for (q = ngx_queue_head(&u->sessions);
+             q != ngx_queue_sentinel(&u->sessions);
+             q = next)
+        {
+            next = ngx_queue_next(q);
+            s = ngx_queue_data(q, ngx_chat_session_t, queue);
+
+            if (s->device_id.len == device.len
+                && ngx_strncmp(s->device_id.data, device.data, device.len)
+                   == 0)
+            {
+                ngx_log_error(NGX_LOG_INFO, s->wc->connection->log, 0,
+                              "chat session: device %V unlinked",
+                              &s->device_id);
+                ngx_chat_ws_close(s->wc, NGX_CHAT_CLOSE_UNAUTHORIZED,
+                                  "device unlinked");
+            }
+        }
+    }
+
+    json_decref(msg);
+}
+
+
+static ngx_int_t
+ngx_chat_session_channel(ngx_str_t *user_id, ngx_str_t *channel, u_char *buf,
+    size_t size)
+{
+    ngx_str_t  *prefix;
+
+    prefix = ngx_chat_redis_prefix();
+
+    if (prefix->len + 2 + user_id->len > size) {
+        return NGX_ERROR;
+    }
+
+    channel->data = buf;
+    channel->len = ngx_sprintf(buf, "%Vu:%V", prefix, user_id) - buf;
+
+    return NGX_OK;
+}
