@@ -105,7 +105,8 @@ ngx_chat_auth_token_valid(ngx_str_t *token)
 
 /*
  * "Authorization: Bearer <token>" (RFC 6750; the scheme in any case):
- * NGX_OK with the token, or NGX_DECLINED when there is none.
+ * NGX_OK with the token, NGX_DECLINED when there is no such header,
+ * NGX_ERROR when there is one but it holds no bearer token.
  */
 
 ngx_int_t
@@ -124,14 +125,14 @@ ngx_chat_auth_bearer(ngx_http_request_t *r, ngx_str_t *token)
     last = p + h->value.len;
 
     if (last - p < 7 || ngx_strncasecmp(p, (u_char *) "Bearer ", 7) != 0) {
-        return NGX_DECLINED;
+        return NGX_ERROR;
     }
 
     for (p += 7; p < last && *p == ' '; p++) { /* void */ }
     while (last > p && last[-1] == ' ') { last--; }
 
     if (p == last) {
-        return NGX_DECLINED;
+        return NGX_ERROR;
     }
 
     token->data = p;

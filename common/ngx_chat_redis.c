@@ -86,6 +86,7 @@ static ngx_chat_redis_link_t       ngx_chat_redis_sub_link;
 static ngx_rbtree_t                ngx_chat_redis_channels;
 static ngx_rbtree_node_t           ngx_chat_redis_sentinel;
 static ngx_event_t                 ngx_chat_redis_sweep_ev;
+static ngx_connection_t            ngx_chat_redis_sweep_conn; /* debug log */
 static ngx_chat_redis_message_pt   ngx_chat_redis_message_handler;
 static ngx_chat_redis_link_pt      ngx_chat_redis_link_handler;
 static ngx_uint_t                  ngx_chat_redis_exiting;
@@ -99,6 +100,9 @@ ngx_chat_redis_init_worker(ngx_chat_redis_conf_t *conf, ngx_cycle_t *cycle)
 
     ngx_rbtree_init(&ngx_chat_redis_channels, &ngx_chat_redis_sentinel,
                     ngx_str_rbtree_insert_value);
+
+    /* a timer's debug line reads ev->data as a connection */
+    ngx_chat_redis_sweep_conn.fd = (ngx_socket_t) -1;
 
     ngx_chat_redis_conf = conf;
     ngx_chat_redis_log = cycle->log;
@@ -126,6 +130,7 @@ ngx_chat_redis_init_worker(ngx_chat_redis_conf_t *conf, ngx_cycle_t *cycle)
 
     ngx_chat_redis_sweep_ev.handler = ngx_chat_redis_sweep;
     ngx_chat_redis_sweep_ev.log = cycle->log;
+    ngx_chat_redis_sweep_ev.data = &ngx_chat_redis_sweep_conn;
     ngx_chat_redis_sweep_ev.cancelable = 1;
     ngx_add_timer(&ngx_chat_redis_sweep_ev, NGX_CHAT_REDIS_SWEEP);
 
@@ -297,6 +302,46 @@ ngx_str_t *
 ngx_chat_redis_prefix(void)
 {
     return &ngx_chat_redis_conf->prefix;
+}
+
+
+/*
+ * "<prefix><name><value>"; with tag, the value in braces: a Redis Cluster
+ * hash tag, so that keys that one EVAL touches together share a slot.
+ */
+
+ngx_int_t
+ngx_chat_redis_key(ngx_pool_t *pool, const char *name, ngx_str_t *value,
+    ngx_uint_t tag, ngx_str_t *key)
+{
+    u_char     *p;
+    size_t      len;
+    ngx_str_t  *prefix;
+
+    prefix = &ngx_chat_redis_conf->prefix;
+    len = ngx_strlen(name);
+
+    key->len = prefix->len + len + value->len + 2 * tag;
+    key->data = ngx_pnalloc(pool, key->len);
+
+    if (key->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(key->data, prefix->data, prefix->len);
+    p = ngx_cpymem(p, name, len);
+
+    if (tag) {
+        *p++ = '{';
+    }
+
+    p = ngx_cpymem(p, value->data, value->len);
+
+    if (tag) {
+        *p = '}';
+    }
+
+    return NGX_OK;
 }
 
 

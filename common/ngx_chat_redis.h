@@ -57,6 +57,12 @@ void ngx_chat_redis_on_link(ngx_chat_redis_link_pt handler);
 
 ngx_uint_t ngx_chat_redis_up(void);
 ngx_str_t *ngx_chat_redis_prefix(void);
+ngx_int_t ngx_chat_redis_key(ngx_pool_t *pool, const char *name,
+    ngx_str_t *value, ngx_uint_t tag, ngx_str_t *key);
+
+/* the channel of a user's live messages: "<prefix>u:<user_id>" */
+#define ngx_chat_redis_user_channel(pool, user_id, channel)                  \
+    ngx_chat_redis_key(pool, "u:", user_id, 0, channel)
 
 
 #endif /* _NGX_CHAT_REDIS_H_INCLUDED_ */

@@ -25,9 +25,16 @@
 #define NGX_CHAT_REGISTER_LIMIT     3           /* registers of a number */
 #define NGX_CHAT_REGISTER_WINDOW    600000      /* ms */
 #define NGX_CHAT_LINK_CODE_LEN      10
+#define NGX_CHAT_LINK_CODE_MAX      64          /* what a client may send */
 #define NGX_CHAT_LINK_TTL           120         /* s */
 #define NGX_CHAT_DEVICE_NAME_LEN    64          /* characters */
 #define NGX_CHAT_MOBILE_LEN         16          /* "+" and 15 digits */
+
+/* the body fields an endpoint takes */
+#define NGX_CHAT_ACCOUNTS_MOBILE    1
+#define NGX_CHAT_ACCOUNTS_DIGITS    2           /* code: 6 digits */
+#define NGX_CHAT_ACCOUNTS_LINK      4           /* code: any short string */
+#define NGX_CHAT_ACCOUNTS_NAME      8
 
 
 typedef enum {
@@ -57,8 +64,8 @@ static ngx_int_t ngx_chat_accounts_fields(ngx_chat_api_ctx_t *ctx,
     ngx_chat_accounts_ctx_t *ac, ngx_uint_t fields, const char **message);
 static ngx_uint_t ngx_chat_accounts_mobile_valid(ngx_str_t *mobile);
 static ngx_uint_t ngx_chat_accounts_name_valid(ngx_str_t *name);
-static ngx_int_t ngx_chat_accounts_key(ngx_chat_api_ctx_t *ctx,
-    const char *name, ngx_str_t *value, ngx_str_t *key);
+static ngx_uint_t ngx_chat_accounts_link_code_valid(ngx_str_t *code);
+static ngx_int_t ngx_chat_accounts_link_refused(ngx_chat_api_ctx_t *ctx);
 static ngx_int_t ngx_chat_accounts_random_code(ngx_pool_t *pool,
     ngx_str_t *code);
 static ngx_int_t ngx_chat_accounts_random_link_code(ngx_pool_t *pool,
@@ -68,15 +75,9 @@ static ngx_int_t ngx_chat_accounts_sms(ngx_chat_api_ctx_t *ctx,
 static ngx_int_t ngx_chat_accounts_add_device(ngx_chat_api_ctx_t *ctx,
     ngx_chat_accounts_ctx_t *ac);
 static ngx_int_t ngx_chat_accounts_device_added(ngx_chat_api_ctx_t *ctx,
-    ngx_chat_accounts_ctx_t *ac, int col);
+    ngx_chat_accounts_ctx_t *ac);
 static json_t *ngx_chat_accounts_ms(PGresult *res, int row, int col);
 static void ngx_chat_accounts_published(void *data, redisReply *reply);
-
-
-#define NGX_CHAT_ACCOUNTS_MOBILE  1
-#define NGX_CHAT_ACCOUNTS_DIGITS  2             /* code: 6 digits */
-#define NGX_CHAT_ACCOUNTS_LINK    4             /* code: a link code */
-#define NGX_CHAT_ACCOUNTS_NAME    8
 
 
 /* unambiguous: no 0, 1, I or O; 32 symbols, 5 bits each */
@@ -177,9 +178,10 @@ ngx_chat_accounts_register(ngx_chat_api_ctx_t *ctx)
         }
 
         if (ngx_chat_accounts_random_code(r->pool, &ac->code) != NGX_OK
-            || ngx_chat_accounts_key(ctx, "register:", &ac->mobile, &counter)
+            || ngx_chat_redis_key(r->pool, "register:", &ac->mobile, 1,
+                                  &counter)
                != NGX_OK
-            || ngx_chat_accounts_key(ctx, "code:", &ac->mobile, &key)
+            || ngx_chat_redis_key(r->pool, "code:", &ac->mobile, 1, &key)
                != NGX_OK)
         {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -268,7 +270,7 @@ ngx_chat_accounts_verify(ngx_chat_api_ctx_t *ctx)
             return rc;
         }
 
-        if (ngx_chat_accounts_key(ctx, "code:", &ac->mobile, &key)
+        if (ngx_chat_redis_key(r->pool, "code:", &ac->mobile, 1, &key)
             != NGX_OK)
         {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -315,7 +317,7 @@ ngx_chat_accounts_verify(ngx_chat_api_ctx_t *ctx)
                                   params);
 
     default: /* NGX_CHAT_ACCOUNTS_ROWS */
-        return ngx_chat_accounts_device_added(ctx, ac, 0);
+        return ngx_chat_accounts_device_added(ctx, ac);
     }
 }
 
@@ -341,7 +343,8 @@ ngx_chat_accounts_link_code(ngx_chat_api_ctx_t *ctx)
 
     case NGX_CHAT_ACCOUNTS_START:
         if (ngx_chat_accounts_random_link_code(r->pool, &ac->code) != NGX_OK
-            || ngx_chat_accounts_key(ctx, "link:", &ac->code, &key) != NGX_OK)
+            || ngx_chat_redis_key(r->pool, "link:", &ac->code, 1, &key)
+               != NGX_OK)
         {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
@@ -406,7 +409,15 @@ ngx_chat_accounts_link(ngx_chat_api_ctx_t *ctx)
             return rc;
         }
 
-        if (ngx_chat_accounts_key(ctx, "link:", &ac->code, &key) != NGX_OK) {
+        /* a code is opaque to clients: one we could not have made is unknown */
+
+        if (!ngx_chat_accounts_link_code_valid(&ac->code)) {
+            return ngx_chat_accounts_link_refused(ctx);
+        }
+
+        if (ngx_chat_redis_key(r->pool, "link:", &ac->code, 1, &key)
+            != NGX_OK)
+        {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
@@ -423,12 +434,7 @@ ngx_chat_accounts_link(ngx_chat_api_ctx_t *ctx)
         reply = ctx->reply;
 
         if (reply->type != REDIS_REPLY_STRING) {
-            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                          "chat link: unknown, used or expired code");
-
-            return ngx_chat_json_error(r, NGX_HTTP_UNAUTHORIZED,
-                                       "unauthorized",
-                                       "unknown, used or expired code");
+            return ngx_chat_accounts_link_refused(ctx);
         }
 
         ac->user_id.len = reply->len;
@@ -451,7 +457,7 @@ ngx_chat_accounts_link(ngx_chat_api_ctx_t *ctx)
         return ngx_chat_accounts_add_device(ctx, ac);
 
     default: /* NGX_CHAT_ACCOUNTS_ROWS */
-        return ngx_chat_accounts_device_added(ctx, ac, 0);
+        return ngx_chat_accounts_device_added(ctx, ac);
     }
 }
 
@@ -517,14 +523,6 @@ ngx_chat_accounts_unlink(ngx_chat_api_ctx_t *ctx)
     r = ctx->request;
 
     if (ctx->step == NGX_CHAT_ACCOUNTS_START) {
-
-        /* not an ID: no such device */
-
-        if (ngx_chat_api_id_valid(&ctx->id) != NGX_OK) {
-            return ngx_chat_json_error(r, NGX_HTTP_NOT_FOUND, "not_found",
-                                       "no such device");
-        }
-
         params[0] = ctx->id;
         params[1] = ctx->user_id;
 
@@ -545,7 +543,10 @@ ngx_chat_accounts_unlink(ngx_chat_api_ctx_t *ctx)
                   "chat unlink: user %V device %V",
                   &ctx->user_id, &ctx->id);
 
-    if (ngx_chat_accounts_key(ctx, "u:", &ctx->user_id, &channel) != NGX_OK) {
+    if (ngx_chat_redis_user_channel(ctx->request->pool, &ctx->user_id,
+                                    &channel)
+        != NGX_OK)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -751,9 +752,10 @@ ngx_chat_accounts_fields(ngx_chat_api_ctx_t *ctx,
         /* typed by a person: any case will do */
 
         if (ngx_chat_api_string(ctx, "code", &code) != NGX_OK
-            || code.len != NGX_CHAT_LINK_CODE_LEN)
+            || code.len == 0 || code.len > NGX_CHAT_LINK_CODE_MAX)
         {
-            goto bad_link_code;
+            *message = "code: a string of 1 to 64 characters is required";
+            return NGX_DECLINED;
         }
 
         ac->code.len = code.len;
@@ -764,15 +766,6 @@ ngx_chat_accounts_fields(ngx_chat_api_ctx_t *ctx,
 
         for (i = 0; i < code.len; i++) {
             ac->code.data[i] = ngx_toupper(code.data[i]);
-
-            if (ngx_strlchr(ngx_chat_accounts_alphabet,
-                            ngx_chat_accounts_alphabet
-                            + sizeof(ngx_chat_accounts_alphabet) - 1,
-                            ac->code.data[i])
-                == NULL)
-            {
-                goto bad_link_code;
-            }
         }
     }
 
@@ -783,8 +776,7 @@ ngx_chat_accounts_fields(ngx_chat_api_ctx_t *ctx,
             ngx_str_set(&ac->name, "device");
 
         } else if (rc != NGX_OK || !ngx_chat_accounts_name_valid(&ac->name)) {
-            *message = "device_name: 1 to 64 characters, no control "
-                       "characters";
+            *message = "device_name: 1 to 64 characters are required";
             return NGX_DECLINED;
         }
     }
@@ -794,11 +786,6 @@ ngx_chat_accounts_fields(ngx_chat_api_ctx_t *ctx,
 bad_code:
 
     *message = "code: 6 digits are required";
-    return NGX_DECLINED;
-
-bad_link_code:
-
-    *message = "code: the 10 characters of a link code are required";
     return NGX_DECLINED;
 }
 
@@ -828,7 +815,10 @@ ngx_chat_accounts_mobile_valid(ngx_str_t *mobile)
 }
 
 
-/* 1 to 64 characters of UTF-8 (jansson checked it), no C0 or DEL */
+/*
+ * 1 to 64 characters (code points): jansson has checked the UTF-8 and
+ * refused NUL; the rest is the user's business, and JSON escapes it.
+ */
 
 static ngx_uint_t
 ngx_chat_accounts_name_valid(ngx_str_t *name)
@@ -836,14 +826,14 @@ ngx_chat_accounts_name_valid(ngx_str_t *name)
     u_char      *p, *last;
     ngx_uint_t   n;
 
+    if (name->len > 4 * NGX_CHAT_DEVICE_NAME_LEN) {
+        return 0;
+    }
+
     n = 0;
     last = name->data + name->len;
 
     for (p = name->data; p < last; p++) {
-        if (*p < 0x20 || *p == 0x7f) {
-            return 0;
-        }
-
         if ((*p & 0xc0) != 0x80) {
             n++;                        /* not a continuation byte */
         }
@@ -853,30 +843,43 @@ ngx_chat_accounts_name_valid(ngx_str_t *name)
 }
 
 
-/* the prefix (chat_redis_prefix), name, and value */
+/* what ngx_chat_accounts_random_link_code() makes, in capitals */
 
-static ngx_int_t
-ngx_chat_accounts_key(ngx_chat_api_ctx_t *ctx, const char *name,
-    ngx_str_t *value, ngx_str_t *key)
+static ngx_uint_t
+ngx_chat_accounts_link_code_valid(ngx_str_t *code)
 {
-    size_t      len;
-    ngx_str_t  *prefix;
+    ngx_uint_t  i;
 
-    prefix = &ctx->conf->redis.prefix;
-    len = ngx_strlen(name);
-
-    key->len = prefix->len + len + value->len;
-    key->data = ngx_pnalloc(ctx->request->pool, key->len);
-
-    if (key->data == NULL) {
-        return NGX_ERROR;
+    if (code->len != NGX_CHAT_LINK_CODE_LEN) {
+        return 0;
     }
 
-    ngx_memcpy(ngx_cpymem(ngx_cpymem(key->data, prefix->data, prefix->len),
-                          name, len),
-               value->data, value->len);
+    for (i = 0; i < code->len; i++) {
+        if (ngx_strlchr(ngx_chat_accounts_alphabet,
+                        ngx_chat_accounts_alphabet
+                        + sizeof(ngx_chat_accounts_alphabet) - 1,
+                        code->data[i])
+            == NULL)
+        {
+            return 0;
+        }
+    }
 
-    return NGX_OK;
+    return 1;
+}
+
+
+/* like a wrong verify code: 401 (a 404 would suit a resource, not a key) */
+
+static ngx_int_t
+ngx_chat_accounts_link_refused(ngx_chat_api_ctx_t *ctx)
+{
+    ngx_log_error(NGX_LOG_INFO, ctx->request->connection->log, 0,
+                  "chat link: unknown, used or expired code");
+
+    return ngx_chat_json_error(ctx->request, NGX_HTTP_UNAUTHORIZED,
+                               "unauthorized",
+                               "unknown, used or expired code");
 }
 
 
@@ -1031,20 +1034,20 @@ ngx_chat_accounts_add_device(ngx_chat_api_ctx_t *ctx,
 
 static ngx_int_t
 ngx_chat_accounts_device_added(ngx_chat_api_ctx_t *ctx,
-    ngx_chat_accounts_ctx_t *ac, int col)
+    ngx_chat_accounts_ctx_t *ac)
 {
     ngx_str_t            user, device;
     ngx_http_request_t  *r;
 
     r = ctx->request;
 
-    if (PQntuples(ctx->res) != 1 || PQgetisnull(ctx->res, 0, col + 1)) {
+    if (PQntuples(ctx->res) != 1 || PQgetisnull(ctx->res, 0, 1)) {
         return ngx_chat_json_error(r, NGX_HTTP_UNAUTHORIZED, "unauthorized",
                                    "no such user");
     }
 
-    ngx_chat_pg_value(ctx->res, 0, col, &user);
-    ngx_chat_pg_value(ctx->res, 0, col + 1, &device);
+    ngx_chat_pg_value(ctx->res, 0, 0, &user);
+    ngx_chat_pg_value(ctx->res, 0, 1, &device);
 
     if (device.len == 1 && device.data[0] == '0') {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,

@@ -230,7 +230,10 @@ ngx_chat_api_route(ngx_http_request_t *r, ngx_str_t *id, ngx_uint_t *allowed)
 }
 
 
-/* literal bytes, and "{...}" for one non-empty path segment */
+/*
+ * Literal bytes, and "{...}" for one path segment that is an ID: a path
+ * that cannot name a resource is no path at all (404, not 405).
+ */
 
 static ngx_uint_t
 ngx_chat_api_match(ngx_str_t *pattern, ngx_str_t *path, ngx_str_t *id)
@@ -255,7 +258,7 @@ ngx_chat_api_match(ngx_str_t *pattern, ngx_str_t *path, ngx_str_t *id)
 
             id->len = p - id->data;
 
-            if (id->len == 0) {
+            if (ngx_chat_api_id_valid(id) != NGX_OK) {
                 return 0;
             }
 
@@ -670,9 +673,13 @@ ngx_chat_api_body_collect(ngx_chat_api_ctx_t *ctx)
         }
 
         if (ctx->buf == NULL) {
+
+            /* chunked: nginx counts content_length_n up as chunks come */
+
             ctx->size = ctx->conf->api_max_body;
 
-            if (r->headers_in.content_length_n > 0) {
+            if (!r->headers_in.chunked && r->headers_in.content_length_n > 0)
+            {
                 ctx->size = (size_t) r->headers_in.content_length_n;
             }
 

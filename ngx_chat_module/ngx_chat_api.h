@@ -53,7 +53,7 @@ struct ngx_chat_api_ctx_s {
     ngx_chat_api_route_t     *route;
     ngx_chat_main_conf_t     *conf;
 
-    ngx_str_t                 id;           /* the {id} path segment */
+    ngx_str_t                 id;           /* {id} of the path: an ID */
     ngx_str_t                 token;        /* the bearer token */
     ngx_str_t                 user_id;      /* the caller, once checked */
     ngx_str_t                 device_id;

@@ -43,6 +43,7 @@ typedef struct {
     ngx_chat_session_user_t   *user;         /* READY: its index node */
     ngx_queue_t                queue;        /* in user->sessions */
     ngx_msec_t                 auth_timeout;
+    unsigned                   bad_header:1; /* unusable Authorization */
     ngx_str_t                  user_id;
     ngx_str_t                  device_id;
     u_char                     ids[2 * NGX_CHAT_ID_LEN];
@@ -70,8 +71,6 @@ static void ngx_chat_session_send(ngx_chat_session_t *s, json_t *msg);
 static void ngx_chat_session_error(ngx_chat_session_t *s, json_t *req,
     const char *code, const char *message);
 static void ngx_chat_session_pubsub(ngx_str_t *channel, ngx_str_t *message);
-static ngx_int_t ngx_chat_session_channel(ngx_str_t *user_id,
-    ngx_str_t *channel, u_char *buf, size_t size);
 
 
 static ngx_chat_ws_handler_t  ngx_chat_session_handlers = {
@@ -129,9 +128,19 @@ ngx_chat_session_handler(ngx_http_request_t *r)
 
     /* the request is freed before opened(): keep the token on c->pool */
 
-    if (ngx_chat_auth_bearer(r, &token) == NGX_OK) {
+    switch (ngx_chat_auth_bearer(r, &token)) {
+
+    case NGX_OK:
         s->token.data = ngx_pstrdup(r->connection->pool, &token);
         s->token.len = s->token.data ? token.len : 0;
+        break;
+
+    case NGX_ERROR:
+        s->bad_header = 1;      /* "Basic ...", "Bearer" alone: 4001 */
+        break;
+
+    default: /* NGX_DECLINED: no Authorization, an "auth" message follows */
+        break;
     }
 
     return NGX_DONE;
@@ -151,6 +160,11 @@ ngx_chat_session_opened(ngx_chat_ws_conn_t *wc)
     s->auth_timer.cancelable = 1;
 
     ngx_chat_session_n++;
+
+    if (s->bad_header) {
+        ngx_chat_session_authed(s, NGX_DECLINED, NULL);
+        return;
+    }
 
     if (s->token.len) {
         ngx_chat_session_auth(s, &s->token);
@@ -338,13 +352,13 @@ ngx_chat_session_auth_timeout(ngx_event_t *ev)
 static ngx_int_t
 ngx_chat_session_join(ngx_chat_session_t *s)
 {
-    u_char                   buf[128];
     uint32_t                 hash;
     ngx_str_t                channel;
     ngx_str_node_t          *sn;
     ngx_chat_session_user_t *u;
 
-    if (ngx_chat_session_channel(&s->user_id, &channel, buf, sizeof(buf))
+    if (ngx_chat_redis_user_channel(s->wc->connection->pool, &s->user_id,
+                                    &channel)
         != NGX_OK)
     {
         return NGX_ERROR;
@@ -516,23 +530,4 @@ ngx_chat_session_pubsub(ngx_str_t *channel, ngx_str_t *message)
     }
 
     json_decref(msg);
-}
-
-
-static ngx_int_t
-ngx_chat_session_channel(ngx_str_t *user_id, ngx_str_t *channel, u_char *buf,
-    size_t size)
-{
-    ngx_str_t  *prefix;
-
-    prefix = ngx_chat_redis_prefix();
-
-    if (prefix->len + 2 + user_id->len > size) {
-        return NGX_ERROR;
-    }
-
-    channel->data = buf;
-    channel->len = ngx_sprintf(buf, "%Vu:%V", prefix, user_id) - buf;
-
-    return NGX_OK;
 }
