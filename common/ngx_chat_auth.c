@@ -32,12 +32,19 @@ static ngx_int_t ngx_chat_auth_identity(ngx_chat_auth_ctx_t *ctx,
     PGresult *res, ngx_chat_auth_identity_t *identity);
 
 
-/* a check is also a sign of life: last_seen moves in the same statement */
+/*
+ * A check is also a sign of life: last_seen moves in the same statement,
+ * but at most once a minute, so a busy device does not turn every call
+ * into a row write.
+ */
 
 static const char  ngx_chat_auth_sql[] =
-    "UPDATE devices SET last_seen = now() "
-    "WHERE token_hash = $1::bytea "
-    "RETURNING user_id::text, id::text, encode(token_hash, 'hex')";
+    "WITH d AS (SELECT id, user_id, token_hash, last_seen FROM devices "
+    "           WHERE token_hash = $1::bytea), "
+    "u AS (UPDATE devices SET last_seen = now() FROM d "
+    "      WHERE devices.id = d.id AND (d.last_seen IS NULL "
+    "            OR d.last_seen < now() - interval '1 minute')) "
+    "SELECT user_id::text, id::text, encode(token_hash, 'hex') FROM d";
 
 
 /*
