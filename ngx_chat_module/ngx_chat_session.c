@@ -110,6 +110,7 @@ ngx_chat_session_handler(ngx_http_request_t *r)
 {
     ngx_int_t             rc;
     ngx_str_t             token;
+    ngx_table_elt_t      *h;
     ngx_chat_ws_conn_t   *wc;
     ngx_chat_session_t   *s;
     ngx_chat_loc_conf_t  *clcf;
@@ -136,7 +137,21 @@ ngx_chat_session_handler(ngx_http_request_t *r)
         break;
 
     case NGX_ERROR:
-        s->bad_header = 1;      /* "Basic ...", "Bearer" alone: 4001 */
+
+        /*
+         * "Bearer" without a token is a bad token (4001); another scheme
+         * is not ours (a browser sends a site's Basic credentials on its
+         * own): the "auth" message still decides.
+         */
+
+        h = r->headers_in.authorization;
+
+        if (h->value.len >= 6
+            && ngx_strncasecmp(h->value.data, (u_char *) "bearer", 6) == 0)
+        {
+            s->bad_header = 1;
+        }
+
         break;
 
     default: /* NGX_DECLINED: no Authorization, an "auth" message follows */

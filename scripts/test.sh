@@ -9,7 +9,8 @@
 #
 # The suites find the stack in the environment: CHAT_NGINX, CHAT_MODULES,
 # CHAT_PG_DSN ("host=... port=... dbname=chat user=chat") and CHAT_REDIS
-# (host:port).
+# (host:port); CHAT_PG_DIR, CHAT_PG_PORT, CHAT_REDIS_DIR and CHAT_REDIS_PORT
+# let a suite stop and restart them.
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
@@ -53,6 +54,10 @@ export CHAT_NGINX=$NGINX_BIN
 export CHAT_MODULES=$CHAT_MODULES_DIR
 export CHAT_PG_DSN="host=127.0.0.1 port=$pg_port dbname=chat user=chat"
 export CHAT_REDIS=127.0.0.1:$redis_port
+# For the fault suites, which stop and start the two services mid-test
+# (Test::Chat::Nginx's pg_stop/pg_start/redis_stop/redis_start).
+export CHAT_PG_DIR=$tmp/pg CHAT_PG_PORT=$pg_port
+export CHAT_REDIS_DIR=$tmp/redis CHAT_REDIS_PORT=$redis_port
 
 pg_migrate "$CHAT_PG_DSN"
 

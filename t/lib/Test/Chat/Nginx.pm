@@ -16,6 +16,7 @@ use IO::Socket::INET;
 use POSIX qw(WNOHANG);
 use Test::More ();
 use Time::HiRes qw(time sleep);
+use JSON::PP ();
 
 use Test::Chat::WS qw(:all);
 
@@ -26,6 +27,11 @@ our @EXPORT = qw(
     nginx_worker_pids nginx_wait_exit nginx_test_config write_config
     error_log_mark error_log_since check_error_log alert_lines
     http_request ws_connect
+    http_start http_finish wait_until
+    api_request api_build_request api_ok api_error_is api_show random_mobile
+    api_signup api_link_device ws_chat_auth ws_next ws_worker_pid
+    pg_stop pg_start pg_pause pg_resume
+    redis_stop redis_start redis_pause redis_resume
 );
 
 my $EVAL_PKG = 'main';
@@ -575,6 +581,516 @@ sub _parse_http {
 sub ws_connect {
     my (%o) = @_;
     return Test::Chat::WS->connect(port => port(), %o);
+}
+
+
+# ---------------------------------------------------------------------------
+# Two requests in flight at once: http_start writes a request and returns
+# the socket, http_finish reads and parses its response.
+
+sub http_start {
+    my ($req, %o) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                  PeerPort => $o{port} // port(),
+                                  Proto => 'tcp', Timeout => 5)
+        or return { error => "connect: $!" };
+    my $off = 0;
+    while ($off < length $req) {
+        my $n = syswrite $s, $req, length($req) - $off, $off;
+        return { error => "write: $!" } unless defined $n;
+        $off += $n;
+    }
+    return { sock => $s, t0 => time };
+}
+
+
+sub http_finish {
+    my ($h, %o) = @_;
+    return { error => $h->{error} } unless $h->{sock};
+    my $s = $h->{sock};
+    my $raw = '';
+    my $sel = IO::Select->new($s);
+    my $deadline = time + ($o{timeout} // 5);
+    while (1) {
+        my $left = $deadline - time;
+        last if $left <= 0 || !$sel->can_read($left);
+        my $n = sysread $s, my $buf, 65536;
+        last unless $n;
+        $raw .= $buf;
+        last if _http_complete($raw);
+    }
+    close $s;
+    my $r = _parse_http($raw);
+    $r->{elapsed} = time - $h->{t0};
+    return _decode_api($r);
+}
+
+
+# wait_until($seconds, sub { ... }, interval => 0.25): calls the sub until
+# it returns true or the time is up; returns its last value.
+sub wait_until {
+    my ($bound, $cond, %o) = @_;
+    my $deadline = time + $bound;
+    my $v;
+    while (1) {
+        $v = $cond->();
+        return $v if $v || time >= $deadline;
+        sleep($o{interval} // 0.25);
+    }
+}
+
+
+# ---------------------------------------------------------------------------
+# The chat HTTP API (PROTOCOL.md section 1).
+
+my $JSON = JSON::PP->new->canonical->utf8->allow_nonref;
+
+my %ERROR_CODE = (400 => 'bad_request', 401 => 'unauthorized',
+                  403 => 'forbidden', 404 => 'not_found', 405 => 'bad_request',
+                  409 => 'conflict', 413 => 'too_large',
+                  429 => 'rate_limited', 503 => 'unavailable');
+
+
+# The raw bytes of an API request. body: a reference (sent as JSON) or bytes;
+# token: a bearer token; content_type (default application/json, undef for
+# none); chunked => 1; headers => ['Name: value', ...].
+sub api_build_request {
+    my ($method, $path, %o) = @_;
+    my $body = $o{body};
+    $body = $JSON->encode($body) if ref $body;
+    utf8::encode($body) if defined $body && utf8::is_utf8($body);
+    my @h = ('Host: localhost', 'Connection: close');
+    push @h, "Authorization: Bearer $o{token}" if defined $o{token};
+    if (defined $body) {
+        my $ct = exists $o{content_type} ? $o{content_type}
+                                         : 'application/json';
+        push @h, "Content-Type: $ct" if defined $ct;
+        if ($o{chunked}) {
+            push @h, 'Transfer-Encoding: chunked';
+            my $c = '';
+            for (my $i = 0; $i < length $body; $i += 1000) {
+                my $part = substr $body, $i, 1000;
+                $c .= sprintf("%x\r\n", length $part) . "$part\r\n";
+            }
+            $body = "${c}0\r\n\r\n";
+        } else {
+            push @h, 'Content-Length: ' . length $body;
+        }
+    } elsif ($method =~ /^(POST|PUT|PATCH)$/) {
+        push @h, 'Content-Length: 0';
+    }
+    push @h, @{ $o{headers} || [] };
+    return join("\r\n", "$method $path HTTP/1.1", @h) . "\r\n\r\n"
+           . ($body // '');
+}
+
+
+sub _decode_api {
+    my ($r) = @_;
+    if (length($r->{body} // '')) {
+        my $j = eval { $JSON->decode($r->{body}) };
+        $r->{json} = $j;
+        $r->{json_error} = $@ if $@;
+    }
+    return $r;
+}
+
+
+# api_request(METHOD => '/v1/path', body => {...}, token => $t, ...): the
+# response of http_request, plus {json} (the decoded body, if it is JSON)
+# and {elapsed} (seconds).
+sub api_request {
+    my ($method, $path, %o) = @_;
+    my $t0 = time;
+    my $r = http_request(api_build_request($method, $path, %o),
+                         timeout => $o{timeout} // 5,
+                         (port => $o{port}) x !!$o{port});
+    $r->{elapsed} = time - $t0;
+    return _decode_api($r);
+}
+
+
+sub api_show {
+    my ($r) = @_;
+    return "no response: $r->{error}" if !$r->{status} && $r->{error};
+    my $head = $r->{raw} // '';
+    $head =~ s/\r\n\r\n.*//s;
+    my $body = $r->{body} // '';
+    $body = substr($body, 0, 600) . '...' if length $body > 600;
+    return sprintf "server answered (in %.2fs):\n%s\n\n%s",
+                   $r->{elapsed} // 0, $head, $body;
+}
+
+
+# One assertion: the status is $want and, but for 204, the body is a JSON
+# object sent as application/json.
+sub api_ok {
+    my ($r, $want, $name) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my @why;
+    push @why, 'status ' . ($r->{status} // 'none') . ", expected $want"
+        unless ($r->{status} // '') eq $want;
+    if ($want == 204) {
+        push @why, '204 with a body' if length($r->{body} // '');
+    } elsif (!@why) {
+        push @why, "body is not a JSON object"
+                   . ($r->{json_error} ? " ($r->{json_error})" : '')
+            unless ref $r->{json} eq 'HASH';
+        push @why, "Content-Type is '"
+                   . ($r->{headers}{'content-type'} // 'absent') . "'"
+            unless ($r->{headers}{'content-type'} // '')
+                   =~ m{^application/json\b}i;
+    }
+    my $ok = Test::More::ok(!@why, "$name ($want)");
+    Test::More::diag(join('; ', @why) . "\n" . api_show($r)) unless $ok;
+    return $ok;
+}
+
+
+# One assertion: an error answer {"error":{"code","message"}} with this
+# status (or one of several: [404, 400]) and code (by default the code of
+# the status); a 429 must carry Retry-After in seconds.
+sub api_error_is {
+    my ($r, $status, $code, $name) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my @ok = ref $status ? @$status : ($status);
+    my @why;
+    my $got = $r->{status} // '';
+    if (!grep { $_ eq $got } @ok) {
+        push @why, 'status ' . ($got || 'none') . ', expected '
+                   . join(' or ', @ok);
+    } else {
+        my $want = $code // $ERROR_CODE{$got};
+        my $e = ref $r->{json} eq 'HASH' ? $r->{json}{error} : undef;
+        if (ref $e ne 'HASH') {
+            push @why, 'body is not {"error":{...}}';
+        } else {
+            push @why, 'error.code is ' . ($e->{code} // 'absent')
+                       . ", expected $want"
+                unless ($e->{code} // '') eq $want;
+            push @why, 'error.message is not a non-empty string'
+                unless defined $e->{message} && !ref $e->{message}
+                       && length $e->{message};
+        }
+        push @why, "Content-Type is '"
+                   . ($r->{headers}{'content-type'} // 'absent') . "'"
+            unless ($r->{headers}{'content-type'} // '')
+                   =~ m{^application/json\b}i;
+        if ($got eq '429') {
+            my $ra = $r->{headers}{'retry-after'};
+            push @why, 'Retry-After is ' . ($ra // 'absent')
+                       . ', expected a positive number of seconds'
+                unless defined $ra && $ra =~ /^\d+$/ && $ra > 0;
+        }
+    }
+    my $label = join('|', @ok) . ' ' . ($code // $ERROR_CODE{$ok[0]});
+    my $ok = Test::More::ok(!@why, "$name ($label)");
+    Test::More::diag(join('; ', @why) . "\n" . api_show($r)) unless $ok;
+    return $ok;
+}
+
+
+# A mobile number no other suite or run uses: +1, the pid, a counter and
+# random digits (13 digits in all).
+my $MOBILES = 0;
+
+sub random_mobile {
+    $MOBILES++;
+    return sprintf '+1%05d%04d%03d', $$ % 100000, $MOBILES % 10000,
+                   int rand 1000;
+}
+
+
+# api_signup(mobile => ..., device_name => ..., port => ...): register and
+# verify; one assertion. Returns {mobile, user_id, device_id, token, name}
+# or undef.
+sub api_signup {
+    my (%o) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my $mobile = $o{mobile} // random_mobile();
+    my $name = $o{device_name} // 'test device';
+    my %p = $o{port} ? (port => $o{port}) : ();
+    my $r = api_request(POST => '/v1/register', %p,
+                        body => { mobile => $mobile });
+    my $code = ref $r->{json} eq 'HASH' ? $r->{json}{dev_code} : undef;
+    unless (($r->{status} // 0) == 202 && defined $code) {
+        Test::More::fail("sign up $mobile: register answers 202 with "
+                         . "dev_code");
+        Test::More::diag(api_show($r));
+        return undef;
+    }
+    my $v = api_request(POST => '/v1/verify', %p,
+                        body => { mobile => $mobile, code => $code,
+                                  device_name => $name });
+    my $j = ref $v->{json} eq 'HASH' ? $v->{json} : {};
+    unless (($v->{status} // 0) == 200
+            && !grep { !defined $j->{$_} } qw(user_id device_id token)) {
+        Test::More::fail("sign up $mobile: verify answers 200 with "
+                         . "user_id, device_id, token");
+        Test::More::diag(api_show($v));
+        return undef;
+    }
+    Test::More::pass("sign up $mobile ($name)");
+    return { mobile => $mobile, name => $name, code => $code,
+             map { $_ => $j->{$_} } qw(user_id device_id token) };
+}
+
+
+# api_link_device($account, device_name => ...): link-code from the
+# account's token, then link; one assertion. Returns {user_id, device_id,
+# token, name} or undef.
+sub api_link_device {
+    my ($acct, %o) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my $name = $o{device_name} // 'linked device';
+    my %p = $o{port} ? (port => $o{port}) : ();
+    my $r = api_request(POST => '/v1/devices/link-code', %p,
+                        token => $acct->{token});
+    my $code = ref $r->{json} eq 'HASH' ? $r->{json}{code} : undef;
+    unless (($r->{status} // 0) == 200 && defined $code) {
+        Test::More::fail("link a device to $acct->{mobile}: link-code");
+        Test::More::diag(api_show($r));
+        return undef;
+    }
+    my $l = api_request(POST => '/v1/devices/link', %p,
+                        body => { code => $code, device_name => $name });
+    my $j = ref $l->{json} eq 'HASH' ? $l->{json} : {};
+    unless (($l->{status} // 0) == 200
+            && !grep { !defined $j->{$_} } qw(user_id device_id token)) {
+        Test::More::fail("link a device to $acct->{mobile}: link");
+        Test::More::diag(api_show($l));
+        return undef;
+    }
+    Test::More::pass("link '$name' to $acct->{mobile}");
+    return { mobile => $acct->{mobile}, name => $name,
+             map { $_ => $j->{$_} } qw(user_id device_id token) };
+}
+
+
+# ---------------------------------------------------------------------------
+# The chat WebSocket (PROTOCOL.md section 4).
+
+# The next thing the server says, skipping pings (answered) and pongs:
+# ('json', $obj), ('text', $bytes) when not JSON, ('binary', $bytes),
+# ('close', $code, $reason), ('eof') or ('timeout').
+sub ws_next {
+    my ($ws, $timeout) = @_;
+    my $deadline = time + ($timeout // 5);
+    while (1) {
+        my $left = $deadline - time;
+        return ('timeout') if $left <= 0;
+        my $m = $ws->recv_message($left, auto_pong => 1);
+        unless ($m) {
+            return $ws->eof ? ('eof') : ('timeout');
+        }
+        next if $m->{type} eq 'pong' || $m->{type} eq 'ping';
+        return ('close', $m->{code}, $m->{reason}) if $m->{type} eq 'close';
+        return ('binary', $m->{data}) if $m->{type} eq 'binary';
+        my $j = eval { JSON::PP->new->utf8->decode($m->{data}) };
+        return defined $j ? ('json', $j) : ('text', $m->{data});
+    }
+}
+
+
+# ws_chat_auth(token => $t, via => 'message' | 'header', path => '/v1/ws',
+# port => ..., timeout => 3): an authenticated chat socket. Returns
+# ($ws, $ready) or ($ws, undef, 'what happened instead').
+sub ws_chat_auth {
+    my (%o) = @_;
+    my $via = $o{via} // 'message';
+    my @h = $via eq 'header' ? (Authorization => "Bearer $o{token}") : ();
+    my $ws = Test::Chat::WS->connect(port => $o{port} // port(),
+                                     path => $o{path} // '/v1/ws',
+                                     timeout => $o{timeout} // 3,
+                                     headers => \@h);
+    return ($ws, undef, 'handshake: ' . ($ws->error // 'status '
+                                         . ($ws->status // 'none')))
+        unless ($ws->status // 0) == 101;
+    $ws->send_json({ type => 'auth', token => $o{token} })
+        if $via eq 'message';
+    my ($what, @v) = ws_next($ws, $o{timeout} // 3);
+    return ($ws, $v[0]) if $what eq 'json' && ref $v[0] eq 'HASH'
+                           && ($v[0]{type} // '') eq 'ready';
+    return ($ws, undef, _event_text($what, @v));
+}
+
+
+sub _event_text {
+    my ($what, @v) = @_;
+    return "close $v[0]" . (length($v[1] // '') ? " ($v[1])" : '')
+        if $what eq 'close';
+    return 'message ' . $JSON->encode($v[0]) if $what eq 'json';
+    return "$what " . _show($v[0]) if @v;
+    return $what;
+}
+
+
+# The pid of the worker process that holds the server side of a client
+# connection (found through /proc/net/tcp and the workers' fds), or undef.
+sub ws_worker_pid {
+    my ($ws, %o) = @_;
+    my $sock = ref $ws eq 'Test::Chat::WS' ? $ws->socket : $ws;
+    return undef unless $sock;
+    my $cport = $sock->sockport;
+    my $sport = $sock->peerport;
+    my $want = sprintf '0100007F:%04X 0100007F:%04X', $sport, $cport;
+    my $inode;
+    for my $line (split /\n/, _slurp('/proc/net/tcp')) {
+        my @f = split ' ', $line;
+        next unless @f > 9 && "$f[1] $f[2]" eq $want;
+        $inode = $f[9];
+        last;
+    }
+    return undef unless $inode;
+    for my $pid (nginx_worker_pids()) {
+        opendir my $dh, "/proc/$pid/fd" or next;
+        for my $fd (readdir $dh) {
+            my $l = readlink "/proc/$pid/fd/$fd" // next;
+            return $pid if $l eq "socket:[$inode]";
+        }
+    }
+    return undef;
+}
+
+
+# ---------------------------------------------------------------------------
+# The throwaway PostgreSQL and Redis of scripts/test.sh, stopped and started
+# mid-test through scripts/lib.sh. Whatever a file stops or pauses is
+# restarted or resumed when it exits (END below, and on INT/TERM), so the
+# files after it find the services running.
+
+my (%DOWN, %PAUSED);
+
+
+sub _svc_env {
+    my ($svc) = @_;
+    my $up = uc $svc;
+    my ($dir, $port) = ($ENV{"CHAT_${up}_DIR"}, $ENV{"CHAT_${up}_PORT"});
+    croak "CHAT_${up}_DIR and CHAT_${up}_PORT are not set "
+          . "(run the suite through scripts/test.sh)"
+        unless $dir && $port;
+    return ($dir, $port);
+}
+
+
+# Runs a function of scripts/lib.sh; returns (ok, output).
+sub _lib_sh {
+    my (@args) = @_;
+    my $script = 'exec 2>&1; set -euo pipefail; . "$1/scripts/lib.sh"; '
+                 . 'shift; "$@"';
+    open my $fh, '-|', 'bash', '-c', $script, 'lib.sh', $REPO, @args
+        or return (0, "bash: $!");
+    local $/;
+    my $out = <$fh> // '';
+    close $fh;
+    return ($? == 0, $out);
+}
+
+
+sub _guard_signals {
+    $SIG{INT} = sub { exit 130 } unless ref $SIG{INT};
+    $SIG{TERM} = sub { exit 143 } unless ref $SIG{TERM};
+}
+
+
+sub pg_stop {
+    my ($dir) = _svc_env('pg');
+    _guard_signals();
+    pg_resume();
+    $DOWN{pg} = 1;
+    my ($ok, $out) = _lib_sh(pg_stop => $dir);
+    Test::More::diag("pg_stop: $out") unless $ok;
+    return $ok;
+}
+
+
+sub pg_start {
+    my ($dir, $port) = _svc_env('pg');
+    my ($ok, $out) = _lib_sh(pg_start => $dir, $port, 'test');
+    Test::More::diag("pg_start: $out") unless $ok;
+    delete $DOWN{pg} if $ok;
+    return $ok;
+}
+
+
+sub redis_stop {
+    my ($dir) = _svc_env('redis');
+    _guard_signals();
+    redis_resume();
+    $DOWN{redis} = 1;
+    my ($ok, $out) = _lib_sh(redis_stop => $dir);
+    Test::More::diag("redis_stop: $out") unless $ok;
+    return $ok;
+}
+
+
+sub redis_start {
+    my ($dir, $port) = _svc_env('redis');
+    my ($ok, $out) = _lib_sh(redis_start => $dir, $port, 'test');
+    Test::More::diag("redis_start: $out") unless $ok;
+    delete $DOWN{redis} if $ok;
+    return $ok;
+}
+
+
+# pg_pause / redis_pause: SIGSTOP the server (PostgreSQL: the postmaster,
+# then every process under it), so that it accepts TCP connections but
+# never answers: the case of a hung or overloaded server. *_resume sends
+# SIGCONT. Both return the pids they signalled.
+sub pg_pause {
+    my ($dir) = _svc_env('pg');
+    my ($pm) = _slurp("$dir/postmaster.pid") =~ /^(\d+)/ or return;
+    _guard_signals();
+    kill 'STOP', $pm;
+    my @all = ($pm, _descendants($pm));
+    kill 'STOP', @all;
+    push @{ $PAUSED{pg} }, @all;
+    return @all;
+}
+
+
+sub pg_resume {
+    my @p = @{ delete $PAUSED{pg} || [] };
+    kill 'CONT', reverse @p if @p;
+    return @p;
+}
+
+
+sub redis_pause {
+    my ($dir) = _svc_env('redis');
+    my ($pid) = _slurp("$dir/redis.pid") =~ /^(\d+)/ or return;
+    _guard_signals();
+    kill 'STOP', $pid;
+    push @{ $PAUSED{redis} }, $pid;
+    return ($pid);
+}
+
+
+sub redis_resume {
+    my @p = @{ delete $PAUSED{redis} || [] };
+    kill 'CONT', @p if @p;
+    return @p;
+}
+
+
+sub _descendants {
+    my ($pid) = @_;
+    my @kids = _children($pid);
+    return map { ($_, _descendants($_)) } @kids;
+}
+
+
+sub _restore_services {
+    pg_resume();
+    redis_resume();
+    pg_start() if $DOWN{pg};
+    redis_start() if $DOWN{redis};
+}
+
+
+END {
+    local ($?, $!, $@);
+    _restore_services() if %DOWN || %PAUSED;
 }
 
 
@@ -1414,5 +1930,48 @@ C<ws_connect(path => ..., ...)> (L<Test::Chat::WS>), C<port()>, C<port2()>,
 C<servroot()>, C<nginx_wait_exit($seconds, @pids)>.
 C<run_tests(done_testing => 0)> leaves the plan open for
 scripted tests after the blocks.
+
+=head2 Two requests at once
+
+C<http_start($raw, port => ...)> writes a request and returns a handle;
+C<http_finish($handle, timeout => 5)> reads its response (as
+C<api_request>, with C<elapsed>). C<wait_until($seconds, sub {...},
+interval => 0.25)> polls until the sub returns true and returns its value.
+
+=head2 The chat API
+
+C<api_request(METHOD => $path, body => {...} | $bytes, token => $t,
+content_type => ..., chunked => 1, headers => [...], port => ...)> returns
+the response with C<json> (the decoded body) and C<elapsed>;
+C<api_build_request> gives its raw bytes (for C<http_start>).
+C<api_ok($r, $status, $name)> and C<api_error_is($r, $status | [$s1, $s2],
+$code, $name)> are one assertion each (an error is
+C<{"error":{"code","message"}}> as application/json; a 429 needs
+C<Retry-After>); C<api_show($r)> formats a response for C<diag>.
+C<random_mobile()> gives a number no other file or run uses.
+C<api_signup(mobile => ..., device_name => ...)> registers and verifies
+(using C<dev_code>) and returns C<{mobile, user_id, device_id, token}>;
+C<api_link_device($account, device_name => ...)> adds a device through
+link-code and link.
+
+=head2 The chat WebSocket
+
+C<ws_chat_auth(token => $t, via => 'message' | 'header')> opens /v1/ws and
+returns C<($ws, $ready)> or C<($ws, undef, $what_happened)>.
+C<ws_next($ws, $timeout)> returns the next event: C<('json', $obj)>,
+C<('text', $bytes)>, C<('binary', $bytes)>, C<('close', $code, $reason)>,
+C<('eof')> or C<('timeout')> (pings are answered and skipped).
+C<ws_worker_pid($ws)> is the pid of the worker holding that connection
+(root or the workers' user only).
+
+=head2 Stopping PostgreSQL and Redis
+
+With the environment of scripts/test.sh (C<CHAT_PG_DIR>, C<CHAT_PG_PORT>,
+C<CHAT_REDIS_DIR>, C<CHAT_REDIS_PORT>): C<pg_stop()>, C<pg_start()>,
+C<redis_stop()>, C<redis_start()> (through scripts/lib.sh), and
+C<pg_pause()>/C<pg_resume()>, C<redis_pause()>/C<redis_resume()> (SIGSTOP
+and SIGCONT: a server that accepts connections but never answers). A
+service a file stopped or paused is started or resumed again when the file
+exits, even on die, INT or TERM.
 
 =cut
