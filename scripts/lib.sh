@@ -100,10 +100,11 @@ wait_gone() {
 # ---------------------------------------------------------------- PostgreSQL
 
 # PostgreSQL refuses to run as root: as root, its commands run as the
-# postgres user; as anyone else, as that user.
+# postgres user (from /, since postgres may not enter the caller's
+# directory); as anyone else, as that user.
 as_pg() {
     if [ "$(id -u)" = 0 ]; then
-        runuser -u postgres -- "$@"
+        (cd / && runuser -u postgres -- "$@")
     else
         "$@"
     fi
