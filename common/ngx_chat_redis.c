@@ -314,6 +314,27 @@ ngx_int_t
 ngx_chat_redis_key(ngx_pool_t *pool, const char *name, ngx_str_t *value,
     ngx_uint_t tag, ngx_str_t *key)
 {
+    size_t   size;
+    u_char  *buf;
+
+    size = ngx_chat_redis_prefix()->len + ngx_strlen(name) + value->len
+           + 2 * tag;
+
+    buf = ngx_pnalloc(pool, size);
+    if (buf == NULL) {
+        return NGX_ERROR;
+    }
+
+    return ngx_chat_redis_key_buf(buf, size, name, value, tag, key);
+}
+
+
+/* the same into the caller's buffer: NGX_ERROR when it is too small */
+
+ngx_int_t
+ngx_chat_redis_key_buf(u_char *buf, size_t size, const char *name,
+    ngx_str_t *value, ngx_uint_t tag, ngx_str_t *key)
+{
     u_char     *p;
     size_t      len;
     ngx_str_t  *prefix;
@@ -321,14 +342,11 @@ ngx_chat_redis_key(ngx_pool_t *pool, const char *name, ngx_str_t *value,
     prefix = &ngx_chat_redis_conf->prefix;
     len = ngx_strlen(name);
 
-    key->len = prefix->len + len + value->len + 2 * tag;
-    key->data = ngx_pnalloc(pool, key->len);
-
-    if (key->data == NULL) {
+    if (prefix->len + len + value->len + 2 * tag > size) {
         return NGX_ERROR;
     }
 
-    p = ngx_cpymem(key->data, prefix->data, prefix->len);
+    p = ngx_cpymem(buf, prefix->data, prefix->len);
     p = ngx_cpymem(p, name, len);
 
     if (tag) {
@@ -338,8 +356,11 @@ ngx_chat_redis_key(ngx_pool_t *pool, const char *name, ngx_str_t *value,
     p = ngx_cpymem(p, value->data, value->len);
 
     if (tag) {
-        *p = '}';
+        *p++ = '}';
     }
+
+    key->data = buf;
+    key->len = p - buf;
 
     return NGX_OK;
 }

@@ -59,10 +59,17 @@ ngx_uint_t ngx_chat_redis_up(void);
 ngx_str_t *ngx_chat_redis_prefix(void);
 ngx_int_t ngx_chat_redis_key(ngx_pool_t *pool, const char *name,
     ngx_str_t *value, ngx_uint_t tag, ngx_str_t *key);
+ngx_int_t ngx_chat_redis_key_buf(u_char *buf, size_t size, const char *name,
+    ngx_str_t *value, ngx_uint_t tag, ngx_str_t *key);
+
+/* enough for a user channel with a prefix of up to 64 bytes */
+#define NGX_CHAT_REDIS_CHANNEL_MAX  (64 + sizeof("u:") - 1 + NGX_INT64_LEN)
 
 /* the channel of a user's live messages: "<prefix>u:<user_id>" */
 #define ngx_chat_redis_user_channel(pool, user_id, channel)                  \
     ngx_chat_redis_key(pool, "u:", user_id, 0, channel)
+#define ngx_chat_redis_user_channel_buf(buf, user_id, channel)               \
+    ngx_chat_redis_key_buf(buf, sizeof(buf), "u:", user_id, 0, channel)
 
 
 #endif /* _NGX_CHAT_REDIS_H_INCLUDED_ */

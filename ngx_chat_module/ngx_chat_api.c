@@ -34,9 +34,9 @@ typedef struct {
 
 
 static ngx_chat_api_route_t *ngx_chat_api_route(ngx_http_request_t *r,
-    ngx_str_t *id, ngx_uint_t *allowed);
+    ngx_str_t *ids, ngx_uint_t *allowed);
 static ngx_uint_t ngx_chat_api_match(ngx_str_t *pattern, ngx_str_t *path,
-    ngx_str_t *id);
+    ngx_str_t *ids);
 static ngx_int_t ngx_chat_api_not_allowed(ngx_http_request_t *r,
     ngx_uint_t allowed);
 static ngx_int_t ngx_chat_api_unauthorized(ngx_http_request_t *r);
@@ -86,6 +86,24 @@ static ngx_chat_api_route_t  ngx_chat_api_routes[] = {
     { NGX_HTTP_GET, ngx_string("users/lookup"),
       ngx_chat_accounts_lookup, NGX_CHAT_API_AUTH },
 
+    { NGX_HTTP_POST, ngx_string("chats"),
+      ngx_chat_chats_create, NGX_CHAT_API_AUTH|NGX_CHAT_API_BODY },
+
+    { NGX_HTTP_GET, ngx_string("chats"),
+      ngx_chat_chats_list, NGX_CHAT_API_AUTH },
+
+    { NGX_HTTP_GET, ngx_string("chats/{id}"),
+      ngx_chat_chats_get, NGX_CHAT_API_AUTH },
+
+    { NGX_HTTP_PATCH, ngx_string("chats/{id}"),
+      ngx_chat_chats_rename, NGX_CHAT_API_AUTH|NGX_CHAT_API_BODY },
+
+    { NGX_HTTP_POST, ngx_string("chats/{id}/members"),
+      ngx_chat_chats_add_member, NGX_CHAT_API_AUTH|NGX_CHAT_API_BODY },
+
+    { NGX_HTTP_DELETE, ngx_string("chats/{id}/members/{user_id}"),
+      ngx_chat_chats_remove_member, NGX_CHAT_API_AUTH },
+
     { 0, ngx_null_string, NULL, 0 }
 };
 
@@ -104,7 +122,7 @@ ngx_int_t
 ngx_chat_api_handler(ngx_http_request_t *r)
 {
     ngx_int_t              rc;
-    ngx_str_t              id, token;
+    ngx_str_t              ids[NGX_CHAT_API_IDS], token;
     ngx_uint_t             allowed;
     ngx_pool_cleanup_t    *cln;
     ngx_chat_api_ctx_t    *ctx;
@@ -115,7 +133,7 @@ ngx_chat_api_handler(ngx_http_request_t *r)
         return NGX_HTTP_NOT_FOUND;      /* no API calls in subrequests */
     }
 
-    route = ngx_chat_api_route(r, &id, &allowed);
+    route = ngx_chat_api_route(r, ids, &allowed);
 
     if (route == NULL) {
         if (allowed) {
@@ -174,7 +192,8 @@ ngx_chat_api_handler(ngx_http_request_t *r)
     ctx->request = r;
     ctx->route = route;
     ctx->conf = cmcf;
-    ctx->id = id;
+    ctx->id = ids[0];
+    ctx->id2 = ids[1];
     ctx->token = token;
 
     ngx_http_set_ctx(r, ctx, ngx_chat_module);
@@ -192,17 +211,18 @@ ngx_chat_api_handler(ngx_http_request_t *r)
 
 /*
  * The route of the request, or NULL with the methods that the path
- * allows (0: no such path).  Paths are relative to "/v1/".
+ * allows (0: no such path).  Paths are relative to "/v1/"; the IDs in
+ * them go to ids[], NGX_CHAT_API_IDS of them, empty when absent.
  */
 
 static ngx_chat_api_route_t *
-ngx_chat_api_route(ngx_http_request_t *r, ngx_str_t *id, ngx_uint_t *allowed)
+ngx_chat_api_route(ngx_http_request_t *r, ngx_str_t *ids, ngx_uint_t *allowed)
 {
     ngx_str_t              path;
+    ngx_uint_t             i;
     ngx_chat_api_route_t  *route;
 
     *allowed = 0;
-    ngx_str_null(id);
 
     if (r->uri.len < 4 || ngx_strncmp(r->uri.data, "/v1/", 4) != 0) {
         return NULL;
@@ -213,7 +233,11 @@ ngx_chat_api_route(ngx_http_request_t *r, ngx_str_t *id, ngx_uint_t *allowed)
 
     for (route = ngx_chat_api_routes; route->handler; route++) {
 
-        if (!ngx_chat_api_match(&route->path, &path, id)) {
+        for (i = 0; i < NGX_CHAT_API_IDS; i++) {
+            ngx_str_null(&ids[i]);
+        }
+
+        if (!ngx_chat_api_match(&route->path, &path, ids)) {
             continue;
         }
 
@@ -224,7 +248,9 @@ ngx_chat_api_route(ngx_http_request_t *r, ngx_str_t *id, ngx_uint_t *allowed)
         *allowed |= route->method;
     }
 
-    ngx_str_null(id);
+    for (i = 0; i < NGX_CHAT_API_IDS; i++) {
+        ngx_str_null(&ids[i]);
+    }
 
     return NULL;
 }
@@ -232,14 +258,17 @@ ngx_chat_api_route(ngx_http_request_t *r, ngx_str_t *id, ngx_uint_t *allowed)
 
 /*
  * Literal bytes, and "{...}" for one path segment that is an ID: a path
- * that cannot name a resource is no path at all (404, not 405).
+ * that cannot name a resource is no path at all (404, not 405).  The
+ * IDs go to ids[] in order (patterns have NGX_CHAT_API_IDS at most).
  */
 
 static ngx_uint_t
-ngx_chat_api_match(ngx_str_t *pattern, ngx_str_t *path, ngx_str_t *id)
+ngx_chat_api_match(ngx_str_t *pattern, ngx_str_t *path, ngx_str_t *ids)
 {
-    u_char  *s, *end, *p, *last;
+    u_char     *s, *end, *p, *last;
+    ngx_str_t  *id;
 
+    id = ids;
     s = pattern->data;
     end = s + pattern->len;
     p = path->data;
@@ -258,7 +287,7 @@ ngx_chat_api_match(ngx_str_t *pattern, ngx_str_t *path, ngx_str_t *id)
 
             id->len = p - id->data;
 
-            if (ngx_chat_api_id_valid(id) != NGX_OK) {
+            if (ngx_chat_api_id_valid(id++) != NGX_OK) {
                 return 0;
             }
 
@@ -865,6 +894,35 @@ ngx_chat_api_id_valid(ngx_str_t *id)
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * 1 to max characters (code points) of text: jansson has checked the
+ * UTF-8 and refused NUL; the rest is the user's business, and JSON
+ * escapes it.
+ */
+
+ngx_uint_t
+ngx_chat_api_text_valid(ngx_str_t *text, size_t max)
+{
+    u_char  *p, *last;
+    size_t   n;
+
+    if (text->len > 4 * max) {
+        return 0;
+    }
+
+    n = 0;
+    last = text->data + text->len;
+
+    for (p = text->data; p < last; p++) {
+        if ((*p & 0xc0) != 0x80) {
+            n++;                        /* not a continuation byte */
+        }
+    }
+
+    return n >= 1 && n <= max;
 }
 
 

@@ -33,6 +33,7 @@
 #define NGX_CHAT_API_BODY  2                /* a JSON object */
 
 #define NGX_CHAT_API_ID_LEN  19             /* a positive bigint */
+#define NGX_CHAT_API_IDS     2              /* {...} in a path, at most */
 
 
 typedef struct ngx_chat_api_ctx_s  ngx_chat_api_ctx_t;
@@ -42,7 +43,7 @@ typedef ngx_int_t (*ngx_chat_api_handler_pt)(ngx_chat_api_ctx_t *ctx);
 
 typedef struct {
     ngx_uint_t                method;       /* NGX_HTTP_GET, ... */
-    ngx_str_t                 path;         /* after /v1/; one {id} */
+    ngx_str_t                 path;         /* after /v1/; {id}s */
     ngx_chat_api_handler_pt   handler;
     ngx_uint_t                flags;        /* NGX_CHAT_API_AUTH, _BODY */
 } ngx_chat_api_route_t;
@@ -54,6 +55,7 @@ struct ngx_chat_api_ctx_s {
     ngx_chat_main_conf_t     *conf;
 
     ngx_str_t                 id;           /* {id} of the path: an ID */
+    ngx_str_t                 id2;          /* a second one, or empty */
     ngx_str_t                 token;        /* the bearer token */
     ngx_str_t                 user_id;      /* the caller, once checked */
     ngx_str_t                 device_id;
@@ -92,6 +94,7 @@ ngx_int_t ngx_chat_api_rate_limited(ngx_chat_api_ctx_t *ctx,
 ngx_int_t ngx_chat_api_string(ngx_chat_api_ctx_t *ctx, const char *name,
     ngx_str_t *value);
 ngx_int_t ngx_chat_api_id_valid(ngx_str_t *id);
+ngx_uint_t ngx_chat_api_text_valid(ngx_str_t *text, size_t max);
 
 
 /* ngx_chat_accounts.c */
@@ -104,6 +107,16 @@ ngx_int_t ngx_chat_accounts_devices(ngx_chat_api_ctx_t *ctx);
 ngx_int_t ngx_chat_accounts_unlink(ngx_chat_api_ctx_t *ctx);
 ngx_int_t ngx_chat_accounts_me(ngx_chat_api_ctx_t *ctx);
 ngx_int_t ngx_chat_accounts_lookup(ngx_chat_api_ctx_t *ctx);
+
+
+/* ngx_chat_chats.c */
+
+ngx_int_t ngx_chat_chats_create(ngx_chat_api_ctx_t *ctx);
+ngx_int_t ngx_chat_chats_list(ngx_chat_api_ctx_t *ctx);
+ngx_int_t ngx_chat_chats_get(ngx_chat_api_ctx_t *ctx);
+ngx_int_t ngx_chat_chats_rename(ngx_chat_api_ctx_t *ctx);
+ngx_int_t ngx_chat_chats_add_member(ngx_chat_api_ctx_t *ctx);
+ngx_int_t ngx_chat_chats_remove_member(ngx_chat_api_ctx_t *ctx);
 
 
 #endif /* _NGX_CHAT_API_H_INCLUDED_ */

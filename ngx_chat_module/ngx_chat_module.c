@@ -117,6 +117,13 @@ static ngx_command_t  ngx_chat_commands[] = {
       offsetof(ngx_chat_main_conf_t, max_devices),
       &ngx_chat_not_zero_p },
 
+    { ngx_string("chat_max_group_size"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_chat_main_conf_t, max_group_size),
+      &ngx_chat_not_zero_p },
+
     { ngx_string("chat_sms_relay"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_str_slot,
@@ -171,6 +178,27 @@ static ngx_command_t  ngx_chat_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_chat_loc_conf_t, auth_timeout),
+      &ngx_chat_not_zero_p },
+
+    { ngx_string("chat_max_message_size"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_chat_loc_conf_t, max_text),
+      &ngx_chat_not_zero_p },
+
+    { ngx_string("chat_sync_batch"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_chat_loc_conf_t, sync_batch),
+      &ngx_chat_not_zero_p },
+
+    { ngx_string("chat_gap_wait"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_chat_loc_conf_t, gap_wait),
       &ngx_chat_not_zero_p },
 
     { ngx_string("chat_ws_deflate"),
@@ -426,6 +454,7 @@ ngx_chat_create_main_conf(ngx_conf_t *cf)
     cmcf->redis.timeout = NGX_CONF_UNSET_MSEC;
     cmcf->dev_codes = NGX_CONF_UNSET;
     cmcf->max_devices = NGX_CONF_UNSET_UINT;
+    cmcf->max_group_size = NGX_CONF_UNSET_UINT;
     cmcf->api_max_body = NGX_CONF_UNSET_SIZE;
 
     return cmcf;
@@ -448,8 +477,15 @@ ngx_chat_init_main_conf(ngx_conf_t *cf, void *conf)
         ngx_str_set(&cmcf->redis.prefix, "chat:");
     }
 
+    if (cmcf->redis.prefix.len > 64) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"chat_redis_prefix\" is longer than 64 bytes");
+        return NGX_CONF_ERROR;
+    }
+
     ngx_conf_init_value(cmcf->dev_codes, 0);
     ngx_conf_init_uint_value(cmcf->max_devices, 5);
+    ngx_conf_init_uint_value(cmcf->max_group_size, 1024);
     ngx_conf_init_size_value(cmcf->api_max_body, 16 * 1024);
 
     if (cmcf->sms_relay.len && cmcf->sms_relay.data[0] != '/') {
@@ -483,6 +519,9 @@ ngx_chat_create_loc_conf(ngx_conf_t *cf)
     conf->ws.deflate_client_takeover = NGX_CONF_UNSET;
     conf->ws.protocols = NGX_CONF_UNSET_PTR;
     conf->auth_timeout = NGX_CONF_UNSET_MSEC;
+    conf->max_text = NGX_CONF_UNSET_SIZE;
+    conf->sync_batch = NGX_CONF_UNSET_UINT;
+    conf->gap_wait = NGX_CONF_UNSET_MSEC;
 
     return conf;
 }
@@ -509,6 +548,9 @@ ngx_chat_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                          prev->ws.deflate_client_takeover, 0);
     ngx_conf_merge_ptr_value(conf->ws.protocols, prev->ws.protocols, NULL);
     ngx_conf_merge_msec_value(conf->auth_timeout, prev->auth_timeout, 10000);
+    ngx_conf_merge_size_value(conf->max_text, prev->max_text, 65536);
+    ngx_conf_merge_uint_value(conf->sync_batch, prev->sync_batch, 200);
+    ngx_conf_merge_msec_value(conf->gap_wait, prev->gap_wait, 200);
 
     return NGX_CONF_OK;
 }

@@ -33,6 +33,7 @@ typedef struct {
     ngx_chat_redis_conf_t   redis;
     ngx_flag_t              dev_codes;         /* codes in API answers */
     ngx_uint_t              max_devices;       /* per user */
+    ngx_uint_t              max_group_size;    /* members of a group */
     ngx_str_t               sms_relay;         /* location URI, or empty */
     size_t                  api_max_body;      /* request body bound */
 } ngx_chat_main_conf_t;
@@ -41,6 +42,9 @@ typedef struct {
 typedef struct {
     ngx_chat_ws_conf_t      ws;
     ngx_msec_t              auth_timeout;      /* chat_ws: until "auth" */
+    size_t                  max_text;          /* chat_max_message_size */
+    ngx_uint_t              sync_batch;        /* messages per sync query */
+    ngx_msec_t              gap_wait;          /* for a missing seq */
 } ngx_chat_loc_conf_t;
 
 

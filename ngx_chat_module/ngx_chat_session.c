@@ -3,9 +3,11 @@
  * The chat endpoint (chat_ws): one session per WebSocket.
  *
  *   AUTH_WAIT  -- "auth" or a Bearer header --> AUTH_CHECK
- *   AUTH_CHECK -- token valid --> READY ("ready" sent, user channel
+ *   AUTH_CHECK -- token valid --> CURSORS ("ready" sent, user channel
  *                 subscribed); invalid --> close 4001
- *   READY      -- application messages
+ *   CURSORS    -- the device's cursors loaded --> SYNCING
+ *   SYNCING    -- everything owed sent --> READY ("synced")
+ *   READY      -- live messages; send, ack, ping at any time after auth
  *
  * Sessions of a user on this worker hang off one node of an index keyed
  * by the user's Redis channel, so a message published to the user reaches
@@ -22,32 +24,6 @@
 #include "ngx_chat_ws_conn.h"
 #include "ngx_chat_session.h"
 #include "ngx_chat_auth.h"
-
-
-typedef enum {
-    NGX_CHAT_SESSION_AUTH_WAIT = 0,
-    NGX_CHAT_SESSION_AUTH_CHECK,
-    NGX_CHAT_SESSION_READY
-} ngx_chat_session_state_e;
-
-
-typedef struct ngx_chat_session_user_s  ngx_chat_session_user_t;
-
-
-typedef struct {
-    ngx_chat_ws_conn_t        *wc;
-    ngx_chat_session_state_e   state;
-    ngx_event_t                auth_timer;
-    ngx_chat_pg_query_t       *query;        /* the token check in flight */
-    ngx_str_t                  token;        /* from a Bearer header */
-    ngx_chat_session_user_t   *user;         /* READY: its index node */
-    ngx_queue_t                queue;        /* in user->sessions */
-    ngx_msec_t                 auth_timeout;
-    unsigned                   bad_header:1; /* unusable Authorization */
-    ngx_str_t                  user_id;
-    ngx_str_t                  device_id;
-    u_char                     ids[2 * NGX_CHAT_ID_LEN];
-} ngx_chat_session_t;
 
 
 struct ngx_chat_session_user_s {
@@ -67,15 +43,20 @@ static void ngx_chat_session_auth_timeout(ngx_event_t *ev);
 static ngx_int_t ngx_chat_session_join(ngx_chat_session_t *s);
 static void ngx_chat_session_leave(ngx_chat_session_t *s);
 static void ngx_chat_session_dispatch(ngx_chat_session_t *s, json_t *msg);
-static void ngx_chat_session_send(ngx_chat_session_t *s, json_t *msg);
-static void ngx_chat_session_error(ngx_chat_session_t *s, json_t *req,
-    const char *code, const char *message);
+static void ngx_chat_session_drained(ngx_chat_ws_conn_t *wc);
 static void ngx_chat_session_pubsub(ngx_str_t *channel, ngx_str_t *message);
+static void ngx_chat_session_live(ngx_chat_session_user_t *u, json_t *msg,
+    ngx_str_t *text);
+static void ngx_chat_session_revoke(ngx_chat_session_user_t *u, json_t *msg);
+static void ngx_chat_session_link(void);
+static void ngx_chat_session_link_walk(ngx_rbtree_node_t *node,
+    ngx_rbtree_node_t *sentinel);
 
 
 static ngx_chat_ws_handler_t  ngx_chat_session_handlers = {
     ngx_chat_session_opened,
     ngx_chat_session_message,
+    ngx_chat_session_drained,
     ngx_chat_session_closed,
     sizeof(ngx_chat_session_t)
 };
@@ -93,6 +74,7 @@ ngx_chat_session_init_worker(ngx_cycle_t *cycle)
                     ngx_str_rbtree_insert_value);
 
     ngx_chat_redis_on_message(ngx_chat_session_pubsub);
+    ngx_chat_redis_on_link(ngx_chat_session_link);
 
     return NGX_OK;
 }
@@ -125,7 +107,7 @@ ngx_chat_session_handler(ngx_http_request_t *r)
 
     s = wc->data;
     s->wc = wc;
-    s->auth_timeout = clcf->auth_timeout;
+    s->conf = clcf;
 
     /* the request is freed before opened(): keep the token on c->pool */
 
@@ -168,6 +150,9 @@ ngx_chat_session_opened(ngx_chat_ws_conn_t *wc)
     ngx_chat_session_t  *s = wc->data;
 
     ngx_queue_init(&s->queue);
+    ngx_queue_init(&s->early);
+    ngx_queue_init(&s->ops);
+    ngx_rbtree_init(&s->chats, &s->sentinel, ngx_rbtree_insert_value);
 
     s->auth_timer.handler = ngx_chat_session_auth_timeout;
     s->auth_timer.data = s;
@@ -186,7 +171,7 @@ ngx_chat_session_opened(ngx_chat_ws_conn_t *wc)
         return;
     }
 
-    ngx_add_timer(&s->auth_timer, s->auth_timeout);
+    ngx_add_timer(&s->auth_timer, s->conf->auth_timeout);
 }
 
 
@@ -207,6 +192,9 @@ ngx_chat_session_closed(ngx_chat_ws_conn_t *wc)
     if (s->user) {
         ngx_chat_session_leave(s);
     }
+
+    ngx_chat_sync_cleanup(s);
+    ngx_chat_send_cleanup(s);
 
     ngx_chat_session_n--;
 }
@@ -251,14 +239,15 @@ ngx_chat_session_message(ngx_chat_ws_conn_t *wc, ngx_uint_t opcode,
         break;
 
     case NGX_CHAT_SESSION_AUTH_CHECK:
-        ngx_chat_session_error(s, msg, "unauthorized",
+        ngx_chat_session_error(s, json_object_get(msg, "id"), "unauthorized",
                                "not authenticated yet");
         break;
 
-    default: /* NGX_CHAT_SESSION_READY */
+    default: /* authenticated */
 
         if (type == NULL) {
-            ngx_chat_session_error(s, msg, "bad_request",
+            ngx_chat_session_error(s, json_object_get(msg, "id"),
+                                   "bad_request",
                                    "a JSON object with a \"type\" expected");
             break;
         }
@@ -329,15 +318,17 @@ ngx_chat_session_authed(void *data, ngx_int_t rc, ngx_chat_auth_identity_t *id)
     s->device_id.len = id->device_id.len;
     ngx_memcpy(s->device_id.data, id->device_id.data, id->device_id.len);
 
+    s->device = ngx_atoof(s->device_id.data, s->device_id.len);
+
     if (ngx_chat_session_join(s) != NGX_OK) {
         ngx_chat_ws_close(s->wc, NGX_CHAT_WS_CLOSE_ERROR, "internal error");
         return;
     }
 
-    s->state = NGX_CHAT_SESSION_READY;
+    s->state = NGX_CHAT_SESSION_CURSORS;
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, s->wc->connection->log, 0,
-                   "chat session state: ready, user %V device %V",
+                   "chat session state: cursors, user %V device %V",
                    &s->user_id, &s->device_id);
 
     ready = json_pack("{s:s,s:s%,s:s%,s:I}", "type", "ready",
@@ -348,6 +339,8 @@ ngx_chat_session_authed(void *data, ngx_int_t rc, ngx_chat_auth_identity_t *id)
 
     ngx_chat_session_send(s, ready);
     json_decref(ready);
+
+    ngx_chat_sync_start(s);
 }
 
 
@@ -439,19 +432,39 @@ ngx_chat_session_dispatch(ngx_chat_session_t *s, json_t *msg)
 
     type = json_string_value(json_object_get(msg, "type"));
 
-    if (ngx_strcmp(type, "ping") == 0) {
+    if (ngx_strcmp(type, "send") == 0) {
+        ngx_chat_send_message(s, msg);
+
+    } else if (ngx_strcmp(type, "ack") == 0) {
+        ngx_chat_send_ack(s, msg);
+
+    } else if (ngx_strcmp(type, "ping") == 0) {
         pong = json_pack("{s:s,s:O?}", "type", "pong",
                          "t", json_object_get(msg, "t"));
         ngx_chat_session_send(s, pong);
         json_decref(pong);
-        return;
-    }
 
-    ngx_chat_session_error(s, msg, "bad_request", "unknown message type");
+    } else {
+        ngx_chat_session_error(s, json_object_get(msg, "id"), "bad_request",
+                               "unknown message type");
+    }
 }
 
 
 static void
+ngx_chat_session_drained(ngx_chat_ws_conn_t *wc)
+{
+    ngx_chat_session_t  *s = wc->data;
+
+    if (s->state == NGX_CHAT_SESSION_SYNCING) {
+        ngx_chat_sync_drained(s);
+    }
+}
+
+
+/* msg is consumed */
+
+void
 ngx_chat_session_send(ngx_chat_session_t *s, json_t *msg)
 {
     char  *text;
@@ -465,21 +478,26 @@ ngx_chat_session_send(ngx_chat_session_t *s, json_t *msg)
         return;
     }
 
-    (void) ngx_chat_ws_send(s->wc, NGX_CHAT_WS_OP_TEXT, (u_char *) text,
-                            ngx_strlen(text));
+    ngx_chat_session_send_text(s, (u_char *) text, ngx_strlen(text));
     free(text);
+}
+
+
+void
+ngx_chat_session_send_text(ngx_chat_session_t *s, u_char *text, size_t len)
+{
+    /* a client too slow for its queue is closed by ngx_chat_ws_send() */
+    (void) ngx_chat_ws_send(s->wc, NGX_CHAT_WS_OP_TEXT, text, len);
 }
 
 
 /* {"type":"error","id"?,"code","message"}: "id" echoes the request's */
 
-static void
-ngx_chat_session_error(ngx_chat_session_t *s, json_t *req, const char *code,
+void
+ngx_chat_session_error(ngx_chat_session_t *s, json_t *id, const char *code,
     const char *message)
 {
-    json_t  *err, *id;
-
-    id = json_is_object(req) ? json_object_get(req, "id") : NULL;
+    json_t  *err;
 
     err = json_pack("{s:s,s:s,s:s}", "type", "error", "code", code,
                     "message", message);
@@ -493,19 +511,46 @@ ngx_chat_session_error(ngx_chat_session_t *s, json_t *req, const char *code,
 }
 
 
-/* what Redis brings for a user: to each of the user's sessions here */
+/* chat and user ids travel as strings of a positive bigint */
+
+ngx_int_t
+ngx_chat_session_parse_id(json_t *value, int64_t *id)
+{
+    off_t        n;
+    const char  *p;
+
+    p = json_string_value(value);
+
+    if (p == NULL || json_string_length(value) == 0
+        || json_string_length(value) > NGX_CHAT_ID_LEN - 1)
+    {
+        return NGX_ERROR;
+    }
+
+    n = ngx_atoof((u_char *) p, json_string_length(value));
+
+    if (n <= 0) {
+        return NGX_ERROR;
+    }
+
+    *id = n;
+
+    return NGX_OK;
+}
+
+
+/*
+ * What Redis brings for a user goes to each of the user's sessions here:
+ * live messages (parsed once for all of them) and revocations.
+ */
 
 static void
 ngx_chat_session_pubsub(ngx_str_t *channel, ngx_str_t *message)
 {
-    json_t                   *msg;
-    uint32_t                  hash;
-    ngx_str_t                 device;
-    ngx_queue_t              *q, *next;
-    const char               *type;
-    ngx_str_node_t           *sn;
-    ngx_chat_session_t       *s;
-    ngx_chat_session_user_t  *u;
+    json_t          *msg;
+    uint32_t         hash;
+    const char      *type;
+    ngx_str_node_t  *sn;
 
     hash = ngx_crc32_long(channel->data, channel->len);
     sn = ngx_str_rbtree_lookup(&ngx_chat_session_users, channel, hash);
@@ -514,35 +559,126 @@ ngx_chat_session_pubsub(ngx_str_t *channel, ngx_str_t *message)
         return;
     }
 
-    u = (ngx_chat_session_user_t *) sn;
-
     msg = json_loadb((char *) message->data, message->len, 0, NULL);
     type = json_string_value(json_object_get(msg, "type"));
 
-    if (type && ngx_strcmp(type, "revoke") == 0) {
-        device.data = (u_char *) json_string_value(
-                                     json_object_get(msg, "device_id"));
-        device.len = device.data ? ngx_strlen(device.data) : 0;
+    if (type == NULL) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "chat: unreadable message on \"%V\"", channel);
 
-        for (q = ngx_queue_head(&u->sessions);
-             q != ngx_queue_sentinel(&u->sessions);
-             q = next)
-        {
-            next = ngx_queue_next(q);
-            s = ngx_queue_data(q, ngx_chat_session_t, queue);
+    } else if (ngx_strcmp(type, "msg") == 0) {
+        ngx_chat_session_live((ngx_chat_session_user_t *) sn, msg, message);
 
-            if (s->device_id.len == device.len
-                && ngx_strncmp(s->device_id.data, device.data, device.len)
-                   == 0)
-            {
-                ngx_log_error(NGX_LOG_INFO, s->wc->connection->log, 0,
-                              "chat session: device %V unlinked",
-                              &s->device_id);
-                ngx_chat_ws_close(s->wc, NGX_CHAT_CLOSE_UNAUTHORIZED,
-                                  "device unlinked");
-            }
-        }
+    } else if (ngx_strcmp(type, "revoke") == 0) {
+        ngx_chat_session_revoke((ngx_chat_session_user_t *) sn, msg);
     }
 
     json_decref(msg);
+}
+
+
+static void
+ngx_chat_session_live(ngx_chat_session_user_t *u, json_t *msg,
+    ngx_str_t *text)
+{
+    int64_t              chat, device;
+    json_int_t           seq;
+    ngx_queue_t         *q, *next;
+    ngx_chat_session_t  *s;
+
+    seq = json_integer_value(json_object_get(msg, "seq"));
+
+    if (ngx_chat_session_parse_id(json_object_get(msg, "chat_id"), &chat)
+        != NGX_OK || seq <= 0)
+    {
+        return;
+    }
+
+    if (ngx_chat_session_parse_id(json_object_get(msg, "from_device"),
+                                  &device)
+        != NGX_OK)
+    {
+        device = 0;
+    }
+
+    for (q = ngx_queue_head(&u->sessions);
+         q != ngx_queue_sentinel(&u->sessions);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        s = ngx_queue_data(q, ngx_chat_session_t, queue);
+
+        ngx_chat_sync_offer(s, chat, seq, device == s->device, text->data,
+                            text->len);
+    }
+}
+
+
+static void
+ngx_chat_session_revoke(ngx_chat_session_user_t *u, json_t *msg)
+{
+    ngx_str_t            device;
+    ngx_queue_t         *q, *next;
+    ngx_chat_session_t  *s;
+
+    device.data = (u_char *) json_string_value(
+                                 json_object_get(msg, "device_id"));
+    device.len = device.data ? ngx_strlen(device.data) : 0;
+
+    for (q = ngx_queue_head(&u->sessions);
+         q != ngx_queue_sentinel(&u->sessions);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        s = ngx_queue_data(q, ngx_chat_session_t, queue);
+
+        if (s->device_id.len == device.len
+            && ngx_strncmp(s->device_id.data, device.data, device.len) == 0)
+        {
+            ngx_log_error(NGX_LOG_INFO, s->wc->connection->log, 0,
+                          "chat session: device %V unlinked",
+                          &s->device_id);
+            ngx_chat_ws_close(s->wc, NGX_CHAT_CLOSE_UNAUTHORIZED,
+                              "device unlinked");
+        }
+    }
+}
+
+
+/*
+ * The subscription link came back: what was published while it was away
+ * is lost, but stored; every session reads it back from PostgreSQL.
+ */
+
+static void
+ngx_chat_session_link(void)
+{
+    ngx_chat_session_link_walk(ngx_chat_session_users.root,
+                               ngx_chat_session_users.sentinel);
+}
+
+
+static void
+ngx_chat_session_link_walk(ngx_rbtree_node_t *node,
+    ngx_rbtree_node_t *sentinel)
+{
+    ngx_queue_t              *q;
+    ngx_chat_session_user_t  *u;
+
+    if (node == sentinel) {
+        return;
+    }
+
+    ngx_chat_session_link_walk(node->left, sentinel);
+
+    u = (ngx_chat_session_user_t *) node;
+
+    for (q = ngx_queue_head(&u->sessions);
+         q != ngx_queue_sentinel(&u->sessions);
+         q = ngx_queue_next(q))
+    {
+        ngx_chat_sync_resync(ngx_queue_data(q, ngx_chat_session_t, queue));
+    }
+
+    ngx_chat_session_link_walk(node->right, sentinel);
 }

@@ -1,7 +1,11 @@
 
 /*
  * A chat session: the state machine of one authenticated WebSocket
- * (PROTOCOL.md, section 4).
+ * (PROTOCOL.md, section 4), split by job:
+ *
+ *   ngx_chat_session.c  lifecycle, auth, message dispatch, Redis fan-in
+ *   ngx_chat_sync.c     per-chat order: sync, live offers, gap fills
+ *   ngx_chat_send.c     send and ack
  */
 
 #ifndef _NGX_CHAT_SESSION_H_INCLUDED_
@@ -10,6 +14,10 @@
 
 #include <ngx_config.h>
 #include <ngx_core.h>
+#include <jansson.h>
+
+#include "ngx_chat_module.h"
+#include "ngx_chat_ws_conn.h"
 
 
 #define NGX_CHAT_CLOSE_UNAUTHORIZED   4001
@@ -17,10 +25,100 @@
 #define NGX_CHAT_CLOSE_TRY_AGAIN      1013   /* PostgreSQL unavailable */
 
 #define NGX_CHAT_ID_LEN               20     /* a bigint in decimal */
+#define NGX_CHAT_MAX_OPS              256    /* sends and acks in flight */
+#define NGX_CHAT_MAX_HELD             256    /* live messages past a gap */
 
 
+typedef enum {
+    NGX_CHAT_SESSION_AUTH_WAIT = 0,
+    NGX_CHAT_SESSION_AUTH_CHECK,
+    NGX_CHAT_SESSION_CURSORS,            /* loading where each chat stands */
+    NGX_CHAT_SESSION_SYNCING,            /* sending what is owed */
+    NGX_CHAT_SESSION_READY
+} ngx_chat_session_state_e;
+
+
+typedef struct ngx_chat_session_user_s  ngx_chat_session_user_t;
+typedef struct ngx_chat_session_s       ngx_chat_session_t;
+
+
+/* where one chat stands for this device */
+typedef struct {
+    ngx_rbtree_node_t          node;         /* key: the chat id */
+    ngx_chat_session_t        *session;
+    int64_t                    delivered;    /* highest seq handled, own
+                                                sends included; -1: unknown */
+    ngx_queue_t                held;         /* live messages past a gap */
+    ngx_uint_t                 nheld;
+    ngx_event_t                gap;          /* gap wait, then fill */
+    ngx_chat_pg_query_t       *fill;         /* the fill in flight */
+} ngx_chat_session_chat_t;
+
+
+/* a send or an ack in flight */
+typedef struct {
+    ngx_queue_t                queue;        /* in session->ops */
+    ngx_chat_session_t        *session;
+    ngx_chat_pg_query_t       *query;
+    int64_t                    chat_id;
+    json_t                    *id;           /* the client's "id" */
+} ngx_chat_session_op_t;
+
+
+struct ngx_chat_session_s {
+    ngx_chat_ws_conn_t        *wc;
+    ngx_chat_loc_conf_t       *conf;
+    ngx_chat_session_state_e   state;
+    ngx_event_t                auth_timer;
+    ngx_chat_pg_query_t       *query;        /* auth, cursors or sync page */
+    ngx_str_t                  token;        /* from a Bearer header */
+    ngx_chat_session_user_t   *user;         /* its index node, once authed */
+    ngx_queue_t                queue;        /* in user->sessions */
+
+    ngx_rbtree_t               chats;        /* ngx_chat_session_chat_t */
+    ngx_rbtree_node_t          sentinel;
+    ngx_queue_t                early;        /* live, before the cursors */
+    ngx_uint_t                 nearly;
+    int64_t                    sync_chat;    /* the sync's keyset */
+    int64_t                    sync_seq;
+    ngx_uint_t                 synced;       /* messages sent by the sync */
+    ngx_queue_t                ops;          /* ngx_chat_session_op_t */
+    ngx_uint_t                 nops;
+
+    int64_t                    device;       /* the ids as numbers, */
+    ngx_str_t                  user_id;      /* and as text */
+    ngx_str_t                  device_id;
+    u_char                     ids[2 * NGX_CHAT_ID_LEN];
+
+    unsigned                   bad_header:1; /* unusable Authorization */
+    unsigned                   sync_again:1; /* live messages were dropped */
+    unsigned                   sync_page_wanted:1;
+    unsigned                   resync:1;     /* a sync after a Redis outage */
+};
+
+
+/* ngx_chat_session.c */
 ngx_int_t ngx_chat_session_init_worker(ngx_cycle_t *cycle);
 ngx_uint_t ngx_chat_session_count(void);
+void ngx_chat_session_send(ngx_chat_session_t *s, json_t *msg);
+void ngx_chat_session_send_text(ngx_chat_session_t *s, u_char *text,
+    size_t len);
+void ngx_chat_session_error(ngx_chat_session_t *s, json_t *id,
+    const char *code, const char *message);
+ngx_int_t ngx_chat_session_parse_id(json_t *value, int64_t *id);
+
+/* ngx_chat_sync.c */
+void ngx_chat_sync_start(ngx_chat_session_t *s);
+void ngx_chat_sync_drained(ngx_chat_session_t *s);
+void ngx_chat_sync_offer(ngx_chat_session_t *s, int64_t chat, int64_t seq,
+    ngx_uint_t own, u_char *json, size_t len);
+void ngx_chat_sync_resync(ngx_chat_session_t *s);
+void ngx_chat_sync_cleanup(ngx_chat_session_t *s);
+
+/* ngx_chat_send.c */
+void ngx_chat_send_message(ngx_chat_session_t *s, json_t *msg);
+void ngx_chat_send_ack(ngx_chat_session_t *s, json_t *msg);
+void ngx_chat_send_cleanup(ngx_chat_session_t *s);
 
 
 #endif /* _NGX_CHAT_SESSION_H_INCLUDED_ */

@@ -943,6 +943,10 @@ ngx_chat_ws_flush(ngx_chat_ws_conn_t *wc)
         ngx_del_timer(wev);
     }
 
+    if (wc->state == NGX_CHAT_WS_OPEN && wc->handler->drained) {
+        wc->handler->drained(wc);
+    }
+
     if (wc->state == NGX_CHAT_WS_CLOSING && !wc->close_flushed) {
         wc->close_flushed = 1;
 

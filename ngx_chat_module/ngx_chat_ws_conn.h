@@ -32,6 +32,9 @@ typedef struct {
                                      ngx_uint_t opcode, u_char *data,
                                      size_t len);
 
+    /* everything queued was written: a paced producer may go on */
+    void                  (*drained)(ngx_chat_ws_conn_t *wc);
+
     /* the connection is about to be freed; must not send */
     void                  (*closed)(ngx_chat_ws_conn_t *wc);
 

@@ -1,0 +1,357 @@
+
+/*
+ * "send" and "ack" (PROTOCOL.md, section 4).
+ *
+ * A send is one call of chat_send() in PostgreSQL: membership, the
+ * idempotency of (device, id), and the dense seq all in the statement
+ * that stores the message.  "sent" goes out only when that statement has
+ * committed; then the message is published to every member's channel.
+ * Each send or ack in flight is an op on the session, bounded, and
+ * cancelled if the socket goes away first.
+ */
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_chat_session.h"
+
+
+#define NGX_CHAT_CLIENT_ID_MAX  64
+
+
+static const char  ngx_chat_send_sql[] =
+    "SELECT out_status, out_seq, out_ts, out_members, out_json "
+    "FROM chat_send($1, $2, $3, $4, $5::jsonb)";
+
+static const char  ngx_chat_ack_sql[] =
+    "SELECT chat_ack($1, $2, $3)";
+
+
+static ngx_chat_session_op_t *ngx_chat_send_op(ngx_chat_session_t *s,
+    json_t *id);
+static void ngx_chat_send_op_done(ngx_chat_session_op_t *op);
+static void ngx_chat_send_stored(void *data, PGresult *res);
+static void ngx_chat_send_publish(ngx_chat_session_t *s, ngx_str_t *members,
+    ngx_str_t *json);
+static void ngx_chat_send_published(void *data, redisReply *reply);
+static void ngx_chat_send_acked(void *data, PGresult *res);
+
+
+void
+ngx_chat_send_message(ngx_chat_session_t *s, json_t *msg)
+{
+    char                   *body;
+    json_t                 *id, *text, *chat, *stored;
+    int64_t                 chat_id;
+    ngx_str_t               params[5];
+    ngx_chat_session_op_t  *op;
+
+    id = json_object_get(msg, "id");
+    chat = json_object_get(msg, "chat_id");
+    text = json_object_get(msg, "text");
+
+    if (!json_is_string(id) || json_string_length(id) == 0
+        || json_string_length(id) > NGX_CHAT_CLIENT_ID_MAX)
+    {
+        ngx_chat_session_error(s, id, "bad_request",
+                               "\"id\" must be a string of 1 to 64 bytes");
+        return;
+    }
+
+    if (ngx_chat_session_parse_id(chat, &chat_id) != NGX_OK) {
+        ngx_chat_session_error(s, id, "bad_request",
+                               "\"chat_id\" must be a chat id");
+        return;
+    }
+
+    if (json_object_get(msg, "media")) {
+        /* media arrives with ngx_asset_module: no id is known yet */
+        ngx_chat_session_error(s, id, "unknown_media",
+                               "no such media of the sender");
+        return;
+    }
+
+    if (!json_is_string(text) || json_string_length(text) == 0) {
+        ngx_chat_session_error(s, id, "bad_request",
+                               "\"text\" must be a non-empty string");
+        return;
+    }
+
+    if (json_string_length(text) > s->conf->max_text) {
+        ngx_chat_session_error(s, id, "too_large", "text too long");
+        return;
+    }
+
+    if (s->nops >= NGX_CHAT_MAX_OPS) {
+        ngx_chat_session_error(s, id, "rate_limited",
+                               "too many requests in flight");
+        return;
+    }
+
+    stored = json_pack("{s:O}", "text", text);
+    body = stored ? json_dumps(stored, JSON_COMPACT) : NULL;
+    json_decref(stored);
+
+    if (body == NULL) {
+        ngx_chat_session_error(s, id, "unavailable", "out of memory");
+        return;
+    }
+
+    op = ngx_chat_send_op(s, id);
+    if (op == NULL) {
+        free(body);
+        ngx_chat_session_error(s, id, "unavailable", "out of memory");
+        return;
+    }
+
+    op->chat_id = chat_id;
+
+    params[0].data = (u_char *) json_string_value(chat);
+    params[0].len = json_string_length(chat);
+    params[1] = s->user_id;
+    params[2] = s->device_id;
+    params[3].data = (u_char *) json_string_value(id);
+    params[3].len = json_string_length(id);
+    params[4].data = (u_char *) body;
+    params[4].len = ngx_strlen(body);
+
+    op->query = ngx_chat_pg_query(ngx_chat_send_sql, 5, params,
+                                  ngx_chat_send_stored, op,
+                                  s->wc->connection->log);
+    free(body);
+
+    if (op->query == NULL) {
+        ngx_chat_session_error(s, id, "unavailable",
+                               "the message store is unavailable");
+        ngx_chat_send_op_done(op);
+    }
+}
+
+
+/* "sent" once stored, and the message out to the members */
+
+static void
+ngx_chat_send_stored(void *data, PGresult *res)
+{
+    u_char                  chat[NGX_INT64_LEN + 1];
+    int64_t                 seq;
+    json_t                 *sent;
+    ngx_str_t               v, members, json;
+    ngx_chat_session_t     *s;
+    ngx_chat_session_op_t  *op = data;
+
+    s = op->session;
+    op->query = NULL;
+
+    if (!ngx_chat_pg_ok(res) || PQntuples(res) != 1) {
+        ngx_chat_session_error(s, op->id, "unavailable",
+                               "the message store is unavailable");
+        ngx_chat_send_op_done(op);
+        return;
+    }
+
+    ngx_chat_pg_value(res, 0, 0, &v);
+
+    if (v.len == 1 && v.data[0] == '2') {
+        ngx_chat_session_error(s, op->id, "forbidden",
+                               "not a member of this chat");
+        ngx_chat_send_op_done(op);
+        return;
+    }
+
+    ngx_chat_pg_value(res, 0, 1, &v);
+    seq = ngx_atoof(v.data, v.len);
+    ngx_chat_pg_value(res, 0, 2, &v);
+
+    *ngx_sprintf(chat, "%L", op->chat_id) = '\0';
+
+    sent = json_pack("{s:s,s:O,s:s,s:I,s:I}", "type", "sent",
+                     "id", op->id, "chat_id", (char *) chat,
+                     "seq", (json_int_t) seq,
+                     "ts", (json_int_t) ngx_atoof(v.data, v.len));
+    ngx_chat_session_send(s, sent);
+    json_decref(sent);
+
+    /* a resend (status 1) was published the first time */
+
+    ngx_chat_pg_value(res, 0, 0, &v);
+
+    if (v.data[0] == '0') {
+        ngx_chat_pg_value(res, 0, 3, &members);
+        ngx_chat_pg_value(res, 0, 4, &json);
+
+        /* this device's own order moves on even if Redis is away */
+        ngx_chat_sync_offer(s, op->chat_id, seq, 1, json.data, json.len);
+
+        ngx_chat_send_publish(s, &members, &json);
+    }
+
+    ngx_chat_send_op_done(op);
+}
+
+
+/* members: user ids separated by commas */
+
+static void
+ngx_chat_send_publish(ngx_chat_session_t *s, ngx_str_t *members,
+    ngx_str_t *json)
+{
+    u_char     *p, *last, *comma;
+    u_char      buf[NGX_CHAT_REDIS_CHANNEL_MAX];
+    ngx_str_t   user, channel;
+
+    p = members->data;
+    last = p + members->len;
+
+    while (p < last) {
+        comma = ngx_strlchr(p, last, ',');
+
+        user.data = p;
+        user.len = (comma ? comma : last) - p;
+        p = comma ? comma + 1 : last;
+
+        if (ngx_chat_redis_user_channel_buf(buf, &user, &channel)
+            != NGX_OK)
+        {
+            ngx_log_error(NGX_LOG_ALERT, s->wc->connection->log, 0,
+                          "chat_redis_prefix too long for a channel");
+            return;
+        }
+
+        /*
+         * Nobody waits: with Redis away the message is stored all the
+         * same, and sessions read it back when the link returns.
+         */
+
+        (void) ngx_chat_redis_command(ngx_chat_send_published, NULL,
+                                      ngx_cycle->log, "PUBLISH %b %b",
+                                      channel.data, channel.len,
+                                      json->data, json->len);
+    }
+}
+
+
+static void
+ngx_chat_send_published(void *data, redisReply *reply)
+{
+}
+
+
+void
+ngx_chat_send_ack(ngx_chat_session_t *s, json_t *msg)
+{
+    u_char                  buf[NGX_INT64_LEN];
+    int64_t                 chat_id;
+    json_t                 *chat, *seq;
+    ngx_str_t               params[3];
+    ngx_chat_session_op_t  *op;
+
+    chat = json_object_get(msg, "chat_id");
+    seq = json_object_get(msg, "seq");
+
+    if (ngx_chat_session_parse_id(chat, &chat_id) != NGX_OK
+        || !json_is_integer(seq) || json_integer_value(seq) <= 0)
+    {
+        ngx_chat_session_error(s, json_object_get(msg, "id"), "bad_request",
+                               "ack needs \"chat_id\" and a positive "
+                               "\"seq\"");
+        return;
+    }
+
+    if (s->nops >= NGX_CHAT_MAX_OPS) {
+        ngx_chat_session_error(s, NULL, "rate_limited",
+                               "too many requests in flight");
+        return;
+    }
+
+    op = ngx_chat_send_op(s, NULL);
+    if (op == NULL) {
+        return;
+    }
+
+    params[0] = s->device_id;
+    params[1].data = (u_char *) json_string_value(chat);
+    params[1].len = json_string_length(chat);
+    params[2].data = buf;
+    params[2].len = ngx_sprintf(buf, "%L", (int64_t) json_integer_value(seq))
+                    - buf;
+
+    op->query = ngx_chat_pg_query(ngx_chat_ack_sql, 3, params,
+                                  ngx_chat_send_acked, op,
+                                  s->wc->connection->log);
+
+    if (op->query == NULL) {
+        ngx_log_error(NGX_LOG_WARN, s->wc->connection->log, 0,
+                      "chat ack lost: PostgreSQL unavailable");
+        ngx_chat_send_op_done(op);
+    }
+}
+
+
+static void
+ngx_chat_send_acked(void *data, PGresult *res)
+{
+    ngx_chat_session_op_t  *op = data;
+
+    op->query = NULL;
+
+    if (!ngx_chat_pg_ok(res)) {
+        ngx_log_error(NGX_LOG_WARN, op->session->wc->connection->log, 0,
+                      "chat ack not applied");
+    }
+
+    ngx_chat_send_op_done(op);
+}
+
+
+static ngx_chat_session_op_t *
+ngx_chat_send_op(ngx_chat_session_t *s, json_t *id)
+{
+    ngx_chat_session_op_t  *op;
+
+    op = ngx_calloc(sizeof(ngx_chat_session_op_t), s->wc->connection->log);
+    if (op == NULL) {
+        return NULL;
+    }
+
+    op->session = s;
+    op->id = id ? json_incref(id) : NULL;
+
+    ngx_queue_insert_tail(&s->ops, &op->queue);
+    s->nops++;
+
+    return op;
+}
+
+
+static void
+ngx_chat_send_op_done(ngx_chat_session_op_t *op)
+{
+    if (op->query) {
+        ngx_chat_pg_cancel(op->query);
+    }
+
+    ngx_queue_remove(&op->queue);
+    op->session->nops--;
+
+    json_decref(op->id);
+    ngx_free(op);
+}
+
+
+void
+ngx_chat_send_cleanup(ngx_chat_session_t *s)
+{
+    ngx_queue_t  *q;
+
+    if (s->ops.next == NULL) {
+        return;                 /* never opened */
+    }
+
+    while (!ngx_queue_empty(&s->ops)) {
+        q = ngx_queue_head(&s->ops);
+        ngx_chat_send_op_done(ngx_queue_data(q, ngx_chat_session_op_t,
+                                             queue));
+    }
+}

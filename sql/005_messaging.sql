@@ -1,0 +1,149 @@
+-- Sending, syncing and acknowledging messages. One round trip each.
+
+-- A stored message as the client sees it (PROTOCOL.md section 4, "msg"):
+-- the body's fields ("text", "media", or "event" and its fields) at the
+-- top level.
+CREATE OR REPLACE FUNCTION chat_msg_json(m messages) RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT (jsonb_build_object(
+                'type', 'msg',
+                'chat_id', m.chat_id::text,
+                'seq', m.seq,
+                'from', m.sender_user::text,
+                'from_device', m.sender_device::text,
+                'id', m.client_id,
+                'ts', chat_ms(m.created_at),
+                'kind', m.kind)
+            || m.body)::text
+$$;
+
+
+-- A text message from p_device of p_user: stored with the next seq unless
+-- this device sent this client id already (then that message's seq).
+-- out_status: 0 stored, 1 a resend, 2 the user is not a member.
+-- For a new message, out_members are the users to publish to and out_json
+-- what to publish.
+CREATE OR REPLACE FUNCTION chat_send(p_chat bigint, p_user bigint,
+                                     p_device bigint, p_client text,
+                                     p_body jsonb,
+                                     OUT out_status integer,
+                                     OUT out_seq bigint, OUT out_ts bigint,
+                                     OUT out_members text,
+                                     OUT out_json text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_msg messages;
+BEGIN
+    PERFORM 1 FROM members WHERE chat_id = p_chat AND user_id = p_user;
+
+    IF NOT FOUND THEN
+        out_status := 2;
+        RETURN;
+    END IF;
+
+    SELECT seq, chat_ms(created_at) INTO out_seq, out_ts
+    FROM messages WHERE sender_device = p_device AND client_id = p_client;
+
+    IF FOUND THEN
+        out_status := 1;
+        RETURN;
+    END IF;
+
+    BEGIN
+        SELECT a.out_seq INTO out_seq
+        FROM chat_append(p_chat, p_user, p_device, p_client, 'text',
+                         p_body) a;
+    EXCEPTION WHEN unique_violation THEN
+        -- the same id, sent at the same time on another connection
+        SELECT seq, chat_ms(created_at) INTO STRICT out_seq, out_ts
+        FROM messages
+        WHERE sender_device = p_device AND client_id = p_client;
+        out_status := 1;
+        RETURN;
+    END;
+
+    SELECT * INTO STRICT v_msg FROM messages
+    WHERE chat_id = p_chat AND seq = out_seq;
+
+    out_status := 0;
+    out_ts := chat_ms(v_msg.created_at);
+    out_json := chat_msg_json(v_msg);
+
+    SELECT string_agg(user_id::text, ',') INTO out_members
+    FROM members WHERE chat_id = p_chat;
+END
+$$;
+
+
+-- The cursors of a device: where each of its chats stands.
+CREATE OR REPLACE FUNCTION chat_cursors(p_device bigint)
+RETURNS TABLE (chat_id bigint, acked bigint)
+LANGUAGE sql STABLE AS $$
+    SELECT chat_id, acked FROM cursors WHERE device_id = p_device
+$$;
+
+
+-- Up to p_limit messages owed to p_device after (p_chat, p_seq), in
+-- (chat, seq) order: one page of a sync. The device's own messages are
+-- included (the session counts them as delivered without sending them).
+CREATE OR REPLACE FUNCTION chat_owed(p_device bigint, p_chat bigint,
+                                     p_seq bigint, p_limit integer)
+RETURNS TABLE (chat_id bigint, seq bigint, own boolean, json text)
+LANGUAGE sql STABLE AS $$
+    SELECT m.chat_id, m.seq, m.sender_device IS NOT DISTINCT FROM p_device,
+           chat_msg_json(m)
+    FROM cursors c
+    JOIN messages m ON m.chat_id = c.chat_id AND m.seq > c.acked
+    WHERE c.device_id = p_device AND (m.chat_id, m.seq) > (p_chat, p_seq)
+    ORDER BY m.chat_id, m.seq
+    LIMIT p_limit
+$$;
+
+
+-- Messages of one chat after p_seq that p_device is owed: a gap fill.
+CREATE OR REPLACE FUNCTION chat_fill(p_device bigint, p_chat bigint,
+                                     p_seq bigint, p_limit integer)
+RETURNS TABLE (chat_id bigint, seq bigint, own boolean, json text)
+LANGUAGE sql STABLE AS $$
+    SELECT m.chat_id, m.seq, m.sender_device IS NOT DISTINCT FROM p_device,
+           chat_msg_json(m)
+    FROM cursors c
+    JOIN messages m ON m.chat_id = c.chat_id
+                   AND m.seq > greatest(c.acked, p_seq)
+    WHERE c.device_id = p_device AND c.chat_id = p_chat
+    ORDER BY m.seq
+    LIMIT p_limit
+$$;
+
+
+-- A cumulative ack: the cursor moves forward (never past the chat's
+-- last seq), then the messages no device is owed any more are deleted.
+-- A message is not owed to the device that sent it. Returns how many
+-- messages were deleted.
+CREATE OR REPLACE FUNCTION chat_ack(p_device bigint, p_chat bigint,
+                                    p_seq bigint)
+RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_deleted integer;
+BEGIN
+    UPDATE cursors c SET acked = p_seq
+    FROM chats ch
+    WHERE c.device_id = p_device AND c.chat_id = p_chat
+      AND ch.id = p_chat AND c.acked < p_seq AND p_seq <= ch.last_seq;
+
+    IF NOT FOUND THEN
+        RETURN 0;
+    END IF;
+
+    DELETE FROM messages m
+    WHERE m.chat_id = p_chat AND m.seq <= p_seq
+      AND NOT EXISTS (SELECT 1 FROM cursors c
+                      WHERE c.chat_id = p_chat AND c.acked < m.seq
+                        AND c.device_id IS DISTINCT FROM m.sender_device);
+
+    GET DIAGNOSTICS v_deleted = ROW_COUNT;
+
+    RETURN v_deleted;
+END
+$$;
