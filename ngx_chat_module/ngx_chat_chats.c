@@ -35,8 +35,7 @@ enum {
     NGX_CHAT_CHATS_CHAT_ID,
     NGX_CHAT_CHATS_CHAT,                        /* the chat, as JSON */
     NGX_CHAT_CHATS_SEQ,                         /* the system message */
-    NGX_CHAT_CHATS_TS,
-    NGX_CHAT_CHATS_BODY,
+    NGX_CHAT_CHATS_MSG,                         /* ... as devices get it */
     NGX_CHAT_CHATS_USERS,                       /* "id,id,...": its users */
     NGX_CHAT_CHATS_COLUMNS
 };
@@ -101,11 +100,11 @@ static ngx_str_t  ngx_chat_chats_full = ngx_string("full");
 
 
 #define NGX_CHAT_CHATS_OUT                                                   \
-    "SELECT out_status, out_chat_id, out_chat, out_seq, out_ts, out_body, "  \
-    "out_users FROM "
+    "SELECT out_status, out_chat_id, out_chat, out_seq, out_msg, out_users " \
+    "FROM "
 
 static const char  ngx_chat_chats_direct_sql[] =
-    "SELECT out_status, out_chat_id, out_chat, NULL, NULL, NULL, NULL "
+    "SELECT out_status, out_chat_id, out_chat, NULL, NULL, NULL "
     "FROM chat_create_direct($1::bigint, $2::bigint)";
 
 static const char  ngx_chat_chats_group_sql[] =
@@ -532,67 +531,32 @@ ngx_chat_chats_reply(ngx_chat_api_ctx_t *ctx, ngx_uint_t status, int col)
 
 
 /*
- * The system message goes to the channel of each member as the "msg" a
- * device receives: {"type":"msg","chat_id","seq","from","from_device",
- * "ts","kind":"system","event",...}, the event's fields at the top.
- * Nobody waits for the PUBLISHes: the message is stored, and a device
- * that misses it live gets it with its next sync.
+ * The system message goes to the user channel of each member, as the
+ * "msg" that a device's sync would send.  Nobody waits for the
+ * PUBLISHes: the message is stored, and a device that misses it live
+ * gets it with its next sync.
  */
 
 static void
 ngx_chat_chats_publish(ngx_chat_api_ctx_t *ctx)
 {
-    off_t                seq, ts;
-    char                *text;
     u_char              *p, *comma, *last;
-    json_t              *msg, *body;
     PGresult            *res;
-    ngx_str_t            chat, value, users, user, channel;
-    ngx_log_t           *log;
-    json_error_t         error;
+    ngx_str_t            chat, seq, msg, users, user, channel;
     ngx_http_request_t  *r;
 
     r = ctx->request;
-    log = r->connection->log;
     res = ctx->res;
 
     ngx_chat_pg_value(res, 0, NGX_CHAT_CHATS_CHAT_ID, &chat);
-    ngx_chat_pg_value(res, 0, NGX_CHAT_CHATS_SEQ, &value);
-    seq = ngx_atoof(value.data, value.len);
-    ngx_chat_pg_value(res, 0, NGX_CHAT_CHATS_TS, &value);
-    ts = ngx_atoof(value.data, value.len);
-    ngx_chat_pg_value(res, 0, NGX_CHAT_CHATS_BODY, &value);
-
-    body = json_loadb((char *) value.data, value.len, 0, &error);
-    msg = NULL;
-    text = NULL;
-
-    if (body != NULL && seq != NGX_ERROR && ts != NGX_ERROR) {
-        msg = json_pack("{s:s,s:s%,s:I,s:s%,s:s%,s:I,s:s}",
-                        "type", "msg",
-                        "chat_id", chat.data, chat.len,
-                        "seq", (json_int_t) seq,
-                        "from", ctx->user_id.data, ctx->user_id.len,
-                        "from_device", ctx->device_id.data,
-                        ctx->device_id.len,
-                        "ts", (json_int_t) ts,
-                        "kind", "system");
-    }
-
-    if (msg == NULL
-        || json_object_update(msg, body) != 0
-        || (text = json_dumps(msg, JSON_COMPACT)) == NULL)
-    {
-        ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "chat %V: system message %O not published",
-                      &chat, seq);
-        goto done;
-    }
-
-    ngx_log_error(NGX_LOG_INFO, log, 0, "chat %V: system message %O: %V",
-                  &chat, seq, &value);
-
+    ngx_chat_pg_value(res, 0, NGX_CHAT_CHATS_SEQ, &seq);
+    ngx_chat_pg_value(res, 0, NGX_CHAT_CHATS_MSG, &msg);
     ngx_chat_pg_value(res, 0, NGX_CHAT_CHATS_USERS, &users);
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "chat %V: system message %V by user %V device %V",
+                  &chat, &seq, &ctx->user_id, &ctx->device_id);
+
     last = users.data + users.len;
 
     for (p = users.data; p < last; p = comma + 1) {
@@ -606,26 +570,21 @@ ngx_chat_chats_publish(ngx_chat_api_ctx_t *ctx)
         user.len = comma - p;
 
         if (ngx_chat_redis_user_channel(r->pool, &user, &channel) != NGX_OK) {
-            break;
+            return;
         }
 
         if (ngx_chat_redis_command(ngx_chat_chats_published, NULL,
-                                   ngx_cycle->log, "PUBLISH %b %s",
-                                   channel.data, channel.len, text)
+                                   ngx_cycle->log, "PUBLISH %b %b",
+                                   channel.data, channel.len,
+                                   msg.data, msg.len)
             == NULL)
         {
-            ngx_log_error(NGX_LOG_WARN, log, 0,
-                          "chat %V: system message %O not published: "
-                          "Redis is down", &chat, seq);
-            break;
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "chat %V: system message %V not published: "
+                          "Redis is down", &chat, &seq);
+            return;
         }
     }
-
-done:
-
-    free(text);
-    json_decref(msg);
-    json_decref(body);
 }
 
 

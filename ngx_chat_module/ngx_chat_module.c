@@ -11,6 +11,7 @@
 #include "ngx_chat_module.h"
 #include "ngx_chat_ws_conn.h"
 #include "ngx_chat_session.h"
+#include "ngx_chat_metrics.h"
 
 
 static char *ngx_chat_handler(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -46,6 +47,13 @@ static ngx_command_t  ngx_chat_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       ngx_chat_session_handler },
+
+    { ngx_string("chat_metrics"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_chat_handler,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      ngx_chat_metrics_handler },
 
     { ngx_string("chat_api"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
@@ -465,6 +473,10 @@ static char *
 ngx_chat_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_chat_main_conf_t  *cmcf = conf;
+
+    if (ngx_chat_metrics_zone(cf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
 
     ngx_conf_init_uint_value(cmcf->pg.pool_size, 4);
     ngx_conf_init_msec_value(cmcf->pg.query_timeout, 5000);

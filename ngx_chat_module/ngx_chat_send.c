@@ -15,6 +15,7 @@
 #include <ngx_http.h>
 
 #include "ngx_chat_session.h"
+#include "ngx_chat_metrics.h"
 
 
 #define NGX_CHAT_CLIENT_ID_MAX  64
@@ -178,6 +179,8 @@ ngx_chat_send_stored(void *data, PGresult *res)
     ngx_chat_pg_value(res, 0, 0, &v);
 
     if (v.data[0] == '0') {
+        ngx_chat_metrics_add(sent, 1);
+
         ngx_chat_pg_value(res, 0, 3, &members);
         ngx_chat_pg_value(res, 0, 4, &json);
 

@@ -24,6 +24,7 @@
 #include "ngx_chat_ws_conn.h"
 #include "ngx_chat_session.h"
 #include "ngx_chat_auth.h"
+#include "ngx_chat_metrics.h"
 
 
 struct ngx_chat_session_user_s {
@@ -160,6 +161,7 @@ ngx_chat_session_opened(ngx_chat_ws_conn_t *wc)
     s->auth_timer.cancelable = 1;
 
     ngx_chat_session_n++;
+    ngx_chat_metrics_add(connections, 1);
 
     if (s->bad_header) {
         ngx_chat_session_authed(s, NGX_DECLINED, NULL);
@@ -197,6 +199,7 @@ ngx_chat_session_closed(ngx_chat_ws_conn_t *wc)
     ngx_chat_send_cleanup(s);
 
     ngx_chat_session_n--;
+    ngx_chat_metrics_add(connections, -1);
 }
 
 

@@ -23,6 +23,7 @@
 #include <ngx_http.h>
 
 #include "ngx_chat_session.h"
+#include "ngx_chat_metrics.h"
 
 
 typedef struct {
@@ -391,6 +392,7 @@ ngx_chat_sync_deliver(ngx_chat_session_chat_t *ch, int64_t seq,
 {
     if (!own) {
         ngx_chat_session_send_text(ch->session, json, len);
+        ngx_chat_metrics_add(delivered, 1);
     }
 
     ch->delivered = seq;
