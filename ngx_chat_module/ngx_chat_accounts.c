@@ -63,7 +63,6 @@ static ngx_int_t ngx_chat_accounts_body(ngx_chat_api_ctx_t *ctx,
 static ngx_int_t ngx_chat_accounts_fields(ngx_chat_api_ctx_t *ctx,
     ngx_chat_accounts_ctx_t *ac, ngx_uint_t fields, const char **message);
 static ngx_uint_t ngx_chat_accounts_mobile_valid(ngx_str_t *mobile);
-static ngx_uint_t ngx_chat_accounts_name_valid(ngx_str_t *name);
 static ngx_uint_t ngx_chat_accounts_link_code_valid(ngx_str_t *code);
 static ngx_int_t ngx_chat_accounts_link_refused(ngx_chat_api_ctx_t *ctx);
 static ngx_int_t ngx_chat_accounts_random_code(ngx_pool_t *pool,
@@ -775,7 +774,10 @@ ngx_chat_accounts_fields(ngx_chat_api_ctx_t *ctx,
         if (rc == NGX_DECLINED) {
             ngx_str_set(&ac->name, "device");
 
-        } else if (rc != NGX_OK || !ngx_chat_accounts_name_valid(&ac->name)) {
+        } else if (rc != NGX_OK
+                   || !ngx_chat_api_text_valid(&ac->name,
+                                               NGX_CHAT_DEVICE_NAME_LEN))
+        {
             *message = "device_name: 1 to 64 characters are required";
             return NGX_DECLINED;
         }
@@ -812,34 +814,6 @@ ngx_chat_accounts_mobile_valid(ngx_str_t *mobile)
     }
 
     return 1;
-}
-
-
-/*
- * 1 to 64 characters (code points): jansson has checked the UTF-8 and
- * refused NUL; the rest is the user's business, and JSON escapes it.
- */
-
-static ngx_uint_t
-ngx_chat_accounts_name_valid(ngx_str_t *name)
-{
-    u_char      *p, *last;
-    ngx_uint_t   n;
-
-    if (name->len > 4 * NGX_CHAT_DEVICE_NAME_LEN) {
-        return 0;
-    }
-
-    n = 0;
-    last = name->data + name->len;
-
-    for (p = name->data; p < last; p++) {
-        if ((*p & 0xc0) != 0x80) {
-            n++;                        /* not a continuation byte */
-        }
-    }
-
-    return n >= 1 && n <= NGX_CHAT_DEVICE_NAME_LEN;
 }
 
 

@@ -6,8 +6,11 @@
  * idempotency of (device, id), and the dense seq all in the statement
  * that stores the message.  "sent" goes out only when that statement has
  * committed; then the message is published to every member's channel.
- * Each send or ack in flight is an op on the session, bounded, and
- * cancelled if the socket goes away first.
+ * A socket's sends wait in a bounded FIFO and are stored one at a time,
+ * so what a device writes in one order is stored in that order.
+ *
+ * Acks are cumulative: a chat has at most one ack in flight, and what is
+ * acked meanwhile is folded into the next one.
  */
 
 #include <ngx_config.h>
@@ -29,13 +32,14 @@ static const char  ngx_chat_ack_sql[] =
     "SELECT chat_ack($1, $2, $3)";
 
 
-static ngx_chat_session_op_t *ngx_chat_send_op(ngx_chat_session_t *s,
-    json_t *id);
+static void ngx_chat_send_next(ngx_chat_session_t *s);
 static void ngx_chat_send_op_done(ngx_chat_session_op_t *op);
 static void ngx_chat_send_stored(void *data, PGresult *res);
 static void ngx_chat_send_publish(ngx_chat_session_t *s, ngx_str_t *members,
     ngx_str_t *json);
 static void ngx_chat_send_published(void *data, redisReply *reply);
+static void ngx_chat_send_ack_query(ngx_chat_session_t *s,
+    ngx_chat_session_chat_t *ch);
 static void ngx_chat_send_acked(void *data, PGresult *res);
 
 
@@ -45,7 +49,6 @@ ngx_chat_send_message(ngx_chat_session_t *s, json_t *msg)
     char                   *body;
     json_t                 *id, *text, *chat, *stored;
     int64_t                 chat_id;
-    ngx_str_t               params[5];
     ngx_chat_session_op_t  *op;
 
     id = json_object_get(msg, "id");
@@ -84,9 +87,9 @@ ngx_chat_send_message(ngx_chat_session_t *s, json_t *msg)
         return;
     }
 
-    if (s->nops >= NGX_CHAT_MAX_OPS) {
+    if (s->nsends >= NGX_CHAT_MAX_SENDS) {
         ngx_chat_session_error(s, id, "rate_limited",
-                               "too many requests in flight");
+                               "too many sends waiting on this socket");
         return;
     }
 
@@ -94,36 +97,58 @@ ngx_chat_send_message(ngx_chat_session_t *s, json_t *msg)
     body = stored ? json_dumps(stored, JSON_COMPACT) : NULL;
     json_decref(stored);
 
-    if (body == NULL) {
-        ngx_chat_session_error(s, id, "unavailable", "out of memory");
-        return;
-    }
+    op = ngx_calloc(sizeof(ngx_chat_session_op_t), s->wc->connection->log);
 
-    op = ngx_chat_send_op(s, id);
-    if (op == NULL) {
+    if (body == NULL || op == NULL) {
         free(body);
+        ngx_free(op);
         ngx_chat_session_error(s, id, "unavailable", "out of memory");
         return;
     }
 
+    op->session = s;
     op->chat_id = chat_id;
+    op->id = json_incref(id);
+    op->body = body;
 
-    params[0].data = (u_char *) json_string_value(chat);
-    params[0].len = json_string_length(chat);
-    params[1] = s->user_id;
-    params[2] = s->device_id;
-    params[3].data = (u_char *) json_string_value(id);
-    params[3].len = json_string_length(id);
-    params[4].data = (u_char *) body;
-    params[4].len = ngx_strlen(body);
+    ngx_queue_insert_tail(&s->sends, &op->queue);
 
-    op->query = ngx_chat_pg_query(ngx_chat_send_sql, 5, params,
-                                  ngx_chat_send_stored, op,
-                                  s->wc->connection->log);
-    free(body);
+    if (s->nsends++ == 0) {
+        ngx_chat_send_next(s);
+    }
+}
 
-    if (op->query == NULL) {
-        ngx_chat_session_error(s, id, "unavailable",
+
+/* stores the send at the head of the queue */
+
+static void
+ngx_chat_send_next(ngx_chat_session_t *s)
+{
+    u_char                  chat[NGX_INT64_LEN];
+    ngx_str_t               params[5];
+    ngx_chat_session_op_t  *op;
+
+    while (!ngx_queue_empty(&s->sends)) {
+        op = ngx_queue_data(ngx_queue_head(&s->sends),
+                            ngx_chat_session_op_t, queue);
+
+        params[0].data = chat;
+        params[0].len = ngx_sprintf(chat, "%L", op->chat_id) - chat;
+        params[1] = s->user_id;
+        params[2] = s->device_id;
+        params[3].data = (u_char *) json_string_value(op->id);
+        params[3].len = json_string_length(op->id);
+        params[4].data = (u_char *) op->body;
+        params[4].len = ngx_strlen(op->body);
+
+        op->query = ngx_chat_pg_query(ngx_chat_send_sql, 5, params,
+                                      ngx_chat_send_stored, op,
+                                      s->wc->connection->log);
+        if (op->query) {
+            return;
+        }
+
+        ngx_chat_session_error(s, op->id, "unavailable",
                                "the message store is unavailable");
         ngx_chat_send_op_done(op);
     }
@@ -149,6 +174,7 @@ ngx_chat_send_stored(void *data, PGresult *res)
         ngx_chat_session_error(s, op->id, "unavailable",
                                "the message store is unavailable");
         ngx_chat_send_op_done(op);
+        ngx_chat_send_next(s);
         return;
     }
 
@@ -158,6 +184,7 @@ ngx_chat_send_stored(void *data, PGresult *res)
         ngx_chat_session_error(s, op->id, "forbidden",
                                "not a member of this chat");
         ngx_chat_send_op_done(op);
+        ngx_chat_send_next(s);
         return;
     }
 
@@ -191,6 +218,7 @@ ngx_chat_send_stored(void *data, PGresult *res)
     }
 
     ngx_chat_send_op_done(op);
+    ngx_chat_send_next(s);
 }
 
 
@@ -244,16 +272,14 @@ ngx_chat_send_published(void *data, redisReply *reply)
 void
 ngx_chat_send_ack(ngx_chat_session_t *s, json_t *msg)
 {
-    u_char                  buf[NGX_INT64_LEN];
-    int64_t                 chat_id;
-    json_t                 *chat, *seq;
-    ngx_str_t               params[3];
-    ngx_chat_session_op_t  *op;
+    int64_t                   chat_id;
+    json_t                   *seq;
+    ngx_chat_session_chat_t  *ch;
 
-    chat = json_object_get(msg, "chat_id");
     seq = json_object_get(msg, "seq");
 
-    if (ngx_chat_session_parse_id(chat, &chat_id) != NGX_OK
+    if (ngx_chat_session_parse_id(json_object_get(msg, "chat_id"), &chat_id)
+        != NGX_OK
         || !json_is_integer(seq) || json_integer_value(seq) <= 0)
     {
         ngx_chat_session_error(s, json_object_get(msg, "id"), "bad_request",
@@ -262,69 +288,66 @@ ngx_chat_send_ack(ngx_chat_session_t *s, json_t *msg)
         return;
     }
 
-    if (s->nops >= NGX_CHAT_MAX_OPS) {
-        ngx_chat_session_error(s, NULL, "rate_limited",
-                               "too many requests in flight");
+    ch = ngx_chat_sync_chat(s, chat_id);
+    if (ch == NULL) {
         return;
     }
 
-    op = ngx_chat_send_op(s, NULL);
-    if (op == NULL) {
+    if (json_integer_value(seq) <= ch->ack_want) {
         return;
     }
+
+    ch->ack_want = json_integer_value(seq);
+
+    if (ch->ack == NULL) {
+        ngx_chat_send_ack_query(s, ch);
+    }
+}
+
+
+static void
+ngx_chat_send_ack_query(ngx_chat_session_t *s, ngx_chat_session_chat_t *ch)
+{
+    u_char     chat[NGX_INT64_LEN], seq[NGX_INT64_LEN];
+    ngx_str_t  params[3];
 
     params[0] = s->device_id;
-    params[1].data = (u_char *) json_string_value(chat);
-    params[1].len = json_string_length(chat);
-    params[2].data = buf;
-    params[2].len = ngx_sprintf(buf, "%L", (int64_t) json_integer_value(seq))
-                    - buf;
+    params[1].data = chat;
+    params[1].len = ngx_sprintf(chat, "%L", (int64_t) ch->node.key) - chat;
+    params[2].data = seq;
+    params[2].len = ngx_sprintf(seq, "%L", ch->ack_want) - seq;
 
-    op->query = ngx_chat_pg_query(ngx_chat_ack_sql, 3, params,
-                                  ngx_chat_send_acked, op,
-                                  s->wc->connection->log);
+    /* the highest acked so far rides along: a later ack can compare */
+    ch->ack = ngx_chat_pg_query(ngx_chat_ack_sql, 3, params,
+                                ngx_chat_send_acked, ch,
+                                s->wc->connection->log);
 
-    if (op->query == NULL) {
+    if (ch->ack == NULL) {
         ngx_log_error(NGX_LOG_WARN, s->wc->connection->log, 0,
-                      "chat ack lost: PostgreSQL unavailable");
-        ngx_chat_send_op_done(op);
+                      "chat ack of chat %L not applied: PostgreSQL "
+                      "unavailable", (int64_t) ch->node.key);
     }
+
+    ch->ack_sent = ch->ack_want;
 }
 
 
 static void
 ngx_chat_send_acked(void *data, PGresult *res)
 {
-    ngx_chat_session_op_t  *op = data;
+    ngx_chat_session_chat_t  *ch = data;
 
-    op->query = NULL;
+    ch->ack = NULL;
 
     if (!ngx_chat_pg_ok(res)) {
-        ngx_log_error(NGX_LOG_WARN, op->session->wc->connection->log, 0,
-                      "chat ack not applied");
+        ngx_log_error(NGX_LOG_WARN, ch->gap.log, 0,
+                      "chat ack of chat %L not applied",
+                      (int64_t) ch->node.key);
     }
 
-    ngx_chat_send_op_done(op);
-}
-
-
-static ngx_chat_session_op_t *
-ngx_chat_send_op(ngx_chat_session_t *s, json_t *id)
-{
-    ngx_chat_session_op_t  *op;
-
-    op = ngx_calloc(sizeof(ngx_chat_session_op_t), s->wc->connection->log);
-    if (op == NULL) {
-        return NULL;
+    if (ch->ack_want > ch->ack_sent) {
+        ngx_chat_send_ack_query(ch->session, ch);
     }
-
-    op->session = s;
-    op->id = id ? json_incref(id) : NULL;
-
-    ngx_queue_insert_tail(&s->ops, &op->queue);
-    s->nops++;
-
-    return op;
 }
 
 
@@ -336,9 +359,10 @@ ngx_chat_send_op_done(ngx_chat_session_op_t *op)
     }
 
     ngx_queue_remove(&op->queue);
-    op->session->nops--;
+    op->session->nsends--;
 
     json_decref(op->id);
+    free(op->body);
     ngx_free(op);
 }
 
@@ -348,12 +372,12 @@ ngx_chat_send_cleanup(ngx_chat_session_t *s)
 {
     ngx_queue_t  *q;
 
-    if (s->ops.next == NULL) {
+    if (s->sends.next == NULL) {
         return;                 /* never opened */
     }
 
-    while (!ngx_queue_empty(&s->ops)) {
-        q = ngx_queue_head(&s->ops);
+    while (!ngx_queue_empty(&s->sends)) {
+        q = ngx_queue_head(&s->sends);
         ngx_chat_send_op_done(ngx_queue_data(q, ngx_chat_session_op_t,
                                              queue));
     }

@@ -152,7 +152,7 @@ ngx_chat_session_opened(ngx_chat_ws_conn_t *wc)
 
     ngx_queue_init(&s->queue);
     ngx_queue_init(&s->early);
-    ngx_queue_init(&s->ops);
+    ngx_queue_init(&s->sends);
     ngx_rbtree_init(&s->chats, &s->sentinel, ngx_rbtree_insert_value);
 
     s->auth_timer.handler = ngx_chat_session_auth_timeout;

@@ -25,7 +25,7 @@
 #define NGX_CHAT_CLOSE_TRY_AGAIN      1013   /* PostgreSQL unavailable */
 
 #define NGX_CHAT_ID_LEN               20     /* a bigint in decimal */
-#define NGX_CHAT_MAX_OPS              256    /* sends and acks in flight */
+#define NGX_CHAT_MAX_SENDS            256    /* sends queued on a socket */
 #define NGX_CHAT_MAX_HELD             256    /* live messages past a gap */
 
 
@@ -52,16 +52,20 @@ typedef struct {
     ngx_uint_t                 nheld;
     ngx_event_t                gap;          /* gap wait, then fill */
     ngx_chat_pg_query_t       *fill;         /* the fill in flight */
+    ngx_chat_pg_query_t       *ack;          /* one ack in flight a chat */
+    int64_t                    ack_sent;     /* what it carries */
+    int64_t                    ack_want;     /* the highest asked for */
 } ngx_chat_session_chat_t;
 
 
-/* a send or an ack in flight */
+/* a send, waiting for its turn or stored */
 typedef struct {
-    ngx_queue_t                queue;        /* in session->ops */
+    ngx_queue_t                queue;        /* in session->sends */
     ngx_chat_session_t        *session;
-    ngx_chat_pg_query_t       *query;
+    ngx_chat_pg_query_t       *query;        /* the first in the queue's */
     int64_t                    chat_id;
     json_t                    *id;           /* the client's "id" */
+    char                      *body;         /* the stored JSON body */
 } ngx_chat_session_op_t;
 
 
@@ -82,8 +86,11 @@ struct ngx_chat_session_s {
     int64_t                    sync_chat;    /* the sync's keyset */
     int64_t                    sync_seq;
     ngx_uint_t                 synced;       /* messages sent by the sync */
-    ngx_queue_t                ops;          /* ngx_chat_session_op_t */
-    ngx_uint_t                 nops;
+    ngx_queue_t                sends;        /* ngx_chat_session_op_t, FIFO:
+                                                one stored at a time, so a
+                                                device's messages keep their
+                                                order */
+    ngx_uint_t                 nsends;
 
     int64_t                    device;       /* the ids as numbers, */
     ngx_str_t                  user_id;      /* and as text */
@@ -114,6 +121,8 @@ void ngx_chat_sync_offer(ngx_chat_session_t *s, int64_t chat, int64_t seq,
     ngx_uint_t own, u_char *json, size_t len);
 void ngx_chat_sync_resync(ngx_chat_session_t *s);
 void ngx_chat_sync_cleanup(ngx_chat_session_t *s);
+ngx_chat_session_chat_t *ngx_chat_sync_chat(ngx_chat_session_t *s,
+    int64_t id);
 
 /* ngx_chat_send.c */
 void ngx_chat_send_message(ngx_chat_session_t *s, json_t *msg);

@@ -52,8 +52,6 @@ static void ngx_chat_sync_paged(void *data, PGresult *res);
 static void ngx_chat_sync_done(ngx_chat_session_t *s);
 static void ngx_chat_sync_ready(ngx_rbtree_node_t *node,
     ngx_rbtree_node_t *sentinel);
-static ngx_chat_session_chat_t *ngx_chat_sync_chat(ngx_chat_session_t *s,
-    int64_t id);
 static void ngx_chat_sync_deliver(ngx_chat_session_chat_t *ch, int64_t seq,
     ngx_uint_t own, u_char *json, size_t len);
 static void ngx_chat_sync_hold(ngx_chat_session_chat_t *ch, int64_t seq,
@@ -343,7 +341,9 @@ ngx_chat_sync_offer(ngx_chat_session_t *s, int64_t chat, int64_t seq,
 }
 
 
-static ngx_chat_session_chat_t *
+/* the chat's state on this session, created on first use */
+
+ngx_chat_session_chat_t *
 ngx_chat_sync_chat(ngx_chat_session_t *s, int64_t id)
 {
     ngx_rbtree_node_t        *node, *sentinel;
@@ -659,6 +659,10 @@ ngx_chat_sync_free(ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
 
     if (ch->fill) {
         ngx_chat_pg_cancel(ch->fill);
+    }
+
+    if (ch->ack) {
+        ngx_chat_pg_cancel(ch->ack);
     }
 
     while (!ngx_queue_empty(&ch->held)) {

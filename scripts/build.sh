@@ -42,5 +42,10 @@ fi
 
 make -s -C "$ngx" -f objs/Makefile modules
 mkdir -p "$build/modules"
-cp "$ngx/objs/ngx_chat_module.so" "$ngx/objs/ngx_asset_module.so" \
-   "$build/modules/"
+
+# A new file renamed into place: nginx processes running the old module
+# keep their mapping (copying over it in place crashes them).
+for m in ngx_chat_module ngx_asset_module; do
+    cp "$ngx/objs/$m.so" "$build/modules/.$m.so.new"
+    mv -f "$build/modules/.$m.so.new" "$build/modules/$m.so"
+done

@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS messages (
     chat_id       bigint NOT NULL REFERENCES chats (id) ON DELETE CASCADE,
     seq           bigint NOT NULL,
     sender_user   bigint,
-    sender_device bigint,                 -- NULL for system messages
+    sender_device bigint,                 -- the acting device for system
+                                          -- messages: it is not sent them
     client_id     text,                   -- the sender's "id"
     kind          text NOT NULL CHECK (kind IN ('text', 'system')),
     body          jsonb NOT NULL,         -- {"text","media"} or {"event",...}
@@ -114,5 +115,46 @@ BEGIN
             v_now);
 
     out_ts := chat_ms(v_now);
+END
+$$;
+
+
+-- A stored message as the client sees it (PROTOCOL.md section 4, "msg"):
+-- the body's fields ("text", "media", or "event" and its fields) at the
+-- top level.
+CREATE OR REPLACE FUNCTION chat_msg_json(m messages) RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT (jsonb_build_object(
+                'type', 'msg',
+                'chat_id', m.chat_id::text,
+                'seq', m.seq,
+                'from', m.sender_user::text,
+                'from_device', m.sender_device::text,
+                'id', m.client_id,
+                'ts', chat_ms(m.created_at),
+                'kind', m.kind)
+            || m.body)::text
+$$;
+
+
+-- Deletes the messages of p_chat up to p_upto that no device is owed any
+-- more: every cursor of the chat is past them, but for the device that
+-- sent each one (PROTOCOL.md 5.5). Called after an ack moves a cursor and
+-- after a member leaves with cursors that held messages back.
+CREATE OR REPLACE FUNCTION chat_trim(p_chat bigint, p_upto bigint)
+RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_deleted integer;
+BEGIN
+    DELETE FROM messages m
+    WHERE m.chat_id = p_chat AND m.seq <= p_upto
+      AND NOT EXISTS (SELECT 1 FROM cursors c
+                      WHERE c.chat_id = p_chat AND c.acked < m.seq
+                        AND c.device_id IS DISTINCT FROM m.sender_device);
+
+    GET DIAGNOSTICS v_deleted = ROW_COUNT;
+
+    RETURN v_deleted;
 END
 $$;

@@ -12,8 +12,10 @@
 --                'no_chat', 'no_member', 'direct', 'forbidden', 'full'
 --   out_chat_id  the chat
 --   out_chat     the chat as the API shows it (chat_json), after the call
---   out_seq, out_ts, out_body
---                the system message appended, if one was (else NULL)
+--   out_seq, out_msg
+--                the seq of the system message appended, if one was (else
+--                NULL), and the "msg" to publish (chat_msg_json, of
+--                005_messaging.sql: what a device's sync would send)
 --   out_users    the members to publish it to, "id,id,..."
 
 
@@ -55,19 +57,23 @@ END
 $$;
 
 
--- A system message (kind 'system', no client id) from p_user's device
--- p_device, appended after the change it reports, and the members it
--- goes to: everyone who is a member now.
+-- A system message (kind 'system', no client id) about what p_user did:
+-- appended after the change it reports; its "msg", and the members it goes
+-- to: everyone who is a member now. No socket sent it, so every device of
+-- every member is sent it, the acting one too (PROTOCOL.md section 2):
+-- it has no sender device (p_device is kept for the callers' symmetry).
 CREATE OR REPLACE FUNCTION chat_system(p_chat bigint, p_user bigint,
-                                       p_device bigint, p_body json,
+                                       p_device bigint, p_body jsonb,
                                        OUT out_seq bigint,
-                                       OUT out_ts bigint,
+                                       OUT out_msg text,
                                        OUT out_users text)
 LANGUAGE plpgsql AS $$
 BEGIN
-    SELECT a.out_seq, a.out_ts INTO out_seq, out_ts
-    FROM chat_append(p_chat, p_user, p_device, NULL, 'system',
-                     p_body::jsonb) a;
+    SELECT a.out_seq INTO out_seq
+    FROM chat_append(p_chat, p_user, NULL, NULL, 'system', p_body) a;
+
+    SELECT chat_msg_json(m) INTO STRICT out_msg
+    FROM messages m WHERE m.chat_id = p_chat AND m.seq = out_seq;
 
     SELECT string_agg(user_id::text, ',' ORDER BY user_id) INTO out_users
     FROM members WHERE chat_id = p_chat;
@@ -130,8 +136,7 @@ CREATE OR REPLACE FUNCTION chat_create_group(p_user bigint, p_device bigint,
                                              OUT out_chat_id bigint,
                                              OUT out_chat json,
                                              OUT out_seq bigint,
-                                             OUT out_ts bigint,
-                                             OUT out_body json,
+                                             OUT out_msg text,
                                              OUT out_users text)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -162,10 +167,10 @@ BEGIN
 
     PERFORM chat_join_cursors(out_chat_id, u) FROM unnest(v_members) u;
 
-    out_body := json_build_object('event', 'created', 'title', p_title);
-
-    SELECT s.out_seq, s.out_ts, s.out_users INTO out_seq, out_ts, out_users
-    FROM chat_system(out_chat_id, p_user, p_device, out_body) s;
+    SELECT s.out_seq, s.out_msg, s.out_users INTO out_seq, out_msg, out_users
+    FROM chat_system(out_chat_id, p_user, p_device,
+                     jsonb_build_object('event', 'created',
+                                        'title', p_title)) s;
 
     out_status := 'ok';
     out_chat := chat_json(out_chat_id);
@@ -181,8 +186,7 @@ CREATE OR REPLACE FUNCTION chat_rename(p_chat bigint, p_user bigint,
                                        OUT out_chat_id bigint,
                                        OUT out_chat json,
                                        OUT out_seq bigint,
-                                       OUT out_ts bigint,
-                                       OUT out_body json,
+                                       OUT out_msg text,
                                        OUT out_users text)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -205,11 +209,11 @@ BEGIN
     WHERE id = p_chat AND title IS DISTINCT FROM p_title;
 
     IF FOUND THEN
-        out_body := json_build_object('event', 'renamed', 'title', p_title);
-
-        SELECT s.out_seq, s.out_ts, s.out_users
-        INTO out_seq, out_ts, out_users
-        FROM chat_system(p_chat, p_user, p_device, out_body) s;
+        SELECT s.out_seq, s.out_msg, s.out_users
+        INTO out_seq, out_msg, out_users
+        FROM chat_system(p_chat, p_user, p_device,
+                         jsonb_build_object('event', 'renamed',
+                                            'title', p_title)) s;
     END IF;
 
     out_status := 'ok';
@@ -231,8 +235,7 @@ CREATE OR REPLACE FUNCTION chat_add_member(p_chat bigint, p_user bigint,
                                            OUT out_chat_id bigint,
                                            OUT out_chat json,
                                            OUT out_seq bigint,
-                                           OUT out_ts bigint,
-                                           OUT out_body json,
+                                           OUT out_msg text,
                                            OUT out_users text)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -277,12 +280,11 @@ BEGIN
 
     PERFORM chat_join_cursors(p_chat, p_member);
 
-    out_body := json_build_object('event', 'member_added',
-                                  'user_id', p_member::text,
-                                  'by', p_user::text);
-
-    SELECT s.out_seq, s.out_ts, s.out_users INTO out_seq, out_ts, out_users
-    FROM chat_system(p_chat, p_user, p_device, out_body) s;
+    SELECT s.out_seq, s.out_msg, s.out_users INTO out_seq, out_msg, out_users
+    FROM chat_system(p_chat, p_user, p_device,
+                     jsonb_build_object('event', 'member_added',
+                                        'user_id', p_member::text,
+                                        'by', p_user::text)) s;
 
     out_status := 'ok';
     out_chat := chat_json(p_chat);
@@ -302,8 +304,7 @@ CREATE OR REPLACE FUNCTION chat_remove_member(p_chat bigint, p_user bigint,
                                               OUT out_chat_id bigint,
                                               OUT out_chat json,
                                               OUT out_seq bigint,
-                                              OUT out_ts bigint,
-                                              OUT out_body json,
+                                              OUT out_msg text,
                                               OUT out_users text)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -336,6 +337,9 @@ BEGIN
     WHERE c.chat_id = p_chat AND c.device_id = d.id
           AND d.user_id = p_member;
 
+    -- what only the leaver was still owed goes now
+    PERFORM chat_trim(p_chat, (SELECT last_seq FROM chats WHERE id = p_chat));
+
     out_status := 'ok';
     out_chat_id := p_chat;
 
@@ -356,12 +360,11 @@ BEGIN
                              LIMIT 1);
     END IF;
 
-    out_body := json_build_object('event', 'member_removed',
-                                  'user_id', p_member::text,
-                                  'by', p_user::text);
-
-    SELECT s.out_seq, s.out_ts, s.out_users INTO out_seq, out_ts, out_users
-    FROM chat_system(p_chat, p_user, p_device, out_body) s;
+    SELECT s.out_seq, s.out_msg, s.out_users INTO out_seq, out_msg, out_users
+    FROM chat_system(p_chat, p_user, p_device,
+                     jsonb_build_object('event', 'member_removed',
+                                        'user_id', p_member::text,
+                                        'by', p_user::text)) s;
 
     out_chat := chat_json(p_chat);
 END

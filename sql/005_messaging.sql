@@ -1,23 +1,5 @@
 -- Sending, syncing and acknowledging messages. One round trip each.
 
--- A stored message as the client sees it (PROTOCOL.md section 4, "msg"):
--- the body's fields ("text", "media", or "event" and its fields) at the
--- top level.
-CREATE OR REPLACE FUNCTION chat_msg_json(m messages) RETURNS text
-LANGUAGE sql STABLE AS $$
-    SELECT (jsonb_build_object(
-                'type', 'msg',
-                'chat_id', m.chat_id::text,
-                'seq', m.seq,
-                'from', m.sender_user::text,
-                'from_device', m.sender_device::text,
-                'id', m.client_id,
-                'ts', chat_ms(m.created_at),
-                'kind', m.kind)
-            || m.body)::text
-$$;
-
-
 -- A text message from p_device of p_user: stored with the next seq unless
 -- this device sent this client id already (then that message's seq).
 -- out_status: 0 stored, 1 a resend, 2 the user is not a member.
@@ -118,14 +100,11 @@ $$;
 
 -- A cumulative ack: the cursor moves forward (never past the chat's
 -- last seq), then the messages no device is owed any more are deleted.
--- A message is not owed to the device that sent it. Returns how many
--- messages were deleted.
+-- Returns how many messages were deleted.
 CREATE OR REPLACE FUNCTION chat_ack(p_device bigint, p_chat bigint,
                                     p_seq bigint)
 RETURNS integer
 LANGUAGE plpgsql AS $$
-DECLARE
-    v_deleted integer;
 BEGIN
     UPDATE cursors c SET acked = p_seq
     FROM chats ch
@@ -136,14 +115,6 @@ BEGIN
         RETURN 0;
     END IF;
 
-    DELETE FROM messages m
-    WHERE m.chat_id = p_chat AND m.seq <= p_seq
-      AND NOT EXISTS (SELECT 1 FROM cursors c
-                      WHERE c.chat_id = p_chat AND c.acked < m.seq
-                        AND c.device_id IS DISTINCT FROM m.sender_device);
-
-    GET DIAGNOSTICS v_deleted = ROW_COUNT;
-
-    RETURN v_deleted;
+    RETURN chat_trim(p_chat, p_seq);
 END
 $$;

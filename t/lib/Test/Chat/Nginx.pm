@@ -1653,6 +1653,168 @@ sub _show {
     return $c;
 }
 
+# ---------------------------------------------------------------------------
+# Chats and messages (PROTOCOL.md sections 2, 4 and 5): creating chats over
+# HTTP, and a chat socket read as a stream of events, with the events a wait
+# skipped kept for the next read.
+
+push @EXPORT, qw(api_chat_create ws_chat_open ws_chat_event ws_chat_unread
+                 ws_chat_wait ws_chat_send ws_chat_send_wait ws_chat_show);
+
+
+# api_chat_create($account, {type => 'direct', user_id => ...} |
+# {type => 'group', title => ..., members => [...]}, status => 200|201,
+# name => ..., port => ...): POST /v1/chats; one assertion. Returns the
+# decoded answer (with chat_id) or undef.
+sub api_chat_create {
+    my ($acct, $body, %o) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my $want = $o{status} // (($body->{type} // '') eq 'group' ? 201 : 200);
+    my $name = $o{name} // "create a $body->{type} chat";
+    my $r = api_request(POST => '/v1/chats', token => $acct->{token},
+                        body => $body, (port => $o{port}) x !!$o{port});
+    api_ok($r, $want, $name) or return undef;
+    unless (defined $r->{json}{chat_id} && !ref $r->{json}{chat_id}) {
+        Test::More::diag("$name: no chat_id\n" . api_show($r));
+        return undef;
+    }
+    return $r->{json};
+}
+
+
+sub ws_chat_show {
+    my ($ev) = @_;
+    return 'nothing' unless defined $ev;
+    return $JSON->encode($ev);
+}
+
+
+# The next server event as a hash: the JSON object the server sent, or
+# {type => '_close', code, reason}, {type => '_eof'}, {type => '_timeout'},
+# {type => '_text' | '_binary', data} for anything that is not a JSON
+# object. Events put back by ws_chat_wait/ws_chat_unread come first.
+sub ws_chat_event {
+    my ($ws, $timeout) = @_;
+    my $q = $ws->{chat_inbox} //= [];
+    return shift @$q if @$q;
+    my ($what, @v) = ws_next($ws, $timeout // 10);
+    return $v[0] if $what eq 'json' && ref $v[0] eq 'HASH';
+    return { type => '_close', code => $v[0], reason => $v[1] }
+        if $what eq 'close';
+    return { type => "_$what" } unless @v;
+    return { type => '_text', data => ref $v[0] ? $JSON->encode($v[0])
+                                                : $v[0] }
+        if $what eq 'json';
+    return { type => "_$what", data => $v[0] };
+}
+
+
+# Puts events back in front of the socket's unread events.
+sub ws_chat_unread {
+    my ($ws, @ev) = @_;
+    unshift @{ $ws->{chat_inbox} //= [] }, @ev;
+}
+
+
+# ws_chat_wait($ws, $timeout, sub { my $ev = shift; ... }): reads events
+# until one matches, within $timeout seconds in all. The events read before
+# it stay unread (ws_chat_event returns them next). Returns the matching
+# event, or undef and what ended the wait (a '_timeout', '_eof' or
+# '_close' event).
+sub ws_chat_wait {
+    my ($ws, $timeout, $match) = @_;
+    my $deadline = time + ($timeout // 10);
+    my @skipped;
+    my $q = $ws->{chat_inbox} //= [];
+    my @queued = splice @$q;
+    while (1) {
+        my $ev;
+        if (@queued) {
+            $ev = shift @queued;
+        } else {
+            my $left = $deadline - time;
+            $ev = $left > 0 ? ws_chat_event($ws, $left)
+                            : { type => '_timeout' };
+        }
+        if ($ev->{type} =~ /^_(timeout|eof|close)$/) {
+            push @skipped, $ev unless $ev->{type} eq '_timeout';
+            unshift @$q, @skipped, @queued;
+            return (undef, $ev);
+        }
+        if ($match->($ev)) {
+            unshift @$q, @skipped, @queued;
+            return ($ev);
+        }
+        push @skipped, $ev;
+    }
+}
+
+
+# ws_chat_send($ws, id => ..., chat_id => ..., text => ..., ...): writes a
+# send message (any field may be left out, or be undef for JSON null).
+sub ws_chat_send {
+    my ($ws, %f) = @_;
+    return $ws->send_json({ type => 'send', %f });
+}
+
+
+# ws_chat_send_wait($ws, $timeout, id => ..., ...): sends, then waits for
+# the "sent" or "error" that carries the same id (other events stay
+# unread). Returns that event, or undef and what ended the wait.
+sub ws_chat_send_wait {
+    my ($ws, $timeout, %f) = @_;
+    ws_chat_send($ws, %f);
+    my $id = $f{id};
+    return ws_chat_wait($ws, $timeout, sub {
+        my ($ev) = @_;
+        return ($ev->{type} eq 'sent' || $ev->{type} eq 'error')
+               && defined $ev->{id} && !ref $ev->{id} && defined $id
+               && $ev->{id} eq $id;
+    });
+}
+
+
+# ws_chat_open($account, name => ..., timeout => 10, port => ...,
+# via => 'message'): a chat socket read up to "synced"; one assertion.
+# Returns ($ws, {ready, msgs => [msg objects of the sync, in order],
+# other => [other events before synced], synced => the synced event}),
+# or ($ws, undef) when no ready or synced came.
+sub ws_chat_open {
+    my ($acct, %o) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my $name = $o{name} // "$acct->{name} connects";
+    my $timeout = $o{timeout} // 10;
+    my ($ws, $ready, $err) = ws_chat_auth(token => $acct->{token},
+                                          timeout => $timeout,
+                                          (port => $o{port}) x !!$o{port},
+                                          (via => $o{via}) x !!$o{via});
+    unless ($ready) {
+        Test::More::fail("$name: ready");
+        Test::More::diag("got $err");
+        return ($ws, undef);
+    }
+    my %sync = (ready => $ready, msgs => [], other => []);
+    while (1) {
+        my $ev = ws_chat_event($ws, $timeout);
+        if ($ev->{type} eq 'synced') {
+            $sync{synced} = $ev;
+            last;
+        }
+        if ($ev->{type} =~ /^_(timeout|eof|close)$/) {
+            Test::More::fail("$name: ready, then synced");
+            Test::More::diag("after ready and " . @{ $sync{msgs} }
+                             . " msg, " . @{ $sync{other} }
+                             . " other events: " . ws_chat_show($ev)
+                             . ($ev->{type} eq '_timeout'
+                                ? " (nothing for ${timeout}s)" : ''));
+            return ($ws, undef);
+        }
+        push @{ $ev->{type} eq 'msg' ? $sync{msgs} : $sync{other} }, $ev;
+    }
+    Test::More::pass("$name: ready, then synced");
+    return ($ws, \%sync);
+}
+
 1;
 
 __END__
@@ -1973,5 +2135,23 @@ C<pg_pause()>/C<pg_resume()>, C<redis_pause()>/C<redis_resume()> (SIGSTOP
 and SIGCONT: a server that accepts connections but never answers). A
 service a file stopped or paused is started or resumed again when the file
 exits, even on die, INT or TERM.
+
+=head2 Chats and messages
+
+C<api_chat_create($account, {type => 'direct', user_id => ...} | {type =>
+'group', title => ..., members => [...]}, status => ..., name => ...)>:
+C<POST /v1/chats>, one assertion (200 for direct, 201 for group by
+default); returns the decoded answer or undef.
+C<ws_chat_open($account, name => ..., timeout => 10)>: a chat socket read up
+to C<synced>, one assertion; returns C<($ws, {ready, msgs, other, synced})>
+or C<($ws, undef)>.
+C<ws_chat_event($ws, $timeout)>: the next server event as a hash (the JSON
+object, or C<_close>, C<_eof>, C<_timeout>, C<_text>, C<_binary> as type).
+C<ws_chat_wait($ws, $timeout, sub { $ev })> reads until an event matches
+and leaves the events before it unread; C<ws_chat_unread($ws, @events)>
+puts events back. C<ws_chat_send($ws, id => ..., chat_id => ..., text =>
+...)> writes a C<send>; C<ws_chat_send_wait($ws, $timeout, %fields)> also
+waits for the C<sent> or C<error> with that id. C<ws_chat_show($event)>
+formats an event for C<diag>.
 
 =cut
