@@ -126,11 +126,15 @@ sub ready_ok {
         or diag('server_time: ' . ($st // 'absent'));
 }
 
+# The pong to a ping; "synced" (after "ready") may come first.
 sub ping_pong {
     my ($ws, $t, $name) = @_;
     local $Test::Builder::Level = $Test::Builder::Level + 1;
     $ws->send_json({ type => 'ping', t => $t });
     my ($what, @v) = ws_next($ws, 3);
+    ($what, @v) = ws_next($ws, 3)
+        if $what eq 'json' && ref $v[0] eq 'HASH'
+           && ($v[0]{type} // '') eq 'synced';
     my $ok = ok($what eq 'json' && ref $v[0] eq 'HASH'
                 && ($v[0]{type} // '') eq 'pong'
                 && exists $v[0]{t}, "$name: pong");
