@@ -186,9 +186,17 @@ ngx_chat_pg_query(const char *sql, ngx_uint_t nparams, ngx_str_t *params,
         return NULL;
     }
 
+    /*
+     * First come, first served: an idle connection is taken only when
+     * nobody waits, or a handler issuing its next query at completion
+     * would jump the queue again and again.
+     */
+
     idle = NULL;
 
-    for (i = 0; i < ngx_chat_pg_conf->pool_size; i++) {
+    for (i = 0; ngx_chat_pg_nwaiting == 0 && i < ngx_chat_pg_conf->pool_size;
+         i++)
+    {
         if (ngx_chat_pg_conns[i].state == NGX_CHAT_PG_IDLE) {
             idle = &ngx_chat_pg_conns[i];
             break;

@@ -139,6 +139,13 @@ static ngx_command_t  ngx_chat_commands[] = {
       offsetof(ngx_chat_main_conf_t, sms_relay),
       NULL },
 
+    { ngx_string("chat_message_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_chat_main_conf_t, message_ttl),
+      &ngx_chat_not_zero_p },
+
     { ngx_string("chat_api_max_body_size"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_size_slot,
@@ -279,7 +286,8 @@ ngx_chat_init_process(ngx_cycle_t *cycle)
     if (ngx_chat_ws_init_worker(cycle) != NGX_OK
         || ngx_chat_session_init_worker(cycle) != NGX_OK
         || ngx_chat_pg_init_worker(&cmcf->pg, cycle) != NGX_OK
-        || ngx_chat_redis_init_worker(&cmcf->redis, cycle) != NGX_OK)
+        || ngx_chat_redis_init_worker(&cmcf->redis, cycle) != NGX_OK
+        || ngx_chat_expire_init_worker(cmcf, cycle) != NGX_OK)
     {
         return NGX_ERROR;
     }
@@ -292,6 +300,7 @@ static void
 ngx_chat_exit_process(ngx_cycle_t *cycle)
 {
     ngx_chat_ws_exit_worker(cycle);
+    ngx_chat_expire_exit_worker();
     ngx_chat_redis_exit_worker();
     ngx_chat_pg_exit_worker();
 }
@@ -464,6 +473,7 @@ ngx_chat_create_main_conf(ngx_conf_t *cf)
     cmcf->max_devices = NGX_CONF_UNSET_UINT;
     cmcf->max_group_size = NGX_CONF_UNSET_UINT;
     cmcf->api_max_body = NGX_CONF_UNSET_SIZE;
+    cmcf->message_ttl = NGX_CONF_UNSET;
 
     return cmcf;
 }
@@ -499,6 +509,11 @@ ngx_chat_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(cmcf->max_devices, 5);
     ngx_conf_init_uint_value(cmcf->max_group_size, 1024);
     ngx_conf_init_size_value(cmcf->api_max_body, 16 * 1024);
+    ngx_conf_init_value(cmcf->message_ttl, 30 * 86400);
+
+    /* a quarter of the TTL, between a second and a minute */
+    cmcf->expire_interval = (ngx_msec_t) ngx_max(1, ngx_min(60,
+                                             cmcf->message_ttl / 4)) * 1000;
 
     if (cmcf->sms_relay.len && cmcf->sms_relay.data[0] != '/') {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,

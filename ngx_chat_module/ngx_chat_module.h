@@ -36,6 +36,8 @@ typedef struct {
     ngx_uint_t              max_group_size;    /* members of a group */
     ngx_str_t               sms_relay;         /* location URI, or empty */
     size_t                  api_max_body;      /* request body bound */
+    time_t                  message_ttl;       /* chat_message_ttl */
+    ngx_msec_t              expire_interval;   /* sweeps, from the TTL */
 } ngx_chat_main_conf_t;
 
 
@@ -50,6 +52,10 @@ typedef struct {
 
 extern ngx_module_t  ngx_chat_module;
 
+
+ngx_int_t ngx_chat_expire_init_worker(ngx_chat_main_conf_t *cmcf,
+    ngx_cycle_t *cycle);
+void ngx_chat_expire_exit_worker(void);
 
 ngx_int_t ngx_chat_echo_handler(ngx_http_request_t *r);
 ngx_int_t ngx_chat_api_handler(ngx_http_request_t *r);       /* chat_api */

@@ -48,6 +48,7 @@ typedef struct {
     ngx_chat_session_t        *session;
     int64_t                    delivered;    /* highest seq handled, own
                                                 sends included; -1: unknown */
+    int64_t                    expired;      /* the chat's expired_seq */
     ngx_queue_t                held;         /* live messages past a gap */
     ngx_uint_t                 nheld;
     ngx_event_t                gap;          /* gap wait, then fill */

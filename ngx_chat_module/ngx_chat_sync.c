@@ -37,13 +37,15 @@ typedef struct {
 
 
 static const char  ngx_chat_sync_cursors_sql[] =
-    "SELECT chat_id, acked FROM chat_cursors($1)";
+    "SELECT chat_id, acked, expired_seq FROM chat_cursors($1)";
 
 static const char  ngx_chat_sync_owed_sql[] =
-    "SELECT chat_id, seq, own, json FROM chat_owed($1, $2, $3, $4)";
+    "SELECT chat_id, seq, own, json, expired_seq "
+    "FROM chat_owed($1, $2, $3, $4)";
 
 static const char  ngx_chat_sync_fill_sql[] =
-    "SELECT chat_id, seq, own, json FROM chat_fill($1, $2, $3, $4)";
+    "SELECT chat_id, seq, own, json, expired_seq "
+    "FROM chat_fill($1, $2, $3, $4)";
 
 
 static void ngx_chat_sync_cursors(void *data, PGresult *res);
@@ -52,6 +54,7 @@ static void ngx_chat_sync_paged(void *data, PGresult *res);
 static void ngx_chat_sync_done(ngx_chat_session_t *s);
 static void ngx_chat_sync_ready(ngx_rbtree_node_t *node,
     ngx_rbtree_node_t *sentinel);
+static void ngx_chat_sync_expired(ngx_chat_session_chat_t *ch, int64_t upto);
 static void ngx_chat_sync_deliver(ngx_chat_session_chat_t *ch, int64_t seq,
     ngx_uint_t own, u_char *json, size_t len);
 static void ngx_chat_sync_hold(ngx_chat_session_chat_t *ch, int64_t seq,
@@ -115,6 +118,8 @@ ngx_chat_sync_cursors(void *data, PGresult *res)
 
         ngx_chat_pg_value(res, i, 1, &v);
         ch->delivered = ngx_atoof(v.data, v.len);
+        ngx_chat_pg_value(res, i, 2, &v);
+        ch->expired = ngx_atoof(v.data, v.len);
     }
 
     s->state = NGX_CHAT_SESSION_SYNCING;
@@ -208,6 +213,14 @@ ngx_chat_sync_done(ngx_chat_session_t *s)
 
     s->state = NGX_CHAT_SESSION_READY;
 
+    /*
+     * Expired ranges with nothing stored after them are announced before
+     * "synced"; held messages may wait for a gap that only a fill can
+     * close now.
+     */
+
+    ngx_chat_sync_ready(s->chats.root, s->chats.sentinel);
+
     if (!s->resync) {
         synced = json_pack("{s:s,s:I}", "type", "synced",
                            "count", (json_int_t) s->synced);
@@ -219,10 +232,6 @@ ngx_chat_sync_done(ngx_chat_session_t *s)
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, s->wc->connection->log, 0,
                    "chat session state: ready, %ui synced", s->synced);
-
-    /* held messages may wait for a gap that only a fill can close now */
-
-    ngx_chat_sync_ready(s->chats.root, s->chats.sentinel);
 }
 
 
@@ -238,6 +247,12 @@ ngx_chat_sync_ready(ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
     ngx_chat_sync_ready(node->left, sentinel);
 
     ch = (ngx_chat_session_chat_t *) node;
+
+    /* expired with nothing stored after it: the rows never showed it */
+
+    if (ch->delivered >= 0 && ch->delivered < ch->expired) {
+        ngx_chat_sync_expired(ch, ch->expired);
+    }
 
     ngx_chat_sync_drain(ch);
 
@@ -568,6 +583,9 @@ ngx_chat_sync_rows(ngx_chat_session_t *s, PGresult *res, ngx_uint_t count)
             continue;
         }
 
+        ngx_chat_pg_value(res, i, 4, &v);
+        ch->expired = ngx_max(ch->expired, ngx_atoof(v.data, v.len));
+
         /* rows start after the cursor, or after a seq this chat passed */
 
         if (ch->delivered < 0) {
@@ -578,10 +596,13 @@ ngx_chat_sync_rows(ngx_chat_session_t *s, PGresult *res, ngx_uint_t count)
             continue;
         }
 
+        /*
+         * A hole in what is stored: expired messages (announced), or the
+         * device's own messages, deleted once everyone else had them.
+         */
+
         if (seq != ch->delivered + 1) {
-            ngx_log_error(NGX_LOG_INFO, s->wc->connection->log, 0,
-                          "chat sync: chat %L has no %L..%L any more",
-                          chat, ch->delivered + 1, seq - 1);
+            ngx_chat_sync_expired(ch, ngx_min(seq - 1, ch->expired));
         }
 
         if (count && !own) {
@@ -593,6 +614,32 @@ ngx_chat_sync_rows(ngx_chat_session_t *s, PGresult *res, ngx_uint_t count)
     }
 
     return n;
+}
+
+
+/* {"type":"expired"} for what expired after delivered, up to upto */
+
+static void
+ngx_chat_sync_expired(ngx_chat_session_chat_t *ch, int64_t upto)
+{
+    u_char   id[NGX_INT64_LEN + 1];
+    json_t  *notice;
+
+    if (upto <= ch->delivered) {
+        return;
+    }
+
+    *ngx_sprintf(id, "%L", (int64_t) ch->node.key) = '\0';
+
+    notice = json_pack("{s:s,s:s,s:I,s:I}", "type", "expired",
+                       "chat_id", (char *) id,
+                       "from_seq", (json_int_t) ch->delivered + 1,
+                       "to_seq", (json_int_t) upto);
+
+    ngx_chat_session_send(ch->session, notice);
+    json_decref(notice);
+
+    ch->delivered = upto;
 }
 
 

@@ -57,25 +57,31 @@ END
 $$;
 
 
--- The cursors of a device: where each of its chats stands.
+-- The cursors of a device: where each of its chats stands, and the
+-- highest seq of each that expired.
 CREATE OR REPLACE FUNCTION chat_cursors(p_device bigint)
-RETURNS TABLE (chat_id bigint, acked bigint)
+RETURNS TABLE (chat_id bigint, acked bigint, expired_seq bigint)
 LANGUAGE sql STABLE AS $$
-    SELECT chat_id, acked FROM cursors WHERE device_id = p_device
+    SELECT c.chat_id, c.acked, ch.expired_seq
+    FROM cursors c JOIN chats ch ON ch.id = c.chat_id
+    WHERE c.device_id = p_device
 $$;
 
 
 -- Up to p_limit messages owed to p_device after (p_chat, p_seq), in
 -- (chat, seq) order: one page of a sync. The device's own messages are
--- included (the session counts them as delivered without sending them).
+-- included (the session counts them as delivered without sending them),
+-- and with each row the chat's expired_seq, to tell an expired range.
 CREATE OR REPLACE FUNCTION chat_owed(p_device bigint, p_chat bigint,
                                      p_seq bigint, p_limit integer)
-RETURNS TABLE (chat_id bigint, seq bigint, own boolean, json text)
+RETURNS TABLE (chat_id bigint, seq bigint, own boolean, json text,
+               expired_seq bigint)
 LANGUAGE sql STABLE AS $$
     SELECT m.chat_id, m.seq, m.sender_device IS NOT DISTINCT FROM p_device,
-           chat_msg_json(m)
+           chat_msg_json(m), ch.expired_seq
     FROM cursors c
     JOIN messages m ON m.chat_id = c.chat_id AND m.seq > c.acked
+    JOIN chats ch ON ch.id = c.chat_id
     WHERE c.device_id = p_device AND (m.chat_id, m.seq) > (p_chat, p_seq)
     ORDER BY m.chat_id, m.seq
     LIMIT p_limit
@@ -85,13 +91,15 @@ $$;
 -- Messages of one chat after p_seq that p_device is owed: a gap fill.
 CREATE OR REPLACE FUNCTION chat_fill(p_device bigint, p_chat bigint,
                                      p_seq bigint, p_limit integer)
-RETURNS TABLE (chat_id bigint, seq bigint, own boolean, json text)
+RETURNS TABLE (chat_id bigint, seq bigint, own boolean, json text,
+               expired_seq bigint)
 LANGUAGE sql STABLE AS $$
     SELECT m.chat_id, m.seq, m.sender_device IS NOT DISTINCT FROM p_device,
-           chat_msg_json(m)
+           chat_msg_json(m), ch.expired_seq
     FROM cursors c
     JOIN messages m ON m.chat_id = c.chat_id
                    AND m.seq > greatest(c.acked, p_seq)
+    JOIN chats ch ON ch.id = c.chat_id
     WHERE c.device_id = p_device AND c.chat_id = p_chat
     ORDER BY m.seq
     LIMIT p_limit
@@ -117,4 +125,27 @@ BEGIN
 
     RETURN chat_trim(p_chat, p_seq);
 END
+$$;
+
+
+-- Expiry (chat_message_ttl): deletes up to p_limit messages older than
+-- p_ttl seconds, and raises each chat's expired_seq, which syncs use to
+-- tell devices what they will never get. Returns how many went.
+CREATE OR REPLACE FUNCTION chat_expire(p_ttl bigint, p_limit integer)
+RETURNS integer
+LANGUAGE sql AS $$
+    WITH gone AS (
+        DELETE FROM messages
+        WHERE (chat_id, seq) IN (
+            SELECT chat_id, seq FROM messages
+            WHERE created_at < now() - make_interval(secs => p_ttl)
+            LIMIT p_limit
+            FOR UPDATE SKIP LOCKED)
+        RETURNING chat_id, seq
+    ), raised AS (
+        UPDATE chats c SET expired_seq = greatest(c.expired_seq, g.top)
+        FROM (SELECT chat_id, max(seq) AS top FROM gone GROUP BY chat_id) g
+        WHERE c.id = g.chat_id
+    )
+    SELECT count(*)::integer FROM gone
 $$;

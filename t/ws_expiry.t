@@ -1,0 +1,127 @@
+# Minimal storage (PROTOCOL.md 5.5): a message is deleted once every
+# device owed it has acked it (chat_messages_stored shows it), and expired
+# messages (chat_message_ttl) are swept in the background; a device that
+# missed them is told with {"type":"expired"} in their place.
+#
+#   scripts/test.sh t/ws_expiry.t
+
+use strict;
+use warnings;
+use lib 't/lib';
+use Test::Chat::Nginx;
+use Time::HiRes qw(sleep);
+
+plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
+                 . 'scripts/test.sh)'
+    unless $ENV{CHAT_PG_DSN} && $ENV{CHAT_REDIS};
+
+my $T = 10;
+
+sub serve {
+    my ($extra) = @_;
+    return nginx_start(workers => 2, http_config => <<"END" . ($extra // ''),
+chat_postgres "\$TEST_NGINX_PG_DSN";
+chat_redis \$TEST_NGINX_REDIS;
+chat_dev_codes on;
+chat_redis_prefix "t_ws_expiry_$$:";
+END
+        config => <<'END');
+location /v1/ { chat_api; }
+location = /v1/ws { chat_ws; }
+location = /metrics { chat_metrics; }
+END
+}
+
+sub stored {
+    my $r = http_request("GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    my ($n) = ($r->{body} // '') =~ /^chat_messages_stored (\d+)$/m;
+    return $n;
+}
+
+sub send_ok {
+    my ($ws, $chat, $id, $name) = @_;
+    my $ev = ws_chat_send_wait($ws, $T, id => $id, chat_id => $chat,
+                               text => "text of $id");
+    ok $ev && $ev->{type} eq 'sent', "$name: sent"
+        or diag(ws_chat_show($ev));
+    return $ev && $ev->{seq};
+}
+
+sub ack {
+    my ($ws, $chat, $seq) = @_;
+    $ws->send_json({ type => 'ack', chat_id => $chat, seq => $seq });
+}
+
+
+subtest 'a group message is deleted after the last of the 5 devices owed '
+        . 'it acks it, not before' => sub {
+    ok serve(), 'nginx starts';
+    my $base = stored();
+    my @u = map { api_signup(device_name => "u$_-1") } 1 .. 3;
+    my @second = map { api_link_device($_, device_name => 'second') } @u;
+    my $g = api_chat_create($u[0], { type => 'group', title => 'three',
+                                     members => [map { $_->{user_id} }
+                                                 @u[1, 2]] });
+    my $chat = $g->{chat_id};
+    my @ws = map { (ws_chat_open($_))[0] } @u, @second;
+    my ($sender, @others) = @ws;
+
+    # "created" (seq 1) goes to all six devices: acked everywhere, it goes
+    is stored(), $base + 1, 'stored: the created message';
+    ack($_, $chat, 1) for @ws;
+    ok wait_until(5, sub { stored() == $base }),
+       'the created message is gone once all six acked it';
+
+    my $before = stored();
+    my $seq = send_ok($sender, $chat, 'm1', 'u1 sends to the group');
+    is stored(), $before + 1, 'stored: one more';
+
+    for my $i (0 .. 3) {
+        ack($others[$i], $chat, $seq);
+        sleep 0.3;
+        is stored(), $before + 1,
+           'still stored after ' . ($i + 1) . ' of the 5 acked';
+    }
+    ack($others[4], $chat, $seq);
+    ok wait_until(5, sub { stored() == $before }),
+       'deleted after the 5th ack (the sending device is not owed it)';
+    $_->close(1000) for @ws;
+};
+
+subtest 'expired messages are swept, and a device that missed them gets '
+        . '"expired" in their place' => sub {
+    ok serve("chat_message_ttl 2s;\n"), 'nginx starts with a 2s TTL';
+    my ($a, $b, $c) = map { api_signup(device_name => $_) } qw(a b c);
+    my $ab = api_chat_create($a, { type => 'direct',
+                                   user_id => $b->{user_id} })->{chat_id};
+    my $ac = api_chat_create($a, { type => 'direct',
+                                   user_id => $c->{user_id} })->{chat_id};
+    my ($wa) = ws_chat_open($a);
+
+    send_ok($wa, $ab, "old-$_", "old $_ to b") for 1 .. 3;
+    send_ok($wa, $ac, "old-c-$_", "old $_ to c") for 1 .. 2;
+    my $mark = error_log_mark();
+    ok wait_until(8, sub { error_log_since($mark) =~ /messages expired/ }),
+       'the sweep logs what expired';
+    send_ok($wa, $ab, 'new', 'a newer one to b');
+
+    my ($wb, $sb) = ws_chat_open($b);
+    my @ev = @{ $sb->{other} || [] };
+    my ($exp) = grep { $_->{type} eq 'expired' } @ev;
+    is_deeply $exp, { type => 'expired', chat_id => $ab, from_seq => 1,
+                      to_seq => 3 }, 'b: expired 1..3 in the sync'
+        or diag(join ', ', map { ws_chat_show($_) } @ev);
+    is_deeply [map { $_->{seq} } @{ $sb->{msgs} }], [4], 'b: then seq 4';
+    is $sb->{synced}{count}, 1, 'b: synced count 1';
+
+    my ($wc, $sc) = ws_chat_open($c);
+    ($exp) = grep { $_->{type} eq 'expired' } @{ $sc->{other} || [] };
+    is_deeply $exp, { type => 'expired', chat_id => $ac, from_seq => 1,
+                      to_seq => 2 },
+              'c: expired 1..2, with nothing stored after them';
+    is $sc->{synced}{count}, 0, 'c: synced count 0';
+    $_->close(1000) for $wa, $wb, $wc;
+};
+
+nginx_stop();
+done_testing();
