@@ -76,6 +76,7 @@ static void ngx_chat_pg_dispatch(void);
 static void ngx_chat_pg_finish(ngx_chat_pg_query_t *q, PGresult *res);
 static void ngx_chat_pg_fail_waiting(void);
 static ngx_uint_t ngx_chat_pg_reachable(void);
+static void ngx_chat_pg_kick(void);
 
 
 static ngx_chat_pg_conf_t  *ngx_chat_pg_conf;
@@ -84,6 +85,7 @@ static ngx_queue_t          ngx_chat_pg_waiting;
 static ngx_uint_t           ngx_chat_pg_nwaiting;
 static ngx_uint_t           ngx_chat_pg_nup;
 static ngx_log_t           *ngx_chat_pg_log;
+static ngx_msec_t           ngx_chat_pg_kicked;
 
 
 ngx_int_t
@@ -180,10 +182,18 @@ ngx_chat_pg_query(const char *sql, ngx_uint_t nparams, ngx_str_t *params,
     ngx_chat_pg_conn_t   *idle;
     ngx_chat_pg_query_t  *q;
 
+    if (ngx_chat_pg_conf == NULL) {
+        return NULL;
+    }
+
     /* down, and no connection on its way up: fail now, not after a wait */
 
-    if (ngx_chat_pg_conf == NULL || !ngx_chat_pg_reachable()) {
-        return NULL;
+    if (!ngx_chat_pg_reachable()) {
+        ngx_chat_pg_kick();
+
+        if (!ngx_chat_pg_reachable()) {
+            return NULL;
+        }
     }
 
     /*
@@ -691,6 +701,39 @@ ngx_chat_pg_fail(ngx_chat_pg_conn_t *pc, const char *what)
 
     if (!ngx_chat_pg_reachable()) {
         ngx_chat_pg_fail_waiting();
+    }
+}
+
+
+/*
+ * Demand while every connection is down waits for no backoff: one
+ * connection tries at once, at most every 100 ms, so the pool is back
+ * with the first request after PostgreSQL is.
+ */
+
+static void
+ngx_chat_pg_kick(void)
+{
+    ngx_uint_t           i;
+    ngx_chat_pg_conn_t  *pc;
+
+    if (ngx_current_msec - ngx_chat_pg_kicked < 100) {
+        return;
+    }
+
+    ngx_chat_pg_kicked = ngx_current_msec;
+
+    for (i = 0; i < ngx_chat_pg_conf->pool_size; i++) {
+        pc = &ngx_chat_pg_conns[i];
+
+        if (pc->state == NGX_CHAT_PG_DOWN) {
+            if (pc->timer.timer_set) {
+                ngx_del_timer(&pc->timer);
+            }
+
+            ngx_chat_pg_connect(pc);
+            return;
+        }
     }
 }
 

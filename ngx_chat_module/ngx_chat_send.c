@@ -2,12 +2,17 @@
 /*
  * "send" and "ack" (PROTOCOL.md, section 4).
  *
- * A send is one call of chat_send() in PostgreSQL: membership, the
+ * A send is stored by chat_send() in PostgreSQL: membership, the
  * idempotency of (device, id), and the dense seq all in the statement
  * that stores the message.  "sent" goes out only when that statement has
  * committed; then the message is published to every member's channel.
+ *
  * A socket's sends wait in a bounded FIFO and are stored one at a time,
- * so what a device writes in one order is stored in that order.
+ * so what a device writes in one order is stored in that order.  The
+ * sends of all the sockets of a worker that are ready in one pass of the
+ * event loop are stored together: one statement, one transaction, one
+ * commit to wait for (chat_send_batch), which is where the throughput of
+ * a durable store comes from.
  *
  * Acks are cumulative: a chat has at most one ack in flight, and what is
  * acked meanwhile is folded into the next one.
@@ -24,17 +29,30 @@
 #define NGX_CHAT_CLIENT_ID_MAX  64
 
 
+#define NGX_CHAT_SEND_BATCH     256     /* sends in one statement */
+
+
+typedef struct {
+    ngx_chat_pg_query_t     *query;
+    ngx_uint_t               n;
+    ngx_chat_session_op_t   *ops[1];
+} ngx_chat_send_batch_t;
+
+
 static const char  ngx_chat_send_sql[] =
-    "SELECT out_status, out_seq, out_ts, out_members, out_json "
-    "FROM chat_send($1, $2, $3, $4, $5::jsonb)";
+    "SELECT i, out_status, out_seq, out_ts, out_members, out_json "
+    "FROM chat_send_batch($1::jsonb)";
 
 static const char  ngx_chat_ack_sql[] =
     "SELECT chat_ack($1, $2, $3)";
 
 
 static void ngx_chat_send_next(ngx_chat_session_t *s);
+static void ngx_chat_send_flush(ngx_event_t *ev);
+static void ngx_chat_send_batched(void *data, PGresult *res);
+static void ngx_chat_send_stored(ngx_chat_session_op_t *op, PGresult *res,
+    int row);
 static void ngx_chat_send_op_done(ngx_chat_session_op_t *op);
-static void ngx_chat_send_stored(void *data, PGresult *res);
 static void ngx_chat_send_publish(ngx_chat_session_t *s, ngx_str_t *members,
     ngx_str_t *json);
 static void ngx_chat_send_published(void *data, redisReply *reply);
@@ -43,11 +61,30 @@ static void ngx_chat_send_ack_query(ngx_chat_session_t *s,
 static void ngx_chat_send_acked(void *data, PGresult *res);
 
 
+static ngx_queue_t       ngx_chat_send_ready;    /* ops for the next batch */
+static ngx_uint_t        ngx_chat_send_nready;
+static ngx_event_t       ngx_chat_send_ev;
+static ngx_connection_t  ngx_chat_send_conn;     /* for the debug log */
+
+
+ngx_int_t
+ngx_chat_send_init_worker(ngx_cycle_t *cycle)
+{
+    ngx_queue_init(&ngx_chat_send_ready);
+
+    ngx_chat_send_conn.fd = (ngx_socket_t) -1;
+    ngx_chat_send_ev.handler = ngx_chat_send_flush;
+    ngx_chat_send_ev.data = &ngx_chat_send_conn;
+    ngx_chat_send_ev.log = cycle->log;
+
+    return NGX_OK;
+}
+
+
 void
 ngx_chat_send_message(ngx_chat_session_t *s, json_t *msg)
 {
-    char                   *body;
-    json_t                 *id, *text, *chat, *stored;
+    json_t                 *id, *text, *chat, *body;
     int64_t                 chat_id;
     ngx_chat_session_op_t  *op;
 
@@ -93,14 +130,11 @@ ngx_chat_send_message(ngx_chat_session_t *s, json_t *msg)
         return;
     }
 
-    stored = json_pack("{s:O}", "text", text);
-    body = stored ? json_dumps(stored, JSON_COMPACT) : NULL;
-    json_decref(stored);
-
+    body = json_pack("{s:O}", "text", text);
     op = ngx_calloc(sizeof(ngx_chat_session_op_t), s->wc->connection->log);
 
     if (body == NULL || op == NULL) {
-        free(body);
+        json_decref(body);
         ngx_free(op);
         ngx_chat_session_error(s, id, "unavailable", "out of memory");
         return;
@@ -119,66 +153,190 @@ ngx_chat_send_message(ngx_chat_session_t *s, json_t *msg)
 }
 
 
-/* stores the send at the head of the queue */
+/* the send at the head of the socket's queue joins the next batch */
 
 static void
 ngx_chat_send_next(ngx_chat_session_t *s)
 {
-    u_char                  chat[NGX_INT64_LEN];
-    ngx_str_t               params[5];
     ngx_chat_session_op_t  *op;
 
-    while (!ngx_queue_empty(&s->sends)) {
-        op = ngx_queue_data(ngx_queue_head(&s->sends),
-                            ngx_chat_session_op_t, queue);
+    if (ngx_queue_empty(&s->sends)) {
+        return;
+    }
 
-        params[0].data = chat;
-        params[0].len = ngx_sprintf(chat, "%L", op->chat_id) - chat;
-        params[1] = s->user_id;
-        params[2] = s->device_id;
-        params[3].data = (u_char *) json_string_value(op->id);
-        params[3].len = json_string_length(op->id);
-        params[4].data = (u_char *) op->body;
-        params[4].len = ngx_strlen(op->body);
+    op = ngx_queue_data(ngx_queue_head(&s->sends), ngx_chat_session_op_t,
+                        queue);
 
-        op->query = ngx_chat_pg_query(ngx_chat_send_sql, 5, params,
-                                      ngx_chat_send_stored, op,
-                                      s->wc->connection->log);
-        if (op->query) {
-            return;
+    if (op->batched || op->batch) {
+        return;
+    }
+
+    op->batched = 1;
+    ngx_queue_insert_tail(&ngx_chat_send_ready, &op->ready);
+    ngx_chat_send_nready++;
+
+    ngx_post_event(&ngx_chat_send_ev, &ngx_posted_events);
+}
+
+
+/* a posted event: the sends ready in this pass, a batch at a time */
+
+static void
+ngx_chat_send_flush(ngx_event_t *ev)
+{
+    char                   *text;
+    json_t                 *all, *one;
+    ngx_str_t               param;
+    ngx_uint_t              i, n;
+    ngx_queue_t            *q;
+    ngx_chat_session_t     *s;
+    ngx_chat_send_batch_t  *batch;
+    ngx_chat_session_op_t  *op;
+
+    while (ngx_chat_send_nready) {
+        n = ngx_min(ngx_chat_send_nready, NGX_CHAT_SEND_BATCH);
+
+        batch = ngx_alloc(sizeof(ngx_chat_send_batch_t)
+                          + (n - 1) * sizeof(ngx_chat_session_op_t *),
+                          ev->log);
+
+        all = json_array();
+
+        for (i = 0; i < n; i++) {
+            q = ngx_queue_head(&ngx_chat_send_ready);
+            ngx_queue_remove(q);
+            ngx_chat_send_nready--;
+
+            op = ngx_queue_data(q, ngx_chat_session_op_t, ready);
+            op->batched = 0;
+
+            if (batch == NULL) {
+                s = op->session;
+                ngx_chat_session_error(s, op->id, "unavailable",
+                                       "out of memory");
+                ngx_chat_send_op_done(op);
+                ngx_chat_send_next(s);
+                continue;
+            }
+
+            op->batch = batch;
+            batch->ops[i] = op;
+
+            /* [chat, user, device, client id, body]: as chat_send() */
+
+            s = op->session;
+            one = json_pack("[I,s%,s%,O,O]", (json_int_t) op->chat_id,
+                            s->user_id.data, s->user_id.len,
+                            s->device_id.data, s->device_id.len,
+                            op->id, op->body);
+
+            if (all && (one == NULL || json_array_append_new(all, one))) {
+                json_decref(all);
+                all = NULL;
+            }
         }
 
-        ngx_chat_session_error(s, op->id, "unavailable",
-                               "the message store is unavailable");
-        ngx_chat_send_op_done(op);
+        if (batch == NULL) {
+            json_decref(all);
+            continue;
+        }
+
+        batch->n = n;
+        batch->query = NULL;
+
+        text = all ? json_dumps(all, JSON_COMPACT) : NULL;
+        json_decref(all);
+
+        if (text) {
+            param.data = (u_char *) text;
+            param.len = ngx_strlen(text);
+
+            batch->query = ngx_chat_pg_query(ngx_chat_send_sql, 1, &param,
+                                             ngx_chat_send_batched, batch,
+                                             ev->log);
+            free(text);
+        }
+
+        if (batch->query == NULL) {
+            ngx_chat_send_batched(batch, NULL);
+        }
     }
+}
+
+
+/* rows come as chat_send_batch() stored them: "i" says whose each is */
+
+static void
+ngx_chat_send_batched(void *data, PGresult *res)
+{
+    int                     row, rows;
+    ngx_int_t               i;
+    ngx_uint_t              k;
+    ngx_chat_session_t     *s;
+    ngx_chat_send_batch_t  *batch = data;
+    ngx_chat_session_op_t  *op;
+
+    rows = ngx_chat_pg_ok(res) ? PQntuples(res) : 0;
+
+    for (row = 0; row < rows; row++) {
+        i = ngx_atoi((u_char *) PQgetvalue(res, row, 0),
+                     PQgetlength(res, row, 0));
+
+        if (i >= 1 && (ngx_uint_t) i <= batch->n && batch->ops[i - 1]) {
+            op = batch->ops[i - 1];
+            batch->ops[i - 1] = NULL;
+            op->batch = NULL;
+            ngx_chat_send_stored(op, res, row);
+        }
+    }
+
+    /* what has no row was not stored: the statement failed */
+
+    for (k = 0; k < batch->n; k++) {
+        op = batch->ops[k];
+
+        if (op == NULL) {
+            continue;
+        }
+
+        op->batch = NULL;
+
+        if (op->session) {
+            ngx_chat_session_error(op->session, op->id, "unavailable",
+                                   "the message store is unavailable");
+        }
+
+        s = op->session;
+        ngx_chat_send_op_done(op);
+
+        if (s) {
+            ngx_chat_send_next(s);
+        }
+    }
+
+    ngx_free(batch);
 }
 
 
 /* "sent" once stored, and the message out to the members */
 
 static void
-ngx_chat_send_stored(void *data, PGresult *res)
+ngx_chat_send_stored(ngx_chat_session_op_t *op, PGresult *res, int row)
 {
-    u_char                  chat[NGX_INT64_LEN + 1];
-    int64_t                 seq;
-    json_t                 *sent;
-    ngx_str_t               v, members, json;
-    ngx_chat_session_t     *s;
-    ngx_chat_session_op_t  *op = data;
+    u_char               chat[NGX_INT64_LEN + 1];
+    int64_t              seq;
+    json_t              *sent;
+    ngx_str_t            v, members, json;
+    ngx_chat_session_t  *s;
 
     s = op->session;
-    op->query = NULL;
 
-    if (!ngx_chat_pg_ok(res) || PQntuples(res) != 1) {
-        ngx_chat_session_error(s, op->id, "unavailable",
-                               "the message store is unavailable");
-        ngx_chat_send_op_done(op);
-        ngx_chat_send_next(s);
+    if (s == NULL) {
+        ngx_chat_send_op_done(op);      /* its socket is gone */
         return;
     }
 
-    ngx_chat_pg_value(res, 0, 0, &v);
+    ngx_chat_pg_value(res, row, 1, &v);
 
     if (v.len == 1 && v.data[0] == '2') {
         ngx_chat_session_error(s, op->id, "forbidden",
@@ -188,9 +346,9 @@ ngx_chat_send_stored(void *data, PGresult *res)
         return;
     }
 
-    ngx_chat_pg_value(res, 0, 1, &v);
+    ngx_chat_pg_value(res, row, 2, &v);
     seq = ngx_atoof(v.data, v.len);
-    ngx_chat_pg_value(res, 0, 2, &v);
+    ngx_chat_pg_value(res, row, 3, &v);
 
     *ngx_sprintf(chat, "%L", op->chat_id) = '\0';
 
@@ -203,13 +361,13 @@ ngx_chat_send_stored(void *data, PGresult *res)
 
     /* a resend (status 1) was published the first time */
 
-    ngx_chat_pg_value(res, 0, 0, &v);
+    ngx_chat_pg_value(res, row, 1, &v);
 
     if (v.data[0] == '0') {
         ngx_chat_metrics_add(sent, 1);
 
-        ngx_chat_pg_value(res, 0, 3, &members);
-        ngx_chat_pg_value(res, 0, 4, &json);
+        ngx_chat_pg_value(res, row, 4, &members);
+        ngx_chat_pg_value(res, row, 5, &json);
 
         /* this device's own order moves on even if Redis is away */
         ngx_chat_sync_offer(s, op->chat_id, seq, 1, json.data, json.len);
@@ -351,18 +509,32 @@ ngx_chat_send_acked(void *data, PGresult *res)
 }
 
 
+/*
+ * An op leaves its socket's queue; one in a batch in flight is freed by
+ * the batch, which is told that the socket has gone (op->session NULL).
+ */
+
 static void
 ngx_chat_send_op_done(ngx_chat_session_op_t *op)
 {
-    if (op->query) {
-        ngx_chat_pg_cancel(op->query);
+    if (op->session) {
+        ngx_queue_remove(&op->queue);
+        op->session->nsends--;
+        op->session = NULL;
     }
 
-    ngx_queue_remove(&op->queue);
-    op->session->nsends--;
+    if (op->batch) {
+        op->batch = NULL;       /* the batch's answer frees it */
+        return;
+    }
+
+    if (op->batched) {
+        ngx_queue_remove(&op->ready);    /* waiting for the next batch */
+        ngx_chat_send_nready--;
+    }
 
     json_decref(op->id);
-    free(op->body);
+    json_decref(op->body);
     ngx_free(op);
 }
 
@@ -370,7 +542,8 @@ ngx_chat_send_op_done(ngx_chat_session_op_t *op)
 void
 ngx_chat_send_cleanup(ngx_chat_session_t *s)
 {
-    ngx_queue_t  *q;
+    ngx_queue_t            *q;
+    ngx_chat_session_op_t  *op;
 
     if (s->sends.next == NULL) {
         return;                 /* never opened */
@@ -378,7 +551,16 @@ ngx_chat_send_cleanup(ngx_chat_session_t *s)
 
     while (!ngx_queue_empty(&s->sends)) {
         q = ngx_queue_head(&s->sends);
-        ngx_chat_send_op_done(ngx_queue_data(q, ngx_chat_session_op_t,
-                                             queue));
+        op = ngx_queue_data(q, ngx_chat_session_op_t, queue);
+
+        if (op->batch) {
+            /* keep it for the batch, which will free it */
+            ngx_queue_remove(&op->queue);
+            s->nsends--;
+            op->session = NULL;
+            continue;
+        }
+
+        ngx_chat_send_op_done(op);
     }
 }

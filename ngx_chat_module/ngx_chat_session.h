@@ -59,14 +59,16 @@ typedef struct {
 } ngx_chat_session_chat_t;
 
 
-/* a send, waiting for its turn or stored */
+/* a send, waiting for its turn or being stored */
 typedef struct {
     ngx_queue_t                queue;        /* in session->sends */
-    ngx_chat_session_t        *session;
-    ngx_chat_pg_query_t       *query;        /* the first in the queue's */
+    ngx_queue_t                ready;        /* in the worker's next batch */
+    ngx_chat_session_t        *session;      /* NULL: the socket is gone */
+    void                      *batch;        /* the batch storing it */
     int64_t                    chat_id;
     json_t                    *id;           /* the client's "id" */
-    char                      *body;         /* the stored JSON body */
+    json_t                    *body;         /* what is stored */
+    unsigned                   batched:1;    /* in the worker's next batch */
 } ngx_chat_session_op_t;
 
 
@@ -126,6 +128,7 @@ ngx_chat_session_chat_t *ngx_chat_sync_chat(ngx_chat_session_t *s,
     int64_t id);
 
 /* ngx_chat_send.c */
+ngx_int_t ngx_chat_send_init_worker(ngx_cycle_t *cycle);
 void ngx_chat_send_message(ngx_chat_session_t *s, json_t *msg);
 void ngx_chat_send_ack(ngx_chat_session_t *s, json_t *msg);
 void ngx_chat_send_cleanup(ngx_chat_session_t *s);

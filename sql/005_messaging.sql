@@ -57,6 +57,36 @@ END
 $$;
 
 
+-- Many sends in one statement, one transaction, one commit: p_sends is a
+-- JSON array of [chat, user, device, client id, body], at most one send
+-- of any one device (a device's sends are stored one at a time, in
+-- order). They are stored in chat order, so that concurrent batches lock
+-- chat rows in the same order and never deadlock; "i" is each send's
+-- position in p_sends (from 1).
+CREATE OR REPLACE FUNCTION chat_send_batch(p_sends jsonb)
+RETURNS TABLE (i bigint, out_status integer, out_seq bigint,
+               out_ts bigint, out_members text, out_json text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v record;
+BEGIN
+    FOR v IN SELECT e.value AS s, e.ordinality AS n
+             FROM jsonb_array_elements(p_sends) WITH ORDINALITY e
+             ORDER BY (e.value->>0)::bigint, e.ordinality
+    LOOP
+        i := v.n;
+
+        SELECT r.out_status, r.out_seq, r.out_ts, r.out_members, r.out_json
+        INTO out_status, out_seq, out_ts, out_members, out_json
+        FROM chat_send((v.s->>0)::bigint, (v.s->>1)::bigint,
+                       (v.s->>2)::bigint, v.s->>3, v.s->4) r;
+
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
+
 -- The cursors of a device: where each of its chats stands, and the
 -- highest seq of each that expired.
 CREATE OR REPLACE FUNCTION chat_cursors(p_device bigint)

@@ -112,10 +112,13 @@ sub ws_ready {
     return ($ws, $ready, $err);
 }
 
+# The pong to a ping ("synced", which follows "ready", may come first).
 sub pongs {
     my ($ws, $t) = @_;
     $ws->send_json({ type => 'ping', t => $t });
     my ($what, $m) = ws_next($ws, 3);
+    ($what, $m) = ws_next($ws, 3)
+        if $what eq 'json' && ($m->{type} // '') eq 'synced';
     return $what eq 'json' && ($m->{type} // '') eq 'pong'
            && ($m->{t} // '') eq $t;
 }
