@@ -96,3 +96,26 @@ ngx_chat_json_send(ngx_http_request_t *r, ngx_uint_t status, u_char *body,
 
     return ngx_http_output_filter(r, &out);
 }
+
+
+/* adds a response header; name is a literal, value lives in r->pool */
+
+ngx_int_t
+ngx_chat_http_header(ngx_http_request_t *r, const char *name, u_char *value,
+    size_t len)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    h->key.data = (u_char *) name;
+    h->key.len = ngx_strlen(name);
+    h->value.data = value;
+    h->value.len = len;
+
+    return NGX_OK;
+}

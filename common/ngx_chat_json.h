@@ -18,6 +18,8 @@ ngx_int_t ngx_chat_json_reply(ngx_http_request_t *r, ngx_uint_t status,
     json_t *json);
 ngx_int_t ngx_chat_json_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, const char *message);
+ngx_int_t ngx_chat_http_header(ngx_http_request_t *r, const char *name,
+    u_char *value, size_t len);
 ngx_int_t ngx_chat_json_send(ngx_http_request_t *r, ngx_uint_t status,
     u_char *body, size_t len);
 

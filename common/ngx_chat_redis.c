@@ -77,6 +77,8 @@ static void ngx_chat_redis_pubsub(redisAsyncContext *ac, void *reply,
 static void ngx_chat_redis_resubscribe(ngx_rbtree_node_t *node,
     ngx_rbtree_node_t *sentinel);
 static void ngx_chat_redis_sweep(ngx_event_t *ev);
+static ngx_chat_redis_channel_t *ngx_chat_redis_channel(ngx_str_t *name,
+    uint32_t hash);
 
 
 static ngx_chat_redis_conf_t      *ngx_chat_redis_conf;
@@ -221,15 +223,14 @@ ngx_int_t
 ngx_chat_redis_subscribe(ngx_str_t *channel)
 {
     uint32_t                   hash;
-    ngx_str_node_t            *sn;
     ngx_chat_redis_channel_t  *ch;
 
     hash = ngx_crc32_long(channel->data, channel->len);
-    sn = ngx_str_rbtree_lookup(&ngx_chat_redis_channels, channel, hash);
+    ch = ngx_chat_redis_channel(channel, hash);
 
-    if (sn) {
+    if (ch) {
         /* with refs at 0 it is still subscribed: the sweep has not run */
-        ((ngx_chat_redis_channel_t *) sn)->refs++;
+        ch->refs++;
         return NGX_OK;
     }
 
@@ -260,19 +261,13 @@ ngx_chat_redis_subscribe(ngx_str_t *channel)
 void
 ngx_chat_redis_unsubscribe(ngx_str_t *channel)
 {
-    uint32_t                   hash;
-    ngx_str_node_t            *sn;
     ngx_chat_redis_channel_t  *ch;
 
-    hash = ngx_crc32_long(channel->data, channel->len);
-    sn = ngx_str_rbtree_lookup(&ngx_chat_redis_channels, channel, hash);
+    ch = ngx_chat_redis_channel(channel,
+                                ngx_crc32_long(channel->data, channel->len));
 
-    if (sn) {
-        ch = (ngx_chat_redis_channel_t *) sn;
-
-        if (ch->refs) {
-            ch->refs--;
-        }
+    if (ch && ch->refs) {
+        ch->refs--;
     }
 }
 
@@ -711,6 +706,14 @@ ngx_chat_redis_resubscribe(ngx_rbtree_node_t *node,
                              ch->node.str.data, ch->node.str.len);
 
     ngx_chat_redis_resubscribe(node->right, sentinel);
+}
+
+
+static ngx_chat_redis_channel_t *
+ngx_chat_redis_channel(ngx_str_t *name, uint32_t hash)
+{
+    return (ngx_chat_redis_channel_t *)
+               ngx_str_rbtree_lookup(&ngx_chat_redis_channels, name, hash);
 }
 
 

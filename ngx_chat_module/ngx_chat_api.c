@@ -53,8 +53,6 @@ static ngx_int_t ngx_chat_api_body_parse(ngx_chat_api_ctx_t *ctx);
 static ngx_int_t ngx_chat_api_body_error(ngx_chat_api_ctx_t *ctx,
     ngx_int_t rc);
 static ngx_int_t ngx_chat_api_too_large(ngx_http_request_t *r);
-static ngx_int_t ngx_chat_api_header(ngx_http_request_t *r, char *name,
-    u_char *value, size_t len);
 static void ngx_chat_api_cleanup(void *data);
 
 
@@ -327,7 +325,7 @@ ngx_chat_api_not_allowed(ngx_http_request_t *r, ngx_uint_t allowed)
         }
     }
 
-    if (ngx_chat_api_header(r, "Allow", value, p - value) != NGX_OK) {
+    if (ngx_chat_http_header(r, "Allow", value, p - value) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -341,7 +339,7 @@ ngx_chat_api_not_allowed(ngx_http_request_t *r, ngx_uint_t allowed)
 static ngx_int_t
 ngx_chat_api_unauthorized(ngx_http_request_t *r)
 {
-    if (ngx_chat_api_header(r, "WWW-Authenticate", (u_char *) "Bearer", 6)
+    if (ngx_chat_http_header(r, "WWW-Authenticate", (u_char *) "Bearer", 6)
         != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -820,7 +818,7 @@ ngx_chat_api_rate_limited(ngx_chat_api_ctx_t *ctx, time_t retry_after)
 
     p = ngx_sprintf(value, "%T", retry_after);
 
-    if (ngx_chat_api_header(ctx->request, "Retry-After", value, p - value)
+    if (ngx_chat_http_header(ctx->request, "Retry-After", value, p - value)
         != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -830,26 +828,6 @@ ngx_chat_api_rate_limited(ngx_chat_api_ctx_t *ctx, time_t retry_after)
                                "rate_limited", "too many requests");
 }
 
-
-static ngx_int_t
-ngx_chat_api_header(ngx_http_request_t *r, char *name, u_char *value,
-    size_t len)
-{
-    ngx_table_elt_t  *h;
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    h->hash = 1;
-    h->key.data = (u_char *) name;
-    h->key.len = ngx_strlen(name);
-    h->value.data = value;
-    h->value.len = len;
-
-    return NGX_OK;
-}
 
 
 /*

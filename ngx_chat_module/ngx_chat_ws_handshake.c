@@ -27,8 +27,6 @@ static ngx_table_elt_t *ngx_chat_ws_header(ngx_http_request_t *r,
     ngx_str_t *name);
 static ngx_int_t ngx_chat_ws_negotiate(ngx_http_request_t *r,
     ngx_chat_ws_conn_t *wc);
-static ngx_int_t ngx_chat_ws_add_header(ngx_http_request_t *r,
-    const char *name, u_char *value, size_t len);
 static void ngx_chat_ws_upgrade_handler(ngx_event_t *wev);
 static void ngx_chat_ws_detach(ngx_http_request_t *r, ngx_chat_ws_conn_t *wc);
 
@@ -95,9 +93,9 @@ ngx_chat_ws_upgrade(ngx_http_request_t *r, ngx_chat_ws_conf_t *conf,
     r->headers_out.content_length_n = -1;
     r->keepalive = 0;
 
-    if (ngx_chat_ws_add_header(r, "Upgrade", (u_char *) "websocket", 9)
+    if (ngx_chat_http_header(r, "Upgrade", (u_char *) "websocket", 9)
         != NGX_OK
-        || ngx_chat_ws_add_header(r, "Sec-WebSocket-Accept", accept,
+        || ngx_chat_http_header(r, "Sec-WebSocket-Accept", accept,
                                   NGX_CHAT_WS_ACCEPT_LEN) != NGX_OK
         || ngx_chat_ws_negotiate(r, wc) != NGX_OK)
     {
@@ -197,9 +195,9 @@ ngx_chat_ws_refuse(ngx_http_request_t *r, ngx_uint_t status,
     if (status == NGX_HTTP_UPGRADE_REQUIRED) {
         ngx_str_set(&r->headers_out.status_line, "426 Upgrade Required");
 
-        if (ngx_chat_ws_add_header(r, "Upgrade", (u_char *) "websocket", 9)
+        if (ngx_chat_http_header(r, "Upgrade", (u_char *) "websocket", 9)
             != NGX_OK
-            || ngx_chat_ws_add_header(r, "Sec-WebSocket-Version",
+            || ngx_chat_http_header(r, "Sec-WebSocket-Version",
                                       (u_char *) "13", 2) != NGX_OK)
         {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -258,7 +256,7 @@ ngx_chat_ws_negotiate(ngx_http_request_t *r, ngx_chat_ws_conn_t *wc)
         value.data = p;
         value.len = ngx_chat_ws_deflate_response(p, &wc->deflate) - p;
 
-        if (ngx_chat_ws_add_header(r, "Sec-WebSocket-Extensions", value.data,
+        if (ngx_chat_http_header(r, "Sec-WebSocket-Extensions", value.data,
                                    value.len) != NGX_OK)
         {
             return NGX_ERROR;
@@ -296,32 +294,12 @@ ngx_chat_ws_negotiate(ngx_http_request_t *r, ngx_chat_ws_conn_t *wc)
         name = ngx_chat_ws_known_protocol(&h[i].value, wc->conf->protocols);
 
         if (name) {
-            return ngx_chat_ws_add_header(r, "Sec-WebSocket-Protocol",
+            return ngx_chat_http_header(r, "Sec-WebSocket-Protocol",
                                           name->data, name->len);
         }
     }
 }
 
-
-static ngx_int_t
-ngx_chat_ws_add_header(ngx_http_request_t *r, const char *name, u_char *value,
-    size_t len)
-{
-    ngx_table_elt_t  *h;
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    h->hash = 1;
-    h->key.data = (u_char *) name;
-    h->key.len = ngx_strlen(name);
-    h->value.data = value;
-    h->value.len = len;
-
-    return NGX_OK;
-}
 
 
 static ngx_table_elt_t *
