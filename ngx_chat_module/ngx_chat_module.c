@@ -17,6 +17,8 @@
 static char *ngx_chat_handler(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_chat_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static char *ngx_chat_send_rate(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static char *ngx_chat_ws_protocols(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_chat_not_zero(ngx_conf_t *cf, void *post, void *data);
@@ -209,6 +211,13 @@ static ngx_command_t  ngx_chat_commands[] = {
       offsetof(ngx_chat_loc_conf_t, sync_batch),
       &ngx_chat_not_zero_p },
 
+    { ngx_string("chat_send_rate"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_chat_send_rate,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("chat_gap_wait"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
@@ -321,6 +330,59 @@ ngx_chat_handler(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     clcf->handler = (ngx_http_handler_pt) cmd->post;
+
+    return NGX_CONF_OK;
+}
+
+
+/* chat_send_rate 20r/s [burst=40] | off */
+
+static char *
+ngx_chat_send_rate(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_chat_loc_conf_t  *clcf = conf;
+
+    ngx_int_t   n;
+    ngx_str_t  *value;
+
+    if (clcf->send_rate != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0 && cf->args->nelts == 2) {
+        clcf->send_rate = 0;
+        clcf->send_burst = 0;
+        return NGX_CONF_OK;
+    }
+
+    if (value[1].len <= 3
+        || ngx_strcmp(value[1].data + value[1].len - 3, "r/s") != 0
+        || (n = ngx_atoi(value[1].data, value[1].len - 3)) <= 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid rate \"%V\" in \"chat_send_rate\"",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    clcf->send_rate = n;
+    clcf->send_burst = n;
+
+    if (cf->args->nelts == 3) {
+        n = (value[2].len > 6 && ngx_strncmp(value[2].data, "burst=", 6) == 0)
+            ? ngx_atoi(value[2].data + 6, value[2].len - 6) : NGX_ERROR;
+
+        if (n <= 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid burst \"%V\" in \"chat_send_rate\"",
+                               &value[2]);
+            return NGX_CONF_ERROR;
+        }
+
+        clcf->send_burst = n;
+    }
 
     return NGX_CONF_OK;
 }
@@ -550,6 +612,7 @@ ngx_chat_create_loc_conf(ngx_conf_t *cf)
     conf->max_text = NGX_CONF_UNSET_SIZE;
     conf->sync_batch = NGX_CONF_UNSET_UINT;
     conf->gap_wait = NGX_CONF_UNSET_MSEC;
+    conf->send_rate = NGX_CONF_UNSET_UINT;
 
     return conf;
 }
@@ -579,6 +642,12 @@ ngx_chat_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_size_value(conf->max_text, prev->max_text, 65536);
     ngx_conf_merge_uint_value(conf->sync_batch, prev->sync_batch, 200);
     ngx_conf_merge_msec_value(conf->gap_wait, prev->gap_wait, 200);
+
+    if (conf->send_rate == NGX_CONF_UNSET_UINT) {
+        conf->send_rate = (prev->send_rate == NGX_CONF_UNSET_UINT)
+                          ? 0 : prev->send_rate;
+        conf->send_burst = prev->send_burst;
+    }
 
     return NGX_CONF_OK;
 }

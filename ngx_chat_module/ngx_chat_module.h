@@ -47,6 +47,8 @@ typedef struct {
     size_t                  max_text;          /* chat_max_message_size */
     ngx_uint_t              sync_batch;        /* messages per sync query */
     ngx_msec_t              gap_wait;          /* for a missing seq */
+    ngx_uint_t              send_rate;         /* sends a second, 0: off */
+    ngx_uint_t              send_burst;
 } ngx_chat_loc_conf_t;
 
 

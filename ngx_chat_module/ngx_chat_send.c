@@ -47,6 +47,7 @@ static const char  ngx_chat_ack_sql[] =
     "SELECT chat_ack($1, $2, $3)";
 
 
+static ngx_uint_t ngx_chat_send_throttled(ngx_chat_session_t *s);
 static void ngx_chat_send_next(ngx_chat_session_t *s);
 static void ngx_chat_send_flush(ngx_event_t *ev);
 static void ngx_chat_send_batched(void *data, PGresult *res);
@@ -124,6 +125,12 @@ ngx_chat_send_message(ngx_chat_session_t *s, json_t *msg)
         return;
     }
 
+    if (ngx_chat_send_throttled(s)) {
+        ngx_chat_session_error(s, id, "rate_limited",
+                               "sending too fast: slow down");
+        return;
+    }
+
     if (s->nsends >= NGX_CHAT_MAX_SENDS) {
         ngx_chat_session_error(s, id, "rate_limited",
                                "too many sends waiting on this socket");
@@ -150,6 +157,43 @@ ngx_chat_send_message(ngx_chat_session_t *s, json_t *msg)
     if (s->nsends++ == 0) {
         ngx_chat_send_next(s);
     }
+}
+
+
+/*
+ * chat_send_rate: a token bucket per socket, in thousandths of a send,
+ * full (burst) when the socket opens.
+ */
+
+static ngx_uint_t
+ngx_chat_send_throttled(ngx_chat_session_t *s)
+{
+    ngx_uint_t   full;
+    ngx_msec_t   elapsed;
+
+    if (s->conf->send_rate == 0) {
+        return 0;
+    }
+
+    full = s->conf->send_burst * 1000;
+
+    if (s->refilled == 0) {
+        s->tokens = full;
+
+    } else {
+        elapsed = ngx_current_msec - s->refilled;
+        s->tokens = ngx_min(full, s->tokens + elapsed * s->conf->send_rate);
+    }
+
+    s->refilled = ngx_current_msec;
+
+    if (s->tokens < 1000) {
+        return 1;
+    }
+
+    s->tokens -= 1000;
+
+    return 0;
 }
 
 

@@ -94,6 +94,8 @@ struct ngx_chat_session_s {
                                                 device's messages keep their
                                                 order */
     ngx_uint_t                 nsends;
+    ngx_uint_t                 tokens;       /* chat_send_rate, in 1/1000 */
+    ngx_msec_t                 refilled;
 
     int64_t                    device;       /* the ids as numbers, */
     ngx_str_t                  user_id;      /* and as text */

@@ -1,0 +1,61 @@
+# chat_send_rate: a token bucket per socket; sends past it get
+# "rate_limited" and are not stored, and the bucket refills with time.
+#
+#   scripts/test.sh t/ws_rate.t
+
+use strict;
+use warnings;
+use lib 't/lib';
+use Test::Chat::Nginx;
+use Time::HiRes qw(sleep);
+
+plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
+                 . 'scripts/test.sh)'
+    unless $ENV{CHAT_PG_DSN} && $ENV{CHAT_REDIS};
+
+ok nginx_start(workers => 1, http_config => <<"END", config => <<'END'),
+chat_postgres "\$TEST_NGINX_PG_DSN";
+chat_redis \$TEST_NGINX_REDIS;
+chat_dev_codes on;
+chat_redis_prefix "t_ws_rate_$$:";
+END
+location /v1/ { chat_api; }
+location = /v1/ws { chat_ws; chat_send_rate 2r/s burst=3; }
+END
+   'nginx starts with chat_send_rate 2r/s burst=3';
+
+my ($a, $b) = (api_signup(device_name => 'a'), api_signup(device_name => 'b'));
+my $chat = api_chat_create($a, { type => 'direct',
+                                 user_id => $b->{user_id} })->{chat_id};
+my ($ws) = ws_chat_open($a);
+
+ws_chat_send($ws, id => "burst-$_", chat_id => $chat, text => "m$_")
+    for 1 .. 5;
+
+my (%sent, %limited);
+for (1 .. 5) {
+    my $ev = ws_chat_wait($ws, 5, sub { $_[0]{type} =~ /^(sent|error)$/ })
+        or last;
+    $sent{ $ev->{id} } = $ev->{seq} if $ev->{type} eq 'sent';
+    $limited{ $ev->{id} } = 1
+        if $ev->{type} eq 'error' && $ev->{code} eq 'rate_limited';
+}
+
+is_deeply [sort keys %sent], [map { "burst-$_" } 1 .. 3],
+          'the burst of 3 is stored';
+is_deeply [sort keys %limited], [map { "burst-$_" } 4, 5],
+          'the 4th and 5th get rate_limited';
+
+sleep 1.1;
+my $ev = ws_chat_send_wait($ws, 5, id => 'later', chat_id => $chat,
+                           text => 'after a second');
+is $ev && $ev->{type}, 'sent', 'a second later the bucket has refilled';
+is $ev && $ev->{seq}, 4, '... and the refused sends used no seq';
+
+my ($wb, $sync) = ws_chat_open($b);
+is_deeply [map { $_->{id} } @{ $sync->{msgs} || [] }],
+          [qw(burst-1 burst-2 burst-3 later)],
+          'b gets exactly the stored ones';
+
+nginx_stop();
+done_testing();
