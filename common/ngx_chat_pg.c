@@ -280,6 +280,10 @@ ngx_chat_pg_cancel(ngx_chat_pg_query_t *q)
 {
     q->cancelled = 1;
 
+    /* the owner's log may go with the owner */
+    q->log = ngx_cycle->log;
+    q->timer.log = ngx_cycle->log;
+
     if (q->conn == NULL) {
         ngx_queue_remove(&q->queue);
         ngx_chat_pg_nwaiting--;

@@ -216,6 +216,10 @@ ngx_chat_redis_cancel(ngx_chat_redis_cmd_t *cmd)
 {
     /* hiredis still owes the reply: the command is freed when it comes */
     cmd->cancelled = 1;
+
+    /* the owner's log may go with the owner */
+    cmd->log = ngx_cycle->log;
+    cmd->timer.log = ngx_cycle->log;
 }
 
 

@@ -57,9 +57,11 @@ static void ngx_chat_send_op_done(ngx_chat_session_op_t *op);
 static void ngx_chat_send_publish(ngx_chat_session_t *s, ngx_str_t *members,
     ngx_str_t *json);
 static void ngx_chat_send_published(void *data, redisReply *reply);
-static void ngx_chat_send_ack_query(ngx_chat_session_t *s,
-    ngx_chat_session_chat_t *ch);
+static ngx_chat_pg_query_t *ngx_chat_send_ack_query(ngx_chat_session_t *s,
+    ngx_chat_session_chat_t *ch, ngx_chat_pg_handler_pt handler, void *data,
+    ngx_log_t *log);
 static void ngx_chat_send_acked(void *data, PGresult *res);
+static void ngx_chat_send_ack_left(void *data, PGresult *res);
 
 
 static ngx_queue_t       ngx_chat_send_ready;    /* ops for the next batch */
@@ -502,35 +504,59 @@ ngx_chat_send_ack(ngx_chat_session_t *s, json_t *msg)
     ch->ack_want = json_integer_value(seq);
 
     if (ch->ack == NULL) {
-        ngx_chat_send_ack_query(s, ch);
+        ch->ack = ngx_chat_send_ack_query(s, ch, ngx_chat_send_acked, ch,
+                                          s->wc->connection->log);
     }
 }
 
 
-static void
-ngx_chat_send_ack_query(ngx_chat_session_t *s, ngx_chat_session_chat_t *ch)
+/*
+ * The socket goes away: an ack still folded in waits for nobody, it is
+ * applied all the same (one in flight is too: cancelling only drops its
+ * answer).
+ */
+
+void
+ngx_chat_send_ack_close(ngx_chat_session_t *s, ngx_chat_session_chat_t *ch)
 {
-    u_char     chat[NGX_INT64_LEN], seq[NGX_INT64_LEN];
-    ngx_str_t  params[3];
+    if (ch->ack) {
+        ngx_chat_pg_cancel(ch->ack);
+        ch->ack = NULL;
+    }
+
+    if (ch->ack_want > ch->ack_sent) {
+        /* the connection's log goes with it: the cycle's outlives it */
+        (void) ngx_chat_send_ack_query(s, ch, ngx_chat_send_ack_left, NULL,
+                                       ngx_cycle->log);
+    }
+}
+
+
+static ngx_chat_pg_query_t *
+ngx_chat_send_ack_query(ngx_chat_session_t *s, ngx_chat_session_chat_t *ch,
+    ngx_chat_pg_handler_pt handler, void *data, ngx_log_t *log)
+{
+    u_char                what[NGX_INT64_LEN], seq[NGX_INT64_LEN];
+    ngx_str_t             params[3];
+    ngx_chat_pg_query_t  *q;
 
     params[0] = s->device_id;
-    params[1].data = chat;
-    params[1].len = ngx_sprintf(chat, "%L", (int64_t) ch->node.key) - chat;
+    params[1].data = what;
+    params[1].len = ngx_sprintf(what, "%L", (int64_t) ch->node.key) - what;
     params[2].data = seq;
     params[2].len = ngx_sprintf(seq, "%L", ch->ack_want) - seq;
 
-    /* the highest acked so far rides along: a later ack can compare */
-    ch->ack = ngx_chat_pg_query(ngx_chat_ack_sql, 3, params,
-                                ngx_chat_send_acked, ch,
-                                s->wc->connection->log);
+    q = ngx_chat_pg_query(ngx_chat_ack_sql, 3, params, handler, data, log);
 
-    if (ch->ack == NULL) {
-        ngx_log_error(NGX_LOG_WARN, s->wc->connection->log, 0,
+    if (q == NULL) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
                       "chat ack of chat %L not applied: PostgreSQL "
                       "unavailable", (int64_t) ch->node.key);
     }
 
     ch->ack_sent = ch->ack_want;
+
+    return q;
 }
 
 
@@ -548,8 +574,16 @@ ngx_chat_send_acked(void *data, PGresult *res)
     }
 
     if (ch->ack_want > ch->ack_sent) {
-        ngx_chat_send_ack_query(ch->session, ch);
+        ch->ack = ngx_chat_send_ack_query(ch->session, ch,
+                                          ngx_chat_send_acked, ch,
+                                          ch->gap.log);
     }
+}
+
+
+static void
+ngx_chat_send_ack_left(void *data, PGresult *res)
+{
 }
 
 

@@ -133,6 +133,8 @@ ngx_chat_session_chat_t *ngx_chat_sync_chat(ngx_chat_session_t *s,
 ngx_int_t ngx_chat_send_init_worker(ngx_cycle_t *cycle);
 void ngx_chat_send_message(ngx_chat_session_t *s, json_t *msg);
 void ngx_chat_send_ack(ngx_chat_session_t *s, json_t *msg);
+void ngx_chat_send_ack_close(ngx_chat_session_t *s,
+    ngx_chat_session_chat_t *ch);
 void ngx_chat_send_cleanup(ngx_chat_session_t *s);
 
 
