@@ -20,6 +20,7 @@ static void ngx_chat_echo_message(ngx_chat_ws_conn_t *wc, ngx_uint_t opcode,
 static ngx_chat_ws_handler_t  ngx_chat_echo = {
     NULL,                                  /* opened */
     ngx_chat_echo_message,                 /* message */
+    NULL,                                  /* closing */
     NULL,                                  /* drained */
     NULL,                                  /* closed */
     0                                      /* data_size */

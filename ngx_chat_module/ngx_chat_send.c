@@ -506,6 +506,37 @@ ngx_chat_send_ack(ngx_chat_session_t *s, json_t *msg)
     if (ch->ack == NULL) {
         ch->ack = ngx_chat_send_ack_query(s, ch, ngx_chat_send_acked, ch,
                                           s->wc->connection->log);
+        s->acks += (ch->ack != NULL);
+    }
+}
+
+
+/* every chat's waiting ack goes now (the device is closing) */
+
+void
+ngx_chat_send_ack_flush(ngx_chat_session_t *s)
+{
+    ngx_rbtree_node_t        *node, *root, *sentinel;
+    ngx_chat_session_chat_t  *ch;
+
+    root = s->chats.root;
+    sentinel = s->chats.sentinel;
+
+    if (root == sentinel) {
+        return;
+    }
+
+    for (node = ngx_rbtree_min(root, sentinel);
+         node;
+         node = ngx_rbtree_next(&s->chats, node))
+    {
+        ch = (ngx_chat_session_chat_t *) node;
+
+        if (ch->ack == NULL && ch->ack_want > ch->ack_sent) {
+            ch->ack = ngx_chat_send_ack_query(s, ch, ngx_chat_send_acked, ch,
+                                              s->wc->connection->log);
+            s->acks += (ch->ack != NULL);
+        }
     }
 }
 
@@ -522,6 +553,7 @@ ngx_chat_send_ack_close(ngx_chat_session_t *s, ngx_chat_session_chat_t *ch)
     if (ch->ack) {
         ngx_chat_pg_cancel(ch->ack);
         ch->ack = NULL;
+        s->acks--;
     }
 
     if (ch->ack_want > ch->ack_sent) {
@@ -563,9 +595,12 @@ ngx_chat_send_ack_query(ngx_chat_session_t *s, ngx_chat_session_chat_t *ch,
 static void
 ngx_chat_send_acked(void *data, PGresult *res)
 {
+    ngx_chat_session_t       *s;
     ngx_chat_session_chat_t  *ch = data;
 
+    s = ch->session;
     ch->ack = NULL;
+    s->acks--;
 
     if (!ngx_chat_pg_ok(res)) {
         ngx_log_error(NGX_LOG_WARN, ch->gap.log, 0,
@@ -574,9 +609,17 @@ ngx_chat_send_acked(void *data, PGresult *res)
     }
 
     if (ch->ack_want > ch->ack_sent) {
-        ch->ack = ngx_chat_send_ack_query(ch->session, ch,
-                                          ngx_chat_send_acked, ch,
+        ch->ack = ngx_chat_send_ack_query(s, ch, ngx_chat_send_acked, ch,
                                           ch->gap.log);
+        s->acks += (ch->ack != NULL);
+    }
+
+    if (s->close_code && s->acks == 0) {
+        if (s->auth_timer.timer_set) {
+            ngx_del_timer(&s->auth_timer);
+        }
+
+        ngx_chat_ws_close(s->wc, s->close_code, NULL);
     }
 }
 

@@ -44,6 +44,8 @@ static void ngx_chat_session_auth_timeout(ngx_event_t *ev);
 static ngx_int_t ngx_chat_session_join(ngx_chat_session_t *s);
 static void ngx_chat_session_leave(ngx_chat_session_t *s);
 static void ngx_chat_session_dispatch(ngx_chat_session_t *s, json_t *msg);
+static ngx_int_t ngx_chat_session_closing(ngx_chat_ws_conn_t *wc,
+    ngx_uint_t code);
 static void ngx_chat_session_drained(ngx_chat_ws_conn_t *wc);
 static void ngx_chat_session_pubsub(ngx_str_t *channel, ngx_str_t *message);
 static void ngx_chat_session_live(ngx_chat_session_user_t *u, json_t *msg,
@@ -57,6 +59,7 @@ static void ngx_chat_session_link_walk(ngx_rbtree_node_t *node,
 static ngx_chat_ws_handler_t  ngx_chat_session_handlers = {
     ngx_chat_session_opened,
     ngx_chat_session_message,
+    ngx_chat_session_closing,
     ngx_chat_session_drained,
     ngx_chat_session_closed,
     sizeof(ngx_chat_session_t)
@@ -352,6 +355,13 @@ ngx_chat_session_auth_timeout(ngx_event_t *ev)
 {
     ngx_chat_session_t  *s = ev->data;
 
+    if (s->close_code) {
+        ngx_log_error(NGX_LOG_WARN, ev->log, 0,
+                      "chat session: acks not applied within 1s of close");
+        ngx_chat_ws_close(s->wc, s->close_code, NULL);
+        return;
+    }
+
     ngx_log_error(NGX_LOG_INFO, ev->log, 0, "chat session: no auth in time");
 
     ngx_chat_ws_close(s->wc, NGX_CHAT_CLOSE_AUTH_TIMEOUT, "auth timeout");
@@ -451,6 +461,39 @@ ngx_chat_session_dispatch(ngx_chat_session_t *s, json_t *msg)
         ngx_chat_session_error(s, json_object_get(msg, "id"), "bad_request",
                                "unknown message type");
     }
+}
+
+
+/*
+ * The device closes: its acks are applied before the close is answered
+ * (PROTOCOL.md 5.3), so a reconnect anywhere is not sent them again.
+ * The auth timer, idle since "ready", bounds the wait.
+ */
+
+static ngx_int_t
+ngx_chat_session_closing(ngx_chat_ws_conn_t *wc, ngx_uint_t code)
+{
+    ngx_chat_session_t  *s = wc->data;
+
+    if (s->state < NGX_CHAT_SESSION_CURSORS) {
+        return NGX_OK;
+    }
+
+    ngx_chat_send_ack_flush(s);
+
+    if (s->acks == 0) {
+        return NGX_OK;
+    }
+
+    s->close_code = code;
+
+    if (s->auth_timer.timer_set) {
+        ngx_del_timer(&s->auth_timer);
+    }
+
+    ngx_add_timer(&s->auth_timer, 1000);
+
+    return NGX_AGAIN;
 }
 
 

@@ -94,6 +94,9 @@ struct ngx_chat_session_s {
                                                 device's messages keep their
                                                 order */
     ngx_uint_t                 nsends;
+    ngx_uint_t                 acks;         /* ack queries in flight */
+    ngx_uint_t                 close_code;   /* the peer's, answered once
+                                                the acks are applied */
     ngx_uint_t                 tokens;       /* chat_send_rate, in 1/1000 */
     ngx_msec_t                 refilled;
 
@@ -135,6 +138,7 @@ void ngx_chat_send_message(ngx_chat_session_t *s, json_t *msg);
 void ngx_chat_send_ack(ngx_chat_session_t *s, json_t *msg);
 void ngx_chat_send_ack_close(ngx_chat_session_t *s,
     ngx_chat_session_chat_t *ch);
+void ngx_chat_send_ack_flush(ngx_chat_session_t *s);
 void ngx_chat_send_cleanup(ngx_chat_session_t *s);
 
 

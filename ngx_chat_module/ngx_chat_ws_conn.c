@@ -770,6 +770,10 @@ ngx_chat_ws_control(ngx_chat_ws_conn_t *wc, u_char *p, size_t n)
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, wc->connection->log, 0,
                    "websocket close %ui received", code);
 
+    if (wc->handler->closing && wc->handler->closing(wc, code) == NGX_AGAIN) {
+        return NGX_OK;
+    }
+
     ngx_chat_ws_close(wc, code, NULL);
 
     return NGX_OK;

@@ -32,6 +32,12 @@ typedef struct {
                                      ngx_uint_t opcode, u_char *data,
                                      size_t len);
 
+    /*
+     * The peer sent a close frame with this code: NGX_AGAIN defers the
+     * answer, which the owner then gives with ngx_chat_ws_close().
+     */
+    ngx_int_t             (*closing)(ngx_chat_ws_conn_t *wc, ngx_uint_t code);
+
     /* everything queued was written: a paced producer may go on */
     void                  (*drained)(ngx_chat_ws_conn_t *wc);
 

@@ -1815,6 +1815,101 @@ sub ws_chat_open {
     return ($ws, \%sync);
 }
 
+
+# ---------------------------------------------------------------------------
+# A second nginx: another "host" of the same deployment (same PostgreSQL and
+# Redis), with a prefix and ports of its own and the same generated config
+# format. with_nginx2 runs code with the harness pointed at it: servroot,
+# port, port2, nginx_start/stop, nginx_worker_pids, ws_worker_pid,
+# error_log_mark/since and every client default (ws_chat_auth, api_request)
+# then mean the second instance.
+
+push @EXPORT, qw(nginx2_start nginx2_stop nginx2_running nginx2_port
+                 nginx2_port2 nginx2_servroot with_nginx2);
+
+my %N2 = (root => undef, port => undef, port2 => undef, last => {},
+          mark => 0);
+our $IN_N2 = 0;
+
+
+# with_nginx2(sub { ... }): the sub's value (in list context), with the
+# harness's instance state swapped to the second nginx meanwhile (restored
+# even when it dies). Nests harmlessly.
+sub with_nginx2 {
+    my ($code) = @_;
+    return $code->() if $IN_N2;
+    # Ports of their own, distinct from the first instance's.
+    my %taken = map { $_ => 1 } grep { defined } port(), port2();
+    for my $k (qw(port port2)) {
+        for (1 .. 20) {
+            last if defined $N2{$k} && !$taken{ $N2{$k} };
+            $N2{$k} = _free_port();
+        }
+        $taken{ $N2{$k} } = 1;
+    }
+    my @saved = ($SERVROOT, $PORT, $PORT2, {%LAST});
+    ($SERVROOT, $PORT, $PORT2) = ($N2{root}, $N2{port}, $N2{port2});
+    %LAST = %{ $N2{last} };
+    local $IN_N2 = 1;
+    my @r;
+    my $ok = eval { @r = $code->(); 1 };
+    my $err = $@;
+    $N2{root} = servroot();             # made on first use
+    $N2{last} = {%LAST};
+    ($SERVROOT, $PORT, $PORT2) = @saved[0 .. 2];
+    %LAST = %{ $saved[3] };
+    die $err unless $ok;
+    return wantarray ? @r : $r[-1];
+}
+
+sub nginx2_port     { with_nginx2(sub { port() }) }
+sub nginx2_port2    { with_nginx2(sub { port2() }) }
+sub nginx2_servroot { with_nginx2(sub { servroot() }) }
+sub nginx2_running  { with_nginx2(sub { nginx_running() }) }
+
+
+# nginx2_start(config => ..., http_config => ..., main_config => ...,
+# workers => N, log_level => ...): as nginx_start, for the second instance
+# ($TEST_NGINX_PORT and $TEST_NGINX_PORT2 in the config text are its own
+# ports). True once it serves.
+sub nginx2_start {
+    my (%o) = @_;
+    return with_nginx2(sub {
+        $N2{mark} = error_log_mark();
+        nginx_start(%o);
+    });
+}
+
+
+# nginx2_stop(timeout => 5, no_check => 0): stops the second instance as
+# nginx_stop does; unless no_check, one assertion that its error log since
+# nginx2_start has no [alert], [crit], [emerg] or crashed worker (the lines
+# of the last run are diag'ed otherwise). Returns true when QUIT was enough.
+sub nginx2_stop {
+    my (%o) = @_;
+    my $check = !delete $o{no_check};
+    return with_nginx2(sub {
+        my $was = nginx_running();
+        my $graceful = nginx_stop(%o);
+        if ($check && ($was || -s _error_log_path())) {
+            my @bad = alert_lines(error_log_since($N2{mark}));
+            Test::More::ok(!@bad, 'second nginx: no alert, crit, emerg or '
+                                  . 'crash in its error log')
+                or Test::More::diag(join "\n", @bad[0 .. ($#bad > 19 ? 19
+                                                               : $#bad)]);
+        }
+        $N2{mark} = error_log_mark();
+        return $graceful;
+    });
+}
+
+
+END {
+    local ($?, $!, $@);
+    with_nginx2(sub { nginx_stop() if nginx_running() })
+        if defined $N2{root};
+}
+
 1;
 
 __END__
@@ -2135,6 +2230,19 @@ C<pg_pause()>/C<pg_resume()>, C<redis_pause()>/C<redis_resume()> (SIGSTOP
 and SIGCONT: a server that accepts connections but never answers). A
 service a file stopped or paused is started or resumed again when the file
 exits, even on die, INT or TERM.
+
+=head2 A second host
+
+C<nginx2_start(%conf)> starts a second nginx (a prefix and ports of its
+own; C<$TEST_NGINX_PORT> and C<$TEST_NGINX_PORT2> in its config are its
+C<nginx2_port()> and C<nginx2_port2()>) as another host of the same
+deployment; C<nginx2_stop()> stops it and asserts once that its error log
+has no [alert], [crit], [emerg] or crash (C<no_check =E<gt> 1> skips that).
+C<with_nginx2(sub { ... })> runs code with the harness pointed at the
+second instance (C<port()>, C<servroot()>, C<nginx_worker_pids()>,
+C<ws_worker_pid()>, C<error_log_mark()>, C<error_log_since()> and the
+clients' default port). It is stopped at exit if still running.
+
 
 =head2 Chats and messages
 
