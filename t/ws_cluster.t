@@ -15,9 +15,7 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
-use B ();
-use IO::Select;
-use List::Util qw(min);
+use Test::Chat::Delivery qw(:devices chat_http_config chat_locations);
 use Time::HiRes qw(time sleep);
 
 plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
@@ -28,27 +26,11 @@ plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
 # both hosts), and new users (random_mobile) in every behaviour.
 my $PREFIX = "t_ws_cluster_$$:";
 
-my $LOCATIONS = <<'END';
-location /v1/ { chat_api; }
-location = /v1/ws { chat_ws; }
-END
-
 # On each host a second server on its port2 with reuseport: each worker has
 # a listening socket of its own there, so sockets can be placed on either
 # worker. $TEST_NGINX_PORT2 is each instance's own.
-my $HTTP = <<"END";
-chat_postgres "\$TEST_NGINX_PG_DSN";
-chat_redis \$TEST_NGINX_REDIS;
-chat_dev_codes on;
-chat_redis_prefix "$PREFIX";
-
-server {
-    listen 127.0.0.1:\$TEST_NGINX_PORT2 reuseport;
-$LOCATIONS
-}
-END
-
-my $T = 10;         # no event for this long ends a wait, in seconds
+my $HTTP = chat_http_config(prefix => $PREFIX, port2 => 1);
+my $LOCATIONS = chat_locations();
 
 END {
     nginx_stop() if nginx_running();
@@ -85,391 +67,6 @@ sub behaviour {
     };
 }
 
-sub is_json_int {
-    my ($v) = @_;
-    my $f = defined $v && !ref $v ? B::svref_2object(\$v)->FLAGS : 0;
-    return defined $v && ($f & (B::SVp_IOK | B::SVp_NOK))
-           && !($f & B::SVp_POK) && $v =~ /^\d+$/;
-}
-
-# 1, 2, 3, 5, 7, 8 -> "1-3, 5, 7-8"
-sub ranges {
-    my @n = sort { $a <=> $b } @_;
-    my @r;
-    for my $x (@n) {
-        if (@r && $x == $r[-1][1] + 1) {
-            $r[-1][1] = $x;
-        } else {
-            push @r, [$x, $x];
-        }
-    }
-    my $s = join ', ', map { $_->[0] == $_->[1] ? $_->[0]
-                                                : "$_->[0]-$_->[1]" } @r;
-    return length $s > 300 ? substr($s, 0, 300) . '...' : $s;
-}
-
-sub host_port {
-    my ($host, $reuse) = @_;
-    return $host == 2 ? ($reuse ? nginx2_port2() : nginx2_port())
-                      : ($reuse ? port2() : port());
-}
-
-sub host_workers {
-    my ($host) = @_;
-    return $host == 2 ? with_nginx2(sub { nginx_worker_pids() })
-                      : nginx_worker_pids();
-}
-
-sub host_pid_of {
-    my ($host, $ws) = @_;
-    return $host == 2 ? with_nginx2(sub { ws_worker_pid($ws) })
-                      : ws_worker_pid($ws);
-}
-
-
-# ---------------------------------------------------------------------------
-# A device's view of the conversation: one socket, and what it was sent.
-#
-# {name, acct, host, ws, pid, synced (the synced event), sync (msgs of the
-#  sync), got => {chat_id => [msg events, in arrival order]},
-#  sent => {chat_id => {seq => id}} (the "sent" answers), nsent,
-#  errors => [error events], other => [events of any other type]}
-
-my %MSGS;       # chat_id => seq => what "sent" confirmed: {from, ..., text}
-
-sub record {
-    my ($d, $ev) = @_;
-    my $t = $ev->{type};
-    push @{ $d->{log} }, $ev
-        unless $t eq 'receipt' || $t eq 'presence' || $t eq 'pong';
-    if ($t eq 'msg') {
-        push @{ $d->{got}{ $ev->{chat_id} // '' } }, $ev;
-    } elsif ($t eq 'sent') {
-        $d->{nsent}++;
-        $d->{sent}{ $ev->{chat_id} }{ $ev->{seq} } = $ev->{id};
-        my $p = $d->{pending}{ $ev->{id} } // {};
-        $MSGS{ $ev->{chat_id} }{ $ev->{seq} } = {
-            from => $d->{acct}{user_id}, from_device => $d->{acct}{device_id},
-            id => $ev->{id}, text => $p->{text}, writer => $d->{name},
-            n => $p->{n} };
-    } elsif ($t eq 'error') {
-        push @{ $d->{errors} }, $ev;
-    } elsif ($t eq 'receipt' || $t eq 'presence' || $t eq 'pong') {
-        # not what this file is about
-    } else {
-        push @{ $d->{other} }, $ev;
-        $d->{dead} = 1 if $t eq '_eof' || $t eq '_close';
-    }
-}
-
-# device($acct, $name, host => 1|2, worker => pid): a socket of the
-# account's device on that host, read up to "synced" (one assertion). With
-# worker, the socket goes to the host's reuseport server and is opened again
-# (up to 30 times) until that worker holds it.
-sub device {
-    my ($acct, $name, %o) = @_;
-    local $Test::Builder::Level = $Test::Builder::Level + 1;
-    my $host = $o{host} // 1;
-    my ($ws, $ready, $err, $pid);
-    for my $try (1 .. ($o{worker} ? 30 : 1)) {
-        ($ws, $ready, $err) = ws_chat_auth(token => $acct->{token},
-                                           timeout => $T,
-                                           port => host_port($host,
-                                                             $o{worker}));
-        last unless $ready;
-        $pid = host_pid_of($host, $ws);
-        last if !$o{worker} || !defined $pid || $pid == $o{worker};
-        $ws->close(1000);
-        $ws->disconnect;
-    }
-    unless ($ready) {
-        fail("$name: ready (host $host)");
-        diag("got $err");
-        return undef;
-    }
-    my $d = { name => $name, acct => $acct, host => $host, ws => $ws,
-              pid => $pid, got => {}, sent => {}, nsent => 0, errors => [],
-              other => [], pending => {}, ids => 0, sync => [], log => [] };
-    while (1) {
-        my $ev = ws_chat_event($ws, $T);
-        if ($ev->{type} eq 'synced') {
-            $d->{synced} = $ev;
-            last;
-        }
-        if ($ev->{type} =~ /^_(timeout|eof|close)$/) {
-            fail("$name: ready, then synced (host $host)");
-            diag('after ' . @{ $d->{sync} } . ' msgs of the sync: '
-                 . ws_chat_show($ev)
-                 . ($ev->{type} eq '_timeout' ? " (nothing for ${T}s)" : ''));
-            return undef;
-        }
-        push @{ $d->{sync} }, $ev if $ev->{type} eq 'msg';
-        record($d, $ev);
-    }
-    pass("$name: ready, then synced (host $host"
-         . (defined $pid ? ", worker $pid" : '') . ')');
-    return $d;
-}
-
-# Writes a send (without waiting); returns its id.
-sub send_msg {
-    my ($d, $chat, $text) = @_;
-    my $n = ++$d->{ids};
-    my $id = "$d->{name}-$n-" . int rand 1e6;
-    $id =~ s/\s+/_/g;
-    $d->{pending}{$id} = { text => $text // "$d->{name} says $n", n => $n };
-    ws_chat_send($d->{ws}, id => $id, chat_id => $chat,
-                 text => $d->{pending}{$id}{text});
-    return $id;
-}
-
-sub ack {
-    my ($d, $chat, $seq) = @_;
-    $d->{ws}->send_json({ type => 'ack', chat_id => $chat, seq => 0 + $seq });
-}
-
-# Reads every device's socket, recording what comes, until $done->() is
-# true (returns 1), no event came for $o{quiet} (default $T) seconds, or
-# $o{within} seconds passed (returns 0). Without $done: reads for
-# $o{within} seconds. $o{tick}, if given, is called before every round
-# (to write more while reading).
-sub pump {
-    my ($devs, $done, %o) = @_;
-    my $quiet = $o{quiet} // $T;
-    my $t0 = time;
-    my $end = $t0 + ($o{within} // ($done ? 120 : 1));
-    my $last = $t0;
-    while (1) {
-        $o{tick}->() if $o{tick};
-        return 1 if $done && $done->();
-        my $any = 0;
-        for my $d (grep { !$_->{dead} } @$devs) {
-            for (1 .. 1000) {
-                my $ev = ws_chat_event($d->{ws}, 0.001);
-                last if $ev->{type} eq '_timeout';
-                $any = 1;
-                record($d, $ev);
-                last if $d->{dead};
-            }
-        }
-        my $now = time;
-        $last = $now if $any;
-        return 0 if $now >= $end || $now - $last >= $quiet;
-        next if $any;
-        my @socks = map { $_->{ws}->socket } grep { !$_->{dead} } @$devs;
-        @socks ? IO::Select->new(@socks)->can_read(0.05) : sleep 0.05;
-    }
-}
-
-# Sends and waits for the answer, reading the other devices meanwhile;
-# returns the seq.
-sub send_ok {
-    my ($d, $chat, $devs, $name, $text) = @_;
-    local $Test::Builder::Level = $Test::Builder::Level + 1;
-    my $id = send_msg($d, $chat, $text);
-    my $before = @{ $d->{errors} };
-    my $done = pump([$d, grep { $_ != $d } @$devs], sub {
-        grep { $_ eq $id } values %{ $d->{sent}{$chat} || {} }
-            or @{ $d->{errors} } > $before;
-    });
-    my ($seq) = grep { $d->{sent}{$chat}{$_} eq $id }
-                keys %{ $d->{sent}{$chat} || {} };
-    ok $done && defined $seq, "$name: sent"
-        or diag('got ' . ($d->{errors}[-1] ? ws_chat_show($d->{errors}[-1])
-                          : "nothing for ${T}s")
-                . "; other events: "
-                . join(', ', map { ws_chat_show($_) } @{ $d->{other} }));
-    return $seq;
-}
-
-# The msg of $chat with this seq that $d got, if any.
-sub got_seq {
-    my ($d, $chat, $seq) = @_;
-    my ($m) = grep { ($_->{seq} // -1) == $seq } @{ $d->{got}{$chat} || [] };
-    return $m;
-}
-
-# The seqs of $chat the device sent itself ("sent" answers).
-sub own_seqs {
-    my ($d, $chat) = @_;
-    return %{ $d->{sent}{$chat} || {} };
-}
-
-# A condition for pump: each device got or made every message of $chat up
-# to $last (counting from its own first seq, $from{device name} or 1).
-sub caught_up {
-    my ($devs, $chat, $last, %from) = @_;
-    return sub {
-        !grep { my $d = $_;
-                my %own = own_seqs($d, $chat);
-                @{ $d->{got}{$chat} || [] } + keys(%own)
-                < $last - ($from{ $d->{name} } // 1) + 1 } @$devs;
-    };
-}
-
-# What the device got, as "seq kind/event id" strings, for exact checks.
-sub got_list {
-    my ($d, $chat) = @_;
-    return [map { join ' ', $_->{seq} // '?',
-                  ($_->{kind} // '?') eq 'system' ? "system/"
-                      . ($_->{event} // '?') : ($_->{id} // '?') }
-            @{ $d->{got}{$chat} || [] }];
-}
-
-# The same list expected from %MSGS for seqs @s ('system/<event>' for the
-# system messages given in %sys).
-sub want_list {
-    my ($chat, $sys, @s) = @_;
-    return [map { $sys->{$_} ? "$_ system/$sys->{$_}"
-                             : "$_ " . ($MSGS{$chat}{$_}{id} // '?') } @s];
-}
-
-# The device's stream in $chat: seqs strictly increasing, no duplicates,
-# and with the device's own sends exactly $from..$last; text messages as
-# their sender's "sent" confirmed them; system ones with an event.
-sub stream_ok {
-    my ($d, $chat, $last, $name, %o) = @_;
-    local $Test::Builder::Level = $Test::Builder::Level + 1;
-    my $from = $o{from} // 1;
-    my @msgs = @{ $d->{got}{$chat} || [] };
-    my @got = map { $_->{seq} // -1 } @msgs;
-    my %own = own_seqs($d, $chat);
-
-    my @back = map { "$got[$_ - 1] then $got[$_]" }
-               grep { $got[$_] <= $got[$_ - 1] } 1 .. $#got;
-    ok !@back, "$name: seqs strictly increasing (" . scalar(@got) . ' msgs)'
-        or diag(join ', ', @back[0 .. min(9, $#back)]);
-
-    my %n;
-    $n{$_}++ for @got;
-    my @dup = grep { $n{$_} > 1 } sort { $a <=> $b } keys %n;
-    my @mine = grep { $own{$_} } sort { $a <=> $b } keys %n;
-    ok !@dup && !@mine, "$name: no duplicates, none of its own sends"
-        or diag('twice or more: ' . ranges(@dup)
-                . '; its own sends, as msg: ' . ranges(@mine));
-
-    my %all = (%n, %own);
-    my @missing = grep { !$all{$_} } $from .. $last;
-    my @extra = grep { $_ < $from || $_ > $last } keys %all;
-    ok !@missing && !@extra,
-       "$name: got or sent every seq $from..$last, nothing else"
-        or diag('missing: ' . ranges(@missing) . '; outside the range: '
-                . ranges(@extra) . '; arrival order: '
-                . ranges_in_order(@got));
-
-    my @wrong;
-    for my $m (@msgs) {
-        if (($m->{kind} // '') eq 'system') {
-            push @wrong, 'system msg without event: ' . ws_chat_show($m)
-                unless defined $m->{event};
-            next;
-        }
-        my $w = $MSGS{$chat}{ $m->{seq} // '' };
-        my @bad = !$w ? ('no "sent" gave this seq')
-                : grep { ($m->{$_} // '') ne ($w->{$_} // '') }
-                  qw(from from_device id text);
-        push @bad, 'kind is not "text"' if ($m->{kind} // '') ne 'text';
-        push @bad, 'ts is not an integer' unless is_json_int($m->{ts});
-        push @wrong, join(', ', @bad) . ': ' . ws_chat_show($m) if @bad;
-    }
-    ok !@wrong, "$name: each msg carries what was sent"
-        or diag(join "\n", @wrong[0 .. min(9, $#wrong)]);
-}
-
-# The seqs as they came, runs compressed: "1-5, 7, 6, 8-10".
-sub ranges_in_order {
-    my @r;
-    for my $x (@_) {
-        if (@r && $x == $r[-1][1] + 1) {
-            $r[-1][1] = $x;
-        } else {
-            push @r, [$x, $x];
-        }
-    }
-    my $s = join ', ', map { $_->[0] == $_->[1] ? $_->[0]
-                                                : "$_->[0]-$_->[1]" } @r;
-    return length $s > 400 ? substr($s, 0, 400) . '...' : $s;
-}
-
-# Nothing new (no msg, no error, nothing unexpected) within $secs.
-sub quiet_ok {
-    my ($devs, $secs, $name) = @_;
-    local $Test::Builder::Level = $Test::Builder::Level + 1;
-    my %before = map { $_ => scalar @{ $_->{log} } } @$devs;
-    pump($devs, undef, within => $secs);
-    for my $d (@$devs) {
-        my @new = @{ $d->{log} }[$before{$d} .. $#{ $d->{log} }];
-        ok !@new, "$name: $d->{name} gets nothing more in ${secs}s"
-            or diag(join "\n", map { ws_chat_show($_) }
-                                   @new[0 .. min(9, $#new)]);
-    }
-}
-
-# A clean close: close 1000, the server's close frame, then TCP closed.
-sub hang_up {
-    my ($d) = @_;
-    local $Test::Builder::Level = $Test::Builder::Level + 1;
-    my $ws = $d->{ws};
-    $ws->close(1000);
-    my $ev;
-    while (1) {
-        $ev = ws_chat_event($ws, $T);
-        last if $ev->{type} =~ /^_/;
-        record($d, $ev);
-    }
-    ok $ev->{type} eq '_close' && ($ev->{code} // 0) == 1000,
-       "$d->{name} closes: close 1000 comes back"
-        or diag('got ' . ws_chat_show($ev));
-    ok $ws->wait_eof($T), "$d->{name} closes: the server closes TCP";
-    $ws->disconnect;
-    $d->{dead} = 1;
-}
-
-sub no_errors_ok {
-    my ($devs, $name) = @_;
-    local $Test::Builder::Level = $Test::Builder::Level + 1;
-    my @e = map { my $d = $_; map { "$d->{name}: " . ws_chat_show($_) }
-                                  @{ $d->{errors} }, @{ $d->{other} } }
-            @$devs;
-    ok !@e, "$name: no error nor unexpected event on any socket"
-        or diag(join "\n", @e[0 .. min(9, $#e)]);
-}
-
-sub direct_chat {
-    my ($x, $y, %o) = @_;
-    local $Test::Builder::Level = $Test::Builder::Level + 1;
-    my $c = api_chat_create($x, { type => 'direct',
-                                  user_id => $y->{user_id} },
-                            name => "a direct chat $x->{name} - $y->{name}"
-                                    . ($o{port} ? ' (host 2)' : ''),
-                            (port => $o{port}) x !!$o{port})
-        or return undef;
-    return $c->{chat_id};
-}
-
-sub group_chat {
-    my ($owner, $title, $members, %o) = @_;
-    local $Test::Builder::Level = $Test::Builder::Level + 1;
-    my $c = api_chat_create($owner, { type => 'group', title => $title,
-                                      members => [map { $_->{user_id} }
-                                                  @$members] },
-                            name => "a group '$title'"
-                                    . ($o{port} ? ' (host 2)' : ''),
-                            (port => $o{port}) x !!$o{port})
-        or return undef;
-    return $c->{chat_id};
-}
-
-# Users signed up alternately through host 1 and host 2.
-sub users {
-    my @names = @_;
-    my $i = 0;
-    my @u = map { api_signup(device_name => $_,
-                             ($i++ % 2 ? (port => nginx2_port()) : ())) }
-            @names;
-    return if grep { !$_ } @u;
-    return @u;
-}
 
 sub where {
     my ($d) = @_;
@@ -480,7 +77,7 @@ sub where {
 behaviour 'spread over two hosts: A on host 1, A\'s second device and B on '
           . 'host 2, C on host 1; in a direct chat and a group every '
           . 'device gets everything the others send, once, dense' => sub {
-    my ($ua, $ub, $uc) = users('A', 'B', 'C') or return;
+    my ($ua, $ub, $uc) = users_across_hosts('A', 'B', 'C') or return;
     my $ua2 = api_link_device($ua, device_name => 'A2',
                               port => nginx2_port()) or return;
     my $da = device($ua, 'A', host => 1) or return;
@@ -490,7 +87,7 @@ behaviour 'spread over two hosts: A on host 1, A\'s second device and B on '
     my @all = ($da, $da2, $db, $dc);
 
     # The direct chat, created on host 2.
-    my $direct = direct_chat($ub, $ua, port => nginx2_port()) or return;
+    my $direct = direct_chat($ub, $ua, host => 2) or return;
     my @pair = ($da, $da2, $db);
     my @order = ($da, $db, $da2, $db, $db, $da, $da2, $da, $db);
     my $n = 0;
@@ -547,7 +144,7 @@ behaviour 'concurrency across hosts: 4 senders, one on each worker of each '
           . 'host, write 100 messages each with 16 unanswered at most to '
           . 'one group of 6; every member gets all 401, dense, strictly '
           . 'increasing, once' => sub {
-    my @u = users(qw(S1 S2 S3 S4 R1 R2)) or return;
+    my @u = users_across_hosts(qw(S1 S2 S3 S4 R1 R2)) or return;
     my @w1 = host_workers(1);
     my @w2 = host_workers(2);
     my @place = ([1, $w1[0]], [1, $w1[1]], [2, $w2[0]], [2, $w2[1]],
@@ -607,12 +204,7 @@ behaviour 'concurrency across hosts: 4 senders, one on each worker of each '
     is scalar(@{ $_->{got}{$g} || [] }), $total,
        "$_->{name} got $total msgs: 400 texts and 'created'"
         for @receivers;
-    for my $s (@senders) {
-        my @n = map { $MSGS{$g}{$_}{n} }
-                sort { $a <=> $b } keys %{ $s->{sent}{$g} || {} };
-        is "@n", join(' ', 1 .. $N),
-           "$s->{name}'s messages are in the order it wrote them";
-    }
+    sends_in_order_ok($g, $N, @senders);
     # How often the chat's seqs alternated between hosts: evidence that
     # the two hosts really stored into the chat concurrently.
     my ($switches, $prev) = (0, 0);
@@ -630,7 +222,7 @@ behaviour 'concurrency across hosts: 4 senders, one on each worker of each '
 behaviour 'a device offline on host 1 comes back on host 2: it gets '
           . 'everything owed, in order per chat, then live messages; what '
           . 'it acked on host 2 never comes again on host 1' => sub {
-    my ($ua, $ub) = users('A', 'B') or return;
+    my ($ua, $ub) = users_across_hosts('A', 'B') or return;
     my $ua2 = api_link_device($ua, device_name => 'A2') or return;
     my $da = device($ua, 'A', host => 1) or return;
     my $da2 = device($ua2, 'A2', host => 2) or return;

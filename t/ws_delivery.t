@@ -14,9 +14,7 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
-use B ();
-use IO::Select;
-use List::Util qw(max min sum0);
+use Test::Chat::Delivery qw(:all);
 use Time::HiRes qw(time sleep);
 
 plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
@@ -24,256 +22,13 @@ plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
     unless $ENV{CHAT_PG_DSN} && $ENV{CHAT_REDIS};
 
 # PostgreSQL and Redis outlive this file: a prefix of our own, and new
-# users (random_mobile) in every behaviour.
+# users (random_mobile) in every behaviour. A second server on port2 with
+# reuseport: each worker has a listening socket of its own there, so
+# sockets can be placed on either worker.
 my $PREFIX = "t_ws_delivery_$$:";
+serve(defaults => 1,
+      http_config => chat_http_config(prefix => $PREFIX, port2 => 1));
 
-my $LOCATIONS = <<'END';
-location /v1/ { chat_api; }
-location = /v1/ws { chat_ws; }
-END
-
-# A second server on port2 with reuseport: each worker has a listening
-# socket of its own there, so sockets can be placed on either worker.
-my $HTTP = <<"END";
-chat_postgres "\$TEST_NGINX_PG_DSN";
-chat_redis \$TEST_NGINX_REDIS;
-chat_dev_codes on;
-chat_redis_prefix "$PREFIX";
-
-server {
-    listen 127.0.0.1:\$TEST_NGINX_PORT2 reuseport;
-$LOCATIONS
-}
-END
-
-my $T = 10;         # no event for this long ends a wait, in seconds
-
-my $STARTED;
-
-sub behaviour {
-    my ($name, @rest) = @_;
-    my $code = pop @rest;
-    my %o = @rest;
-    subtest $name => sub {
-        $STARTED = nginx_start(http_config => $HTTP, config => $LOCATIONS,
-                               workers => 2)
-            unless $STARTED && nginx_running();
-        unless ($STARTED) {
-            fail('nginx starts');
-            return;
-        }
-        my $mark = error_log_mark();
-        $code->();
-        check_error_log(name => $name, since => $mark,
-                        no_error_log => $o{no_error_log} // ['[error]']);
-    };
-}
-
-sub is_json_int {
-    my ($v) = @_;
-    my $f = defined $v && !ref $v ? B::svref_2object(\$v)->FLAGS : 0;
-    return defined $v && ($f & (B::SVp_IOK | B::SVp_NOK))
-           && !($f & B::SVp_POK) && $v =~ /^\d+$/;
-}
-
-# 1, 2, 3, 5, 7, 8 -> "1-3, 5, 7-8"
-sub ranges {
-    my @n = sort { $a <=> $b } @_;
-    my @r;
-    for my $x (@n) {
-        if (@r && $x == $r[-1][1] + 1) {
-            $r[-1][1] = $x;
-        } else {
-            push @r, [$x, $x];
-        }
-    }
-    my $s = join ', ', map { $_->[0] == $_->[1] ? $_->[0]
-                                                : "$_->[0]-$_->[1]" } @r;
-    return length $s > 300 ? substr($s, 0, 300) . '...' : $s;
-}
-
-
-# ---------------------------------------------------------------------------
-# A device's view of the conversation: one socket, and what it was sent.
-#
-# {name, acct, ws, pid, synced (the synced event), sync (msgs of the sync),
-#  got => {chat_id => [msg events, in arrival order]},
-#  sent => {chat_id => {seq => id}} (the "sent" answers), nsent,
-#  errors => [error events], other => [events of any other type]}
-
-my %MSGS;       # chat_id => seq => what "sent" confirmed: {from, ..., text}
-my %SYSTEM;     # chat_id => seq => from_device of a system message seen
-
-sub record {
-    my ($d, $ev) = @_;
-    my $t = $ev->{type};
-    push @{ $d->{log} }, $ev
-        unless $t eq 'receipt' || $t eq 'presence' || $t eq 'pong';
-    if ($t eq 'msg') {
-        push @{ $d->{got}{ $ev->{chat_id} // '' } }, $ev;
-        $SYSTEM{ $ev->{chat_id} }{ $ev->{seq} } = $ev->{from_device} // ''
-            if ($ev->{kind} // '') eq 'system' && defined $ev->{seq};
-    } elsif ($t eq 'sent') {
-        $d->{nsent}++;
-        $d->{sent}{ $ev->{chat_id} }{ $ev->{seq} } = $ev->{id};
-        my $p = $d->{pending}{ $ev->{id} } // {};
-        $MSGS{ $ev->{chat_id} }{ $ev->{seq} } = {
-            from => $d->{acct}{user_id}, from_device => $d->{acct}{device_id},
-            id => $ev->{id}, text => $p->{text}, writer => $d->{name},
-            n => $p->{n} };
-    } elsif ($t eq 'error') {
-        push @{ $d->{errors} }, $ev;
-    } elsif ($t eq 'receipt' || $t eq 'presence' || $t eq 'pong') {
-        # not what this file is about
-    } else {
-        push @{ $d->{other} }, $ev;
-        $d->{dead} = 1 if $t eq '_eof' || $t eq '_close';
-    }
-}
-
-# device($acct, $name, port => ..., worker => pid): a socket of the
-# account's device, read up to "synced" (one assertion). With worker, the
-# socket is opened again (up to 30 times) until that worker holds it.
-sub device {
-    my ($acct, $name, %o) = @_;
-    local $Test::Builder::Level = $Test::Builder::Level + 1;
-    my ($ws, $ready, $err, $pid);
-    for my $try (1 .. ($o{worker} ? 30 : 1)) {
-        ($ws, $ready, $err) = ws_chat_auth(token => $acct->{token},
-                                           timeout => $T,
-                                           port => $o{port} // port());
-        last unless $ready;
-        $pid = ws_worker_pid($ws);
-        last if !$o{worker} || !defined $pid || $pid == $o{worker};
-        $ws->close(1000);
-        $ws->disconnect;
-    }
-    unless ($ready) {
-        fail("$name: ready");
-        diag("got $err");
-        return undef;
-    }
-    my $d = { name => $name, acct => $acct, ws => $ws, pid => $pid,
-              got => {}, sent => {}, nsent => 0, errors => [], other => [],
-              pending => {}, ids => 0, sync => [], log => [] };
-    while (1) {
-        my $ev = ws_chat_event($ws, $T);
-        if ($ev->{type} eq 'synced') {
-            $d->{synced} = $ev;
-            last;
-        }
-        if ($ev->{type} =~ /^_(timeout|eof|close)$/) {
-            fail("$name: ready, then synced");
-            diag('after ' . @{ $d->{sync} } . ' msgs of the sync: '
-                 . ws_chat_show($ev)
-                 . ($ev->{type} eq '_timeout' ? " (nothing for ${T}s)" : ''));
-            return undef;
-        }
-        push @{ $d->{sync} }, $ev if $ev->{type} eq 'msg';
-        record($d, $ev);
-    }
-    pass("$name: ready, then synced");
-    return $d;
-}
-
-# Writes a send (without waiting); returns its id.
-sub send_msg {
-    my ($d, $chat, $text) = @_;
-    my $n = ++$d->{ids};
-    my $id = "$d->{name}-$n-" . int rand 1e6;
-    $id =~ s/\s+/_/g;
-    $d->{pending}{$id} = { text => $text // "$d->{name} says $n", n => $n };
-    ws_chat_send($d->{ws}, id => $id, chat_id => $chat,
-                 text => $d->{pending}{$id}{text});
-    return $id;
-}
-
-sub ack {
-    my ($d, $chat, $seq) = @_;
-    $d->{ws}->send_json({ type => 'ack', chat_id => $chat, seq => 0 + $seq });
-}
-
-# Reads every device's socket, recording what comes, until $done->() is
-# true (returns 1), no event came for $o{quiet} (default $T) seconds, or
-# $o{within} seconds passed (returns 0). Without $done: reads for
-# $o{within} seconds.
-sub pump {
-    my ($devs, $done, %o) = @_;
-    my $quiet = $o{quiet} // $T;
-    my $t0 = time;
-    my $end = $t0 + ($o{within} // ($done ? 120 : 1));
-    my $last = $t0;
-    while (1) {
-        return 1 if $done && $done->();
-        my $any = 0;
-        for my $d (grep { !$_->{dead} } @$devs) {
-            for (1 .. 1000) {
-                my $ev = ws_chat_event($d->{ws}, 0.001);
-                last if $ev->{type} eq '_timeout';
-                $any = 1;
-                record($d, $ev);
-                last if $d->{dead};
-            }
-        }
-        my $now = time;
-        $last = $now if $any;
-        return 0 if $now >= $end || $now - $last >= $quiet;
-        next if $any;
-        my @socks = map { $_->{ws}->socket } grep { !$_->{dead} } @$devs;
-        @socks ? IO::Select->new(@socks)->can_read(0.05) : sleep 0.05;
-    }
-}
-
-# Sends and waits for the answer, reading the other devices meanwhile;
-# returns the seq.
-sub send_ok {
-    my ($d, $chat, $devs, $name, $text) = @_;
-    local $Test::Builder::Level = $Test::Builder::Level + 1;
-    my $id = send_msg($d, $chat, $text);
-    my $before = @{ $d->{errors} };
-    my $done = pump([$d, grep { $_ != $d } @$devs], sub {
-        grep { $_ eq $id } values %{ $d->{sent}{$chat} || {} }
-            or @{ $d->{errors} } > $before;
-    });
-    my ($seq) = grep { $d->{sent}{$chat}{$_} eq $id }
-                keys %{ $d->{sent}{$chat} || {} };
-    ok $done && defined $seq, "$name: sent"
-        or diag('got ' . ($d->{errors}[-1] ? ws_chat_show($d->{errors}[-1])
-                          : "nothing for ${T}s")
-                . "; other events: "
-                . join(', ', map { ws_chat_show($_) } @{ $d->{other} }));
-    return $seq;
-}
-
-# The msg of $chat with this seq that $d got, if any.
-sub got_seq {
-    my ($d, $chat, $seq) = @_;
-    my ($m) = grep { ($_->{seq} // -1) == $seq } @{ $d->{got}{$chat} || [] };
-    return $m;
-}
-
-# The seqs of $chat that count as the device's own: those "sent" answered
-# (and any system message naming it as from_device, which the server does
-# not make: system messages have none).
-sub own_seqs {
-    my ($d, $chat) = @_;
-    my $dev = $d->{acct}{device_id};
-    my $sys = $SYSTEM{$chat} || {};
-    return (%{ $d->{sent}{$chat} || {} },
-            map { $_ => 'system' } grep { $sys->{$_} eq $dev } keys %$sys);
-}
-
-# A condition for pump: each device got or made every message of $chat up
-# to $last (counting from its own first seq, $from{device name} or 1).
-sub caught_up {
-    my ($devs, $chat, $last, %from) = @_;
-    return sub {
-        !grep { my $d = $_;
-                my %own = own_seqs($d, $chat);
-                @{ $d->{got}{$chat} || [] } + keys(%own)
-                < $last - ($from{ $d->{name} } // 1) + 1 } @$devs;
-    };
-}
 
 # Each device gets system message $seq of $chat with these fields.
 sub system_ok {
@@ -287,139 +42,6 @@ sub system_ok {
         is_deeply \%got, $want, "$name: $d->{name}'s msg $seq"
             or diag('got ' . ws_chat_show($m));
     }
-}
-
-# What the devices got, as "seq kind/event id" strings, for exact checks.
-sub got_list {
-    my ($d, $chat) = @_;
-    return [map { join ' ', $_->{seq} // '?',
-                  ($_->{kind} // '?') eq 'system' ? "system/"
-                      . ($_->{event} // '?') : ($_->{id} // '?') }
-            @{ $d->{got}{$chat} || [] }];
-}
-
-# The device's stream in $chat: seqs strictly increasing, no duplicates,
-# and with the device's own sends exactly $from..$last; text messages as
-# their sender's "sent" confirmed them; system ones with an event.
-sub stream_ok {
-    my ($d, $chat, $last, $name, %o) = @_;
-    local $Test::Builder::Level = $Test::Builder::Level + 1;
-    my $from = $o{from} // 1;
-    my @msgs = @{ $d->{got}{$chat} || [] };
-    my @got = map { $_->{seq} // -1 } @msgs;
-    my %own = own_seqs($d, $chat);
-
-    my @back = map { "$got[$_ - 1] then $got[$_]" }
-               grep { $got[$_] <= $got[$_ - 1] } 1 .. $#got;
-    ok !@back, "$name: seqs strictly increasing (" . scalar(@got) . ' msgs)'
-        or diag(join ', ', @back[0 .. min(9, $#back)]);
-
-    my %n;
-    $n{$_}++ for @got;
-    my @dup = grep { $n{$_} > 1 } sort { $a <=> $b } keys %n;
-    my @mine = grep { $own{$_} } sort { $a <=> $b } keys %n;
-    ok !@dup && !@mine, "$name: no duplicates, none of its own sends"
-        or diag('twice or more: ' . ranges(@dup)
-                . '; its own sends (or system messages), as msg: '
-                . ranges(@mine));
-
-    my %all = (%n, %own);
-    my @missing = grep { !$all{$_} } $from .. $last;
-    my @extra = grep { $_ < $from || $_ > $last } keys %all;
-    ok !@missing && !@extra,
-       "$name: got or sent every seq $from..$last, nothing else"
-        or diag('missing: ' . ranges(@missing) . '; outside the range: '
-                . ranges(@extra));
-
-    my @wrong;
-    for my $m (@msgs) {
-        if (($m->{kind} // '') eq 'system') {
-            push @wrong, 'system msg without event: ' . ws_chat_show($m)
-                unless defined $m->{event};
-            next;
-        }
-        my $w = $MSGS{$chat}{ $m->{seq} // '' };
-        my @bad = !$w ? ('no "sent" gave this seq')
-                : grep { ($m->{$_} // '') ne ($w->{$_} // '') }
-                  qw(from from_device id text);
-        push @bad, 'kind is not "text"' if ($m->{kind} // '') ne 'text';
-        push @bad, 'ts is not an integer' unless is_json_int($m->{ts});
-        push @wrong, join(', ', @bad) . ': ' . ws_chat_show($m) if @bad;
-    }
-    ok !@wrong, "$name: each msg carries what was sent"
-        or diag(join "\n", @wrong[0 .. min(9, $#wrong)]);
-}
-
-# Nothing new (no msg, no error, nothing unexpected) within $secs.
-sub quiet_ok {
-    my ($devs, $secs, $name) = @_;
-    local $Test::Builder::Level = $Test::Builder::Level + 1;
-    my %before = map { $_ => scalar @{ $_->{log} } } @$devs;
-    pump($devs, undef, within => $secs);
-    for my $d (@$devs) {
-        my @new = @{ $d->{log} }[$before{$d} .. $#{ $d->{log} }];
-        ok !@new, "$name: $d->{name} gets nothing more in ${secs}s"
-            or diag(join "\n", map { ws_chat_show($_) }
-                                   @new[0 .. min(9, $#new)]);
-    }
-}
-
-# A clean close: close 1000, the server's close frame, then TCP closed.
-sub hang_up {
-    my ($d) = @_;
-    local $Test::Builder::Level = $Test::Builder::Level + 1;
-    my $ws = $d->{ws};
-    $ws->close(1000);
-    my $ev;
-    while (1) {
-        $ev = ws_chat_event($ws, $T);
-        last if $ev->{type} =~ /^_/;
-        record($d, $ev);
-    }
-    ok $ev->{type} eq '_close' && ($ev->{code} // 0) == 1000,
-       "$d->{name} closes: close 1000 comes back"
-        or diag('got ' . ws_chat_show($ev));
-    ok $ws->wait_eof($T), "$d->{name} closes: the server closes TCP";
-    $ws->disconnect;
-    $d->{dead} = 1;
-}
-
-sub no_errors_ok {
-    my ($devs, $name) = @_;
-    local $Test::Builder::Level = $Test::Builder::Level + 1;
-    my @e = map { my $d = $_; map { "$d->{name}: " . ws_chat_show($_) }
-                                  @{ $d->{errors} }, @{ $d->{other} } }
-            @$devs;
-    ok !@e, "$name: no error nor unexpected event on any socket"
-        or diag(join "\n", @e[0 .. min(9, $#e)]);
-}
-
-sub direct_chat {
-    my ($x, $y) = @_;
-    local $Test::Builder::Level = $Test::Builder::Level + 1;
-    my $c = api_chat_create($x, { type => 'direct',
-                                  user_id => $y->{user_id} },
-                            name => "a direct chat $x->{name} - $y->{name}")
-        or return undef;
-    return $c->{chat_id};
-}
-
-sub group_chat {
-    my ($owner, $title, @members) = @_;
-    local $Test::Builder::Level = $Test::Builder::Level + 1;
-    my $c = api_chat_create($owner, { type => 'group', title => $title,
-                                      members => [map { $_->{user_id} }
-                                                  @members] },
-                            name => "a group '$title'")
-        or return undef;
-    return $c->{chat_id};
-}
-
-sub users {
-    my @names = @_;
-    my @u = map { api_signup(device_name => $_) } @names;
-    return if grep { !$_ } @u;
-    return @u;
 }
 
 # Devices on alternate workers (or anywhere, when /proc cannot tell):
@@ -492,7 +114,7 @@ behaviour 'a group: each message reaches every member\'s devices but '
     my %by_u1 = (kind => 'system', from => $u1->{user_id},
                  from_device => undef, id => undef);
 
-    my $chat = group_chat($u1, 'three', $u2, $u3) or return;
+    my $chat = group_chat($u1, 'three', [$u2, $u3]) or return;
     system_ok([$d1, $d1b, $d2, $d3], $chat, 1,
               { %by_u1, event => 'created', title => 'three' },
               'created', \@d);
@@ -614,7 +236,7 @@ behaviour 'offline in several chats: the sync keeps each chat\'s order '
     my ($ua, $uc, $ub) = users('A', 'C', 'B') or return;
     my $ab = direct_chat($ua, $ub) or return;
     my $cb = direct_chat($uc, $ub) or return;
-    my $g = group_chat($ua, 'A B C', $ub, $uc) or return;
+    my $g = group_chat($ua, 'A B C', [$ub, $uc]) or return;
     my $da = device($ua, 'A') or return;
     my $c = device($uc, 'C') or return;
     for my $i (1 .. 4) {
@@ -675,7 +297,7 @@ behaviour 'two workers: users whose sockets are spread over both get '
           . 'everything, dense, in a group and in a direct chat' => sub {
     my @u = users(map { "U$_" } 1 .. 6) or return;
     my @d = spread(@u) or return;
-    my $g = group_chat($u[0], 'six', @u[1 .. 5]) or return;
+    my $g = group_chat($u[0], 'six', [@u[1 .. 5]]) or return;
     my $direct = direct_chat($u[0], $u[1]) or return;
     ok pump(\@d, caught_up(\@d, $g, 1)),
        'all six have the group\'s seq 1 (created)';
@@ -754,7 +376,7 @@ behaviour 'concurrency: 3 senders on both workers write 100 messages each '
     my @d = spread(@u) or return;
     my @senders = @d[0 .. 2];
     my @receivers = @d[3, 4];
-    my $g = group_chat($u[0], 'hammered', @u[1 .. 4]) or return;
+    my $g = group_chat($u[0], 'hammered', [@u[1 .. 4]]) or return;
     ok pump(\@d, caught_up(\@d, $g, 1)),
        'all five have the group\'s seq 1 (created)';
 
@@ -781,12 +403,7 @@ behaviour 'concurrency: 3 senders on both workers write 100 messages each '
     is scalar(@{ $_->{got}{$g} || [] }), $total,
        "$_->{name} got $total msgs: 300 texts and 'created'"
         for @receivers;
-    for my $s (@senders) {
-        my @n = map { $MSGS{$g}{$_}{n} }
-                sort { $a <=> $b } keys %{ $s->{sent}{$g} || {} };
-        is "@n", join(' ', 1 .. $N),
-           "$s->{name}'s messages are in the order it wrote them";
-    }
+    sends_in_order_ok($g, $N, @senders);
     no_errors_ok(\@d, 'concurrency');
 };
 

@@ -12,6 +12,7 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
+use Test::Chat::Delivery qw(:serve :json);
 use B ();
 use Time::HiRes qw(time sleep);
 
@@ -28,63 +29,14 @@ my $PREFIX = "t_ws_send_$$:";
 
 sub http_config {
     my ($extra) = @_;
-    return <<"END" . ($extra // '');
-chat_postgres "\$TEST_NGINX_PG_DSN";
-chat_redis \$TEST_NGINX_REDIS;
-chat_dev_codes on;
-chat_redis_prefix "$PREFIX";
-END
+    return chat_http_config(prefix => $PREFIX, extra => $extra);
 }
 
-my $LOCATIONS = <<'END';
-location /v1/ { chat_api; }
-location = /v1/ws { chat_ws; }
-END
+serve(defaults => 1, http_config => http_config());
 
 my $T = 10;         # bound of every wait, in seconds
 
-my $STARTED = '';
-
-# Starts nginx unless it already runs with this configuration.
-sub serve {
-    my (%c) = @_;
-    $c{http_config} //= http_config();
-    $c{config} //= $LOCATIONS;
-    $c{workers} //= 2;
-    my $key = join "\0", map { "$_=$c{$_}" } sort keys %c;
-    return 1 if $key eq $STARTED && nginx_running();
-    $STARTED = '';
-    nginx_start(%c) or return 0;
-    $STARTED = $key;
-    return 1;
-}
-
-# A subtest that also checks the error log written during it.
-sub behaviour {
-    my ($name, @rest) = @_;
-    my $code = pop @rest;
-    my %o = @rest;
-    subtest $name => sub {
-        unless (serve(%{ $o{nginx} || {} })) {
-            fail('nginx starts');
-            return;
-        }
-        my $mark = error_log_mark();
-        $code->();
-        check_error_log(name => $name, since => $mark,
-                        error_log => $o{error_log},
-                        no_error_log => $o{no_error_log} // ['[error]']);
-    };
-}
-
 sub now_ms { int(time * 1000) }
-
-sub is_json_int {
-    my ($v) = @_;
-    my $f = defined $v && !ref $v ? B::svref_2object(\$v)->FLAGS : 0;
-    return defined $v && ($f & (B::SVp_IOK | B::SVp_NOK))
-           && !($f & B::SVp_POK) && $v =~ /^\d+$/;
-}
 
 sub is_json_string {
     my ($v) = @_;

@@ -12,6 +12,7 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
+use Test::Chat::Delivery qw(:serve);
 use B ();
 use JSON::PP ();
 use Time::HiRes qw(time sleep);
@@ -25,46 +26,13 @@ plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
 
 my $PREFIX = "t_ws_system_$$:";
 
-my $LOCATIONS = <<'END';
-location /v1/ { chat_api; }
-location = /v1/ws { chat_ws; }
-END
-
 # A second server on port2 with reuseport: each worker has a listening
 # socket of its own there, so sockets land on both workers.
-my $HTTP = <<"END";
-chat_postgres "\$TEST_NGINX_PG_DSN";
-chat_redis \$TEST_NGINX_REDIS;
-chat_redis_prefix "$PREFIX";
-chat_dev_codes on;
-
-server {
-    listen 127.0.0.1:\$TEST_NGINX_PORT2 reuseport;
-$LOCATIONS
-}
-END
+serve(defaults => 1,
+      http_config => chat_http_config(prefix => $PREFIX, port2 => 1));
 
 my $T = 5;          # seconds to wait for an event that must come
 my $QUIET = 1;      # seconds of silence that show nothing more comes
-
-my $STARTED;
-
-sub behaviour {
-    my ($name, $code) = @_;
-    subtest $name => sub {
-        $STARTED = nginx_start(http_config => $HTTP, config => $LOCATIONS,
-                               workers => 2)
-            unless $STARTED && nginx_running();
-        unless ($STARTED) {
-            fail('nginx starts');
-            return;
-        }
-        my $mark = error_log_mark();
-        $code->();
-        check_error_log(name => $name, since => $mark,
-                        no_error_log => ['[error]']);
-    };
-}
 
 sub now_ms { int(time * 1000) }
 

@@ -1,0 +1,715 @@
+package Test::Chat::Delivery;
+
+# What the delivery suites (ws_delivery.t, ws_cluster.t, ws_redis_outage.t)
+# share: devices that record what their socket is sent, a reader over many
+# sockets, and the checks of a device's stream; and what most chat suites
+# share: the http_config, the locations and a subtest on a running nginx.
+# POD at the end.
+
+use strict;
+use warnings;
+
+use Carp ();
+use Exporter qw(import);
+use B ();
+use IO::Select;
+use List::Util qw(min);
+use Test::More ();
+use Time::HiRes qw(time sleep);
+
+# No import: Test::Chat::Nginx's import names the package its data-driven
+# blocks run in, and that is the suite's, not this one.
+use Test::Chat::Nginx ();
+
+BEGIN {
+    no strict 'refs';
+    *{$_} = \&{"Test::Chat::Nginx::$_"}
+        for qw(port port2 nginx_start nginx_running error_log_mark
+               check_error_log with_nginx2 nginx2_port nginx2_port2
+               nginx_worker_pids ws_chat_auth ws_chat_event ws_chat_send
+               ws_chat_show ws_worker_pid api_chat_create api_signup);
+}
+
+our @EXPORT_OK;
+our %EXPORT_TAGS = (
+    serve => [qw(chat_http_config chat_locations serve behaviour)],
+    json => [qw(is_json_int)],
+    devices => [qw(%MSGS $T device record send_msg ack pump send_ok
+                   got_seq own_seqs caught_up got_list want_list stream_ok
+                   sends_in_order_ok quiet_ok hang_up no_errors_ok ranges
+                   ranges_in_order direct_chat group_chat users
+                   users_across_hosts host_port host_workers is_json_int)],
+);
+@EXPORT_OK = do { my %s; grep { !$s{$_}++ } map { @$_ } values %EXPORT_TAGS };
+$EXPORT_TAGS{all} = [@EXPORT_OK];
+
+our $T = 10;        # no event for this long ends a wait, in seconds
+
+
+# ---------------------------------------------------------------------------
+# nginx.
+
+my $LOCATIONS = <<'END';
+location /v1/ { chat_api; }
+location = /v1/ws { chat_ws; }
+END
+
+sub chat_locations { $LOCATIONS }
+
+sub chat_http_config {
+    my (%o) = @_;
+    defined $o{prefix} or Carp::croak('chat_http_config: prefix is missing');
+    my $c = <<"END" . ($o{extra} // '');
+chat_postgres "\$TEST_NGINX_PG_DSN";
+chat_redis \$TEST_NGINX_REDIS;
+chat_dev_codes on;
+chat_redis_prefix "$o{prefix}";
+END
+    $c .= <<"END" if $o{port2};
+
+server {
+    listen 127.0.0.1:\$TEST_NGINX_PORT2 reuseport;
+$LOCATIONS
+}
+END
+    return $c;
+}
+
+my %DEFAULTS;
+my $STARTED = '';
+
+sub serve {
+    my (%c) = @_;
+    if (delete $c{defaults}) {
+        %DEFAULTS = %c;
+        return 1;
+    }
+    %c = (%DEFAULTS, %c);
+    defined $c{http_config} or Carp::croak('serve: no http_config');
+    $c{config} //= $LOCATIONS;
+    $c{workers} //= 2;
+    my $key = join "\0", map { "$_=$c{$_}" } sort keys %c;
+    return 1 if $key eq $STARTED && nginx_running();
+    $STARTED = '';
+    nginx_start(%c) or return 0;
+    $STARTED = $key;
+    return 1;
+}
+
+sub behaviour {
+    my ($name, @rest) = @_;
+    my $code = pop @rest;
+    my %o = @rest;
+    Test::More::subtest($name => sub {
+        unless (serve(%{ $o{nginx} || {} })) {
+            Test::More::fail('nginx starts');
+            return;
+        }
+        my $mark = error_log_mark();
+        $code->();
+        check_error_log(name => $name, since => $mark,
+                        error_log => $o{error_log},
+                        no_error_log => $o{no_error_log} // ['[error]']);
+    });
+}
+
+
+# ---------------------------------------------------------------------------
+# Small things.
+
+sub is_json_int {
+    my ($v) = @_;
+    my $f = defined $v && !ref $v ? B::svref_2object(\$v)->FLAGS : 0;
+    return defined $v && ($f & (B::SVp_IOK | B::SVp_NOK))
+           && !($f & B::SVp_POK) && $v =~ /^\d+$/;
+}
+
+sub _runs {
+    my ($max, @n) = @_;
+    my @r;
+    for my $x (@n) {
+        if (@r && $x == $r[-1][1] + 1) {
+            $r[-1][1] = $x;
+        } else {
+            push @r, [$x, $x];
+        }
+    }
+    my $s = join ', ', map { $_->[0] == $_->[1] ? $_->[0]
+                                                : "$_->[0]-$_->[1]" } @r;
+    return length $s > $max ? substr($s, 0, $max) . '...' : $s;
+}
+
+sub ranges { _runs(300, sort { $a <=> $b } @_) }
+
+sub ranges_in_order { _runs(400, @_) }
+
+sub host_port {
+    my ($host, $reuse) = @_;
+    return $host == 2 ? ($reuse ? nginx2_port2() : nginx2_port())
+                      : ($reuse ? port2() : port());
+}
+
+sub host_workers {
+    my ($host) = @_;
+    return $host == 2 ? with_nginx2(sub { nginx_worker_pids() })
+                      : nginx_worker_pids();
+}
+
+sub _host_pid_of {
+    my ($host, $ws) = @_;
+    return $host == 2 ? with_nginx2(sub { ws_worker_pid($ws) })
+                      : ws_worker_pid($ws);
+}
+
+
+# ---------------------------------------------------------------------------
+# Devices.
+
+our %MSGS;      # chat_id => seq => what "sent" confirmed: {from, ..., text}
+my %SYSTEM;     # chat_id => seq => from_device of a system message seen
+
+sub record {
+    my ($d, $ev) = @_;
+    my $t = $ev->{type};
+    push @{ $d->{log} }, $ev
+        unless $t eq 'receipt' || $t eq 'presence' || $t eq 'pong';
+    if ($t eq 'msg') {
+        push @{ $d->{got}{ $ev->{chat_id} // '' } }, $ev;
+        $SYSTEM{ $ev->{chat_id} }{ $ev->{seq} } = $ev->{from_device} // ''
+            if ($ev->{kind} // '') eq 'system' && defined $ev->{seq};
+    } elsif ($t eq 'sent') {
+        $d->{nsent}++;
+        $d->{sent}{ $ev->{chat_id} }{ $ev->{seq} } = $ev->{id};
+        my $p = $d->{pending}{ $ev->{id} } // {};
+        $MSGS{ $ev->{chat_id} }{ $ev->{seq} } = {
+            from => $d->{acct}{user_id}, from_device => $d->{acct}{device_id},
+            id => $ev->{id}, text => $p->{text}, writer => $d->{name},
+            n => $p->{n} };
+    } elsif ($t eq 'error') {
+        push @{ $d->{errors} }, $ev;
+    } elsif ($t eq 'receipt' || $t eq 'presence' || $t eq 'pong') {
+        # not what these suites are about
+    } else {
+        push @{ $d->{other} }, $ev;
+        $d->{dead} = 1 if $t eq '_eof' || $t eq '_close';
+    }
+}
+
+sub device {
+    my ($acct, $name, %o) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my $host = $o{host};
+    my $at = defined $host ? " (host $host)" : '';
+    my ($ws, $ready, $err, $pid);
+    for my $try (1 .. ($o{worker} ? 30 : 1)) {
+        my $p = $o{port} // (defined $host ? host_port($host, $o{worker})
+                             : $o{worker} ? port2() : port());
+        ($ws, $ready, $err) = ws_chat_auth(token => $acct->{token},
+                                           timeout => $T, port => $p);
+        last unless $ready;
+        $pid = _host_pid_of($host // 1, $ws);
+        last if !$o{worker} || !defined $pid || $pid == $o{worker};
+        $ws->close(1000);
+        $ws->disconnect;
+    }
+    unless ($ready) {
+        Test::More::fail("$name: ready$at");
+        Test::More::diag("got $err");
+        return undef;
+    }
+    my $d = { name => $name, acct => $acct, host => $host, ws => $ws,
+              pid => $pid, got => {}, sent => {}, nsent => 0, errors => [],
+              other => [], pending => {}, ids => 0, sync => [], log => [] };
+    while (1) {
+        my $ev = ws_chat_event($ws, $T);
+        if ($ev->{type} eq 'synced') {
+            $d->{synced} = $ev;
+            last;
+        }
+        if ($ev->{type} =~ /^_(timeout|eof|close)$/) {
+            Test::More::fail("$name: ready, then synced$at");
+            Test::More::diag('after ' . @{ $d->{sync} } . ' msgs of the '
+                             . 'sync: ' . ws_chat_show($ev)
+                             . ($ev->{type} eq '_timeout'
+                                ? " (nothing for ${T}s)" : ''));
+            return undef;
+        }
+        push @{ $d->{sync} }, $ev if $ev->{type} eq 'msg';
+        record($d, $ev);
+    }
+    my $where = defined $host
+              ? " (host $host" . (defined $pid ? ", worker $pid" : '') . ')'
+              : $o{worker} && defined $pid ? " (worker $pid)" : '';
+    Test::More::pass("$name: ready, then synced$where");
+    return $d;
+}
+
+sub send_msg {
+    my ($d, $chat, $text) = @_;
+    my $n = ++$d->{ids};
+    my $id = "$d->{name}-$n-" . int rand 1e6;
+    $id =~ s/\s+/_/g;
+    $d->{pending}{$id} = { text => $text // "$d->{name} says $n", n => $n };
+    ws_chat_send($d->{ws}, id => $id, chat_id => $chat,
+                 text => $d->{pending}{$id}{text});
+    return $id;
+}
+
+sub ack {
+    my ($d, $chat, $seq) = @_;
+    $d->{ws}->send_json({ type => 'ack', chat_id => $chat, seq => 0 + $seq });
+}
+
+sub pump {
+    my ($devs, $done, %o) = @_;
+    my $quiet = $o{quiet} // $T;
+    my $t0 = time;
+    my $end = $t0 + ($o{within} // ($done ? 120 : 1));
+    my $last = $t0;
+    while (1) {
+        $o{tick}->() if $o{tick};
+        return 1 if $done && $done->();
+        my $any = 0;
+        for my $d (grep { !$_->{dead} } @$devs) {
+            for (1 .. 1000) {
+                my $ev = ws_chat_event($d->{ws}, 0.001);
+                last if $ev->{type} eq '_timeout';
+                $any = 1;
+                record($d, $ev);
+                last if $d->{dead};
+            }
+        }
+        my $now = time;
+        $last = $now if $any;
+        return 0 if $now >= $end || $now - $last >= $quiet;
+        next if $any;
+        my @socks = map { $_->{ws}->socket } grep { !$_->{dead} } @$devs;
+        @socks ? IO::Select->new(@socks)->can_read(0.05) : sleep 0.05;
+    }
+}
+
+sub send_ok {
+    my ($d, $chat, $devs, $name, $text) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my $id = send_msg($d, $chat, $text);
+    my $before = @{ $d->{errors} };
+    my $done = pump([$d, grep { $_ != $d } @$devs], sub {
+        grep { $_ eq $id } values %{ $d->{sent}{$chat} || {} }
+            or @{ $d->{errors} } > $before;
+    });
+    my ($seq) = grep { $d->{sent}{$chat}{$_} eq $id }
+                keys %{ $d->{sent}{$chat} || {} };
+    Test::More::ok($done && defined $seq, "$name: sent")
+        or Test::More::diag('got ' . ($d->{errors}[-1]
+                                      ? ws_chat_show($d->{errors}[-1])
+                                      : "nothing for ${T}s")
+                            . "; other events: "
+                            . join(', ', map { ws_chat_show($_) }
+                                             @{ $d->{other} }));
+    return $seq;
+}
+
+sub got_seq {
+    my ($d, $chat, $seq) = @_;
+    my ($m) = grep { ($_->{seq} // -1) == $seq } @{ $d->{got}{$chat} || [] };
+    return $m;
+}
+
+sub own_seqs {
+    my ($d, $chat) = @_;
+    my $dev = $d->{acct}{device_id};
+    my $sys = $SYSTEM{$chat} || {};
+    return (%{ $d->{sent}{$chat} || {} },
+            map { $_ => 'system' } grep { $sys->{$_} eq $dev } keys %$sys);
+}
+
+sub caught_up {
+    my ($devs, $chat, $last, %from) = @_;
+    return sub {
+        !grep { my $d = $_;
+                my %own = own_seqs($d, $chat);
+                @{ $d->{got}{$chat} || [] } + keys(%own)
+                < $last - ($from{ $d->{name} } // 1) + 1 } @$devs;
+    };
+}
+
+sub got_list {
+    my ($d, $chat) = @_;
+    return [map { join ' ', $_->{seq} // '?',
+                  ($_->{kind} // '?') eq 'system' ? "system/"
+                      . ($_->{event} // '?') : ($_->{id} // '?') }
+            @{ $d->{got}{$chat} || [] }];
+}
+
+sub want_list {
+    my ($chat, $sys, @s) = @_;
+    return [map { $sys->{$_} ? "$_ system/$sys->{$_}"
+                             : "$_ " . ($MSGS{$chat}{$_}{id} // '?') } @s];
+}
+
+sub stream_ok {
+    my ($d, $chat, $last, $name, %o) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my $from = $o{from} // 1;
+    my @msgs = @{ $d->{got}{$chat} || [] };
+    my @got = map { $_->{seq} // -1 } @msgs;
+    my %own = own_seqs($d, $chat);
+
+    my @back = map { "$got[$_ - 1] then $got[$_]" }
+               grep { $got[$_] <= $got[$_ - 1] } 1 .. $#got;
+    Test::More::ok(!@back, "$name: seqs strictly increasing ("
+                           . scalar(@got) . ' msgs)')
+        or Test::More::diag(join ', ', @back[0 .. min(9, $#back)]);
+
+    my %n;
+    $n{$_}++ for @got;
+    my @dup = grep { $n{$_} > 1 } sort { $a <=> $b } keys %n;
+    my @mine = grep { $own{$_} } sort { $a <=> $b } keys %n;
+    Test::More::ok(!@dup && !@mine,
+                   "$name: no duplicates, none of its own sends")
+        or Test::More::diag('twice or more: ' . ranges(@dup)
+                            . '; its own sends (or system messages), as '
+                            . 'msg: ' . ranges(@mine));
+
+    my %all = (%n, %own);
+    my @missing = grep { !$all{$_} } $from .. $last;
+    my @extra = grep { $_ < $from || $_ > $last } keys %all;
+    Test::More::ok(!@missing && !@extra,
+                   "$name: got or sent every seq $from..$last, nothing else")
+        or Test::More::diag('missing: ' . ranges(@missing)
+                            . '; outside the range: ' . ranges(@extra)
+                            . '; arrival order: ' . ranges_in_order(@got));
+
+    my @wrong;
+    for my $m (@msgs) {
+        if (($m->{kind} // '') eq 'system') {
+            push @wrong, 'system msg without event: ' . ws_chat_show($m)
+                unless defined $m->{event};
+            next;
+        }
+        my $w = $MSGS{$chat}{ $m->{seq} // '' };
+        my @bad = !$w ? ('no "sent" gave this seq')
+                : grep { ($m->{$_} // '') ne ($w->{$_} // '') }
+                  qw(from from_device id text);
+        push @bad, 'kind is not "text"' if ($m->{kind} // '') ne 'text';
+        push @bad, 'ts is not an integer' unless is_json_int($m->{ts});
+        push @wrong, join(', ', @bad) . ': ' . ws_chat_show($m) if @bad;
+    }
+    Test::More::ok(!@wrong, "$name: each msg carries what was sent")
+        or Test::More::diag(join "\n", @wrong[0 .. min(9, $#wrong)]);
+}
+
+sub sends_in_order_ok {
+    my ($chat, $n, @senders) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    for my $s (@senders) {
+        my @n = map { $MSGS{$chat}{$_}{n} }
+                sort { $a <=> $b } keys %{ $s->{sent}{$chat} || {} };
+        Test::More::is("@n", join(' ', 1 .. $n),
+                       "$s->{name}'s messages are in the order it wrote them");
+    }
+}
+
+sub quiet_ok {
+    my ($devs, $secs, $name) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my %before = map { $_ => scalar @{ $_->{log} } } @$devs;
+    pump($devs, undef, within => $secs);
+    for my $d (@$devs) {
+        my @new = @{ $d->{log} }[$before{$d} .. $#{ $d->{log} }];
+        Test::More::ok(!@new, "$name: $d->{name} gets nothing more in "
+                              . "${secs}s")
+            or Test::More::diag(join "\n", map { ws_chat_show($_) }
+                                               @new[0 .. min(9, $#new)]);
+    }
+}
+
+sub hang_up {
+    my ($d) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my $ws = $d->{ws};
+    $ws->close(1000);
+    my $ev;
+    while (1) {
+        $ev = ws_chat_event($ws, $T);
+        last if $ev->{type} =~ /^_/;
+        record($d, $ev);
+    }
+    Test::More::ok($ev->{type} eq '_close' && ($ev->{code} // 0) == 1000,
+                   "$d->{name} closes: close 1000 comes back")
+        or Test::More::diag('got ' . ws_chat_show($ev));
+    Test::More::ok($ws->wait_eof($T),
+                   "$d->{name} closes: the server closes TCP");
+    $ws->disconnect;
+    $d->{dead} = 1;
+}
+
+sub no_errors_ok {
+    my ($devs, $name) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my @e = map { my $d = $_; map { "$d->{name}: " . ws_chat_show($_) }
+                                  @{ $d->{errors} }, @{ $d->{other} } }
+            @$devs;
+    Test::More::ok(!@e, "$name: no error nor unexpected event on any socket")
+        or Test::More::diag(join "\n", @e[0 .. min(9, $#e)]);
+}
+
+
+# ---------------------------------------------------------------------------
+# Users and chats.
+
+sub _through {
+    my ($host) = @_;
+    return ($host // 1) == 2 ? (' (host 2)', port => nginx2_port()) : ('');
+}
+
+sub direct_chat {
+    my ($x, $y, %o) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my ($at, @port) = _through($o{host});
+    my $c = api_chat_create($x, { type => 'direct',
+                                  user_id => $y->{user_id} },
+                            name => "a direct chat $x->{name} - $y->{name}"
+                                    . $at, @port)
+        or return undef;
+    return $c->{chat_id};
+}
+
+sub group_chat {
+    my ($owner, $title, $members, %o) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my ($at, @port) = _through($o{host});
+    my $c = api_chat_create($owner, { type => 'group', title => $title,
+                                      members => [map { $_->{user_id} }
+                                                  @$members] },
+                            name => "a group '$title'$at", @port)
+        or return undef;
+    return $c->{chat_id};
+}
+
+sub users {
+    my @u = map { api_signup(device_name => $_) } @_;
+    return if grep { !$_ } @u;
+    return @u;
+}
+
+sub users_across_hosts {
+    my $i = 0;
+    my @u = map { api_signup(device_name => $_,
+                             ($i++ % 2 ? (port => nginx2_port()) : ())) } @_;
+    return if grep { !$_ } @u;
+    return @u;
+}
+
+1;
+
+__END__
+
+=head1 NAME
+
+Test::Chat::Delivery - devices, stream checks and the common nginx setup of
+the chat suites
+
+=head1 SYNOPSIS
+
+    use lib 't/lib';
+    use Test::Chat::Nginx;
+    use Test::Chat::Delivery qw(:serve :devices);
+
+    my $PREFIX = "t_ws_example_$$:";
+    serve(defaults => 1,
+          http_config => chat_http_config(prefix => $PREFIX, port2 => 1));
+
+    behaviour 'A gets what B sends' => sub {
+        my ($ua, $ub) = users('A', 'B') or return;
+        my $chat = direct_chat($ua, $ub) or return;
+        my $da = device($ua, 'A') or return;
+        my $db = device($ub, 'B') or return;
+        send_ok($db, $chat, [$da, $db], 'B sends') or return;
+        ok pump([$da, $db], caught_up([$da, $db], $chat, 1)), 'A has it';
+        stream_ok($da, $chat, 1, 'A');
+        no_errors_ok([$da, $db], 'A and B');
+    };
+
+Load it after L<Test::Chat::Nginx> (which gives the suite Test::More and
+the nginx, API and WebSocket helpers). Nothing is exported unless asked
+for; the tags are C<:serve>, C<:json>, C<:devices> and C<:all>.
+
+=head1 NGINX (C<:serve>)
+
+=over
+
+=item chat_locations()
+
+The two locations of every chat suite: C</v1/> (C<chat_api>) and
+C</v1/ws> (C<chat_ws>).
+
+=item chat_http_config(prefix => $p, extra => $text, port2 => 1)
+
+The http-level directives: C<chat_postgres>, C<chat_redis>,
+C<chat_dev_codes on> and C<chat_redis_prefix $p> (PostgreSQL and Redis
+outlive a suite: a prefix of its own), then C<$text> as it is (more
+directives). With C<port2>, a second server on C<$TEST_NGINX_PORT2> with
+C<reuseport> and the same locations: each worker has a listening socket of
+its own there, so a socket can be placed on either worker (see C<device>'s
+C<worker>).
+
+=item serve(%config)
+
+Starts nginx (C<nginx_start>) unless it already runs with this
+configuration; returns true when it runs. C<%config> is C<nginx_start>'s,
+over the defaults; C<config> defaults to C<chat_locations()> and
+C<workers> to 2. C<serve(defaults =E<gt> 1, %config)> only sets the
+defaults (a suite's C<http_config>, say).
+
+=item behaviour $name, %options, sub { ... }
+
+Options: C<nginx =E<gt> {...}>, C<error_log>, C<no_error_log>.
+
+A subtest named C<$name> on a running nginx (C<serve> with C<nginx>'s
+settings; "nginx starts" fails when it cannot), then C<check_error_log>
+on what the subtest wrote to the error log: C<error_log> must be there,
+C<no_error_log> (default C<[error]>) must not, and no alert, crit, emerg
+or crash.
+
+=back
+
+=head1 JSON (C<:json>)
+
+=over
+
+=item is_json_int($v)
+
+True when C<$v> was decoded from a JSON integer (a number, not a string,
+of digits only).
+
+=back
+
+=head1 DEVICES (C<:devices>)
+
+A device is one socket of an account's device and what it was sent:
+
+    { name, acct, host, ws, pid (the worker holding the socket, if /proc
+      tells), synced (the synced event), sync (msg events of the sync),
+      got => { chat_id => [msg events, in arrival order] },
+      sent => { chat_id => { seq => id } } (the "sent" answers), nsent,
+      errors => [error events], other => [events of any other type],
+      log => [every event but receipt, presence and pong], dead }
+
+C<%MSGS> (exported) is what the "sent" answers confirmed, over every
+device: C<< $MSGS{$chat}{$seq} = {from, from_device, id, text, writer
+(the device's name), n (its how-manyth send)} >>. C<$T> (10) is how long
+with no event ends a wait, in seconds.
+
+=over
+
+=item device($acct, $name, host => 1|2, worker => $pid, port => $port)
+
+Opens a socket of the account's device and reads up to "synced" (one
+assertion, "$name: ready, then synced", with the host and worker where the
+socket is when C<host> or C<worker> is given). The port is C<port>, else
+the host's (C<host> 2 is L<Test::Chat::Nginx>'s second instance), its
+reuseport one with C<worker>. With C<worker> the socket is opened again, up
+to 30 times, until that worker holds it. Returns the device, or undef after
+a failed assertion.
+
+=item record($d, $ev)
+
+Files an event where the device record above has it (pump and device do).
+
+=item send_msg($d, $chat, $text)
+
+Writes a send without waiting (text by default "<name> says <n>"); returns
+its id.
+
+=item ack($d, $chat, $seq)
+
+Writes an ack.
+
+=item pump(\@devs, $done, quiet => $s, within => $s, tick => sub {...})
+
+Reads every device's socket, recording what comes, until C<< $done->() >>
+is true (returns 1), no event came for C<quiet> (default C<$T>) seconds,
+or C<within> seconds passed (default 120 with C<$done>, 1 without; returns
+0). C<tick>, if given, is called before every round (to write more while
+reading).
+
+=item send_ok($d, $chat, \@devs, $name, $text)
+
+Sends and waits for the answer, reading the other devices meanwhile;
+asserts "$name: sent" and returns the seq.
+
+=item got_seq($d, $chat, $seq)
+
+The msg of C<$chat> with this seq that the device got, if any.
+
+=item own_seqs($d, $chat)
+
+The seqs of C<$chat> that count as the device's own, as a hash list: those
+its "sent" answers gave, and any system message naming it as
+C<from_device> (the server makes none such: system messages have no
+device; one would fail C<stream_ok>).
+
+=item caught_up(\@devs, $chat, $last, %from)
+
+A condition for C<pump>: each device got or made every message of C<$chat>
+up to C<$last>, counting from its own first seq (C<$from{device name}> or
+1).
+
+=item got_list($d, $chat)
+
+What the device got of the chat, as "seq id" or "seq system/event"
+strings, for exact checks; C<want_list($chat, {seq =E<gt> event}, @seqs)>
+is the same list expected from C<%MSGS>.
+
+=item stream_ok($d, $chat, $last, $name, from => $first)
+
+Four assertions on the device's stream in C<$chat>: seqs strictly
+increasing; no duplicates and none of its own sends; with its own sends,
+exactly every seq C<$first> (default 1) .. C<$last>; every text msg as its
+sender's "sent" confirmed it (from, from_device, id, text, kind "text", ts
+a JSON integer), every system one with an event.
+
+=item sends_in_order_ok($chat, $n, @senders)
+
+For each sender, the seqs its "sent" answers gave, in order, belong to its
+sends 1 .. C<$n> in the order it wrote them (one assertion a sender).
+
+=item quiet_ok(\@devs, $secs, $name)
+
+No device gets anything (no msg, no error, nothing unexpected) within
+C<$secs>.
+
+=item hang_up($d)
+
+A clean close: close 1000, the server's close 1000 back, then TCP closed
+(two assertions).
+
+=item no_errors_ok(\@devs, $name)
+
+No error and no unexpected event came on any of the sockets.
+
+=item ranges(@n), ranges_in_order(@n)
+
+For diagnostics: 1, 2, 3, 5, 7, 8 as "1-3, 5, 7-8", sorted first (cut at
+300 characters) or as they came (cut at 400).
+
+=item users(@names), users_across_hosts(@names)
+
+New accounts, one a name (its device named so too), signed up through
+host 1, or alternately through host 1 and host 2; () when one fails.
+
+=item direct_chat($x, $y, host => 2)
+
+=item group_chat($owner, $title, \@members, host => 2)
+
+Creates the chat through host 1 (or 2) and returns its id; undef after a
+failed assertion.
+
+=item host_port($host, $reuseport), host_workers($host)
+
+The port (the reuseport one when asked) and the worker pids of host 1 or 2.
+
+=back
+
+=cut
