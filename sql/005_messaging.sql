@@ -57,32 +57,72 @@ END
 $$;
 
 
--- Many sends in one statement, one transaction, one commit: p_sends is a
+-- Many sends in one transaction and one commit, set-based: p_sends is a
 -- JSON array of [chat, user, device, client id, body], at most one send
 -- of any one device (a device's sends are stored one at a time, in
--- order). They are stored in chat order, so that concurrent batches lock
--- chat rows in the same order and never deadlock; "i" is each send's
--- position in p_sends (from 1).
+-- order). The chats are locked first, in id order, so concurrent batches
+-- never deadlock; each chat's last_seq moves once, by the number of its
+-- new messages, which take the seqs in array order. Rows come back with
+-- "i", each send's position in p_sends (from 1), and chat_send()'s
+-- status: 0 stored, 1 a resend, 2 not a member.
 CREATE OR REPLACE FUNCTION chat_send_batch(p_sends jsonb)
 RETURNS TABLE (i bigint, out_status integer, out_seq bigint,
                out_ts bigint, out_members text, out_json text)
 LANGUAGE plpgsql AS $$
-DECLARE
-    v record;
 BEGIN
-    FOR v IN SELECT e.value AS s, e.ordinality AS n
-             FROM jsonb_array_elements(p_sends) WITH ORDINALITY e
-             ORDER BY (e.value->>0)::bigint, e.ordinality
-    LOOP
-        i := v.n;
+    PERFORM 1 FROM chats
+    WHERE id IN (SELECT (e->>0)::bigint FROM jsonb_array_elements(p_sends) e)
+    ORDER BY id
+    FOR UPDATE;
 
-        SELECT r.out_status, r.out_seq, r.out_ts, r.out_members, r.out_json
-        INTO out_status, out_seq, out_ts, out_members, out_json
-        FROM chat_send((v.s->>0)::bigint, (v.s->>1)::bigint,
-                       (v.s->>2)::bigint, v.s->>3, v.s->4) r;
-
-        RETURN NEXT;
-    END LOOP;
+    RETURN QUERY
+    WITH s AS (
+        SELECT e.ordinality AS n, (e.value->>0)::bigint AS chat,
+               (e.value->>1)::bigint AS usr, (e.value->>2)::bigint AS dev,
+               e.value->>3 AS cid, e.value->4 AS body
+        FROM jsonb_array_elements(p_sends) WITH ORDINALITY e
+    ), c AS (
+        SELECT s.*,
+               EXISTS (SELECT 1 FROM members m
+                       WHERE m.chat_id = s.chat AND m.user_id = s.usr)
+                   AS member,
+               old.seq AS old_seq, chat_ms(old.created_at) AS old_ts
+        FROM s
+        LEFT JOIN messages old
+               ON old.sender_device = s.dev AND old.client_id = s.cid
+    ), fresh AS (
+        SELECT c.*, row_number() OVER (PARTITION BY c.chat ORDER BY c.n) AS k
+        FROM c
+        WHERE c.member AND c.old_seq IS NULL
+    ), bump AS (
+        UPDATE chats ch SET last_seq = ch.last_seq + x.cnt
+        FROM (SELECT chat, count(*) AS cnt FROM fresh GROUP BY chat) x
+        WHERE ch.id = x.chat
+        RETURNING ch.id, ch.last_seq - x.cnt AS base
+    ), ins AS (
+        INSERT INTO messages (chat_id, seq, sender_user, sender_device,
+                              client_id, kind, body, created_at)
+        SELECT f.chat, b.base + f.k, f.usr, f.dev, f.cid, 'text', f.body,
+               clock_timestamp()
+        FROM fresh f JOIN bump b ON b.id = f.chat
+        RETURNING *
+    )
+    SELECT c.n,
+           CASE WHEN NOT c.member THEN 2
+                WHEN c.old_seq IS NOT NULL THEN 1
+                ELSE 0 END,
+           coalesce(c.old_seq, ins.seq),
+           coalesce(c.old_ts, chat_ms(ins.created_at)),
+           CASE WHEN ins.seq IS NOT NULL THEN
+               (SELECT string_agg(m.user_id::text, ',') FROM members m
+                WHERE m.chat_id = c.chat)
+           END,
+           CASE WHEN ins.seq IS NOT NULL THEN
+               chat_msg_json(ROW(ins.*)::messages)
+           END
+    FROM c
+    LEFT JOIN ins ON ins.sender_device = c.dev AND ins.client_id = c.cid
+    ORDER BY c.n;
 END
 $$;
 
