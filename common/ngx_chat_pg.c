@@ -73,6 +73,7 @@ static void ngx_chat_pg_flush(ngx_chat_pg_conn_t *pc);
 static void ngx_chat_pg_complete(ngx_chat_pg_conn_t *pc);
 static void ngx_chat_pg_fail(ngx_chat_pg_conn_t *pc, const char *what);
 static void ngx_chat_pg_dispatch(void);
+static void ngx_chat_pg_dispatch_handler(ngx_event_t *ev);
 static void ngx_chat_pg_finish(ngx_chat_pg_query_t *q, PGresult *res);
 static void ngx_chat_pg_fail_waiting(void);
 static ngx_uint_t ngx_chat_pg_reachable(void);
@@ -86,6 +87,9 @@ static ngx_uint_t           ngx_chat_pg_nwaiting;
 static ngx_uint_t           ngx_chat_pg_nup;
 static ngx_log_t           *ngx_chat_pg_log;
 static ngx_msec_t           ngx_chat_pg_kicked;
+static ngx_uint_t           ngx_chat_pg_exiting;
+static ngx_event_t          ngx_chat_pg_dispatch_ev;
+static ngx_connection_t     ngx_chat_pg_dispatch_conn;  /* for the debug log */
 
 
 ngx_int_t
@@ -102,6 +106,11 @@ ngx_chat_pg_init_worker(ngx_chat_pg_conf_t *conf, ngx_cycle_t *cycle)
 
     ngx_chat_pg_conf = conf;
     ngx_chat_pg_log = cycle->log;
+
+    ngx_chat_pg_dispatch_conn.fd = (ngx_socket_t) -1;
+    ngx_chat_pg_dispatch_ev.handler = ngx_chat_pg_dispatch_handler;
+    ngx_chat_pg_dispatch_ev.data = &ngx_chat_pg_dispatch_conn;
+    ngx_chat_pg_dispatch_ev.log = cycle->log;
 
     ngx_chat_pg_conns = ngx_pcalloc(cycle->pool,
                                     conf->pool_size
@@ -136,6 +145,12 @@ ngx_chat_pg_exit_worker(void)
 
     if (ngx_chat_pg_conf == NULL) {
         return;
+    }
+
+    ngx_chat_pg_exiting = 1;
+
+    if (ngx_chat_pg_dispatch_ev.posted) {
+        ngx_delete_posted_event(&ngx_chat_pg_dispatch_ev);
     }
 
     /* the owners are going away too: nobody is called back */
@@ -179,7 +194,6 @@ ngx_chat_pg_query(const char *sql, ngx_uint_t nparams, ngx_str_t *params,
     u_char               *p;
     size_t                size;
     ngx_uint_t            i;
-    ngx_chat_pg_conn_t   *idle;
     ngx_chat_pg_query_t  *q;
 
     if (ngx_chat_pg_conf == NULL) {
@@ -196,26 +210,7 @@ ngx_chat_pg_query(const char *sql, ngx_uint_t nparams, ngx_str_t *params,
         }
     }
 
-    /*
-     * First come, first served: an idle connection is taken only when
-     * nobody waits, or a handler issuing its next query at completion
-     * would jump the queue again and again.
-     */
-
-    idle = NULL;
-
-    for (i = 0; ngx_chat_pg_nwaiting == 0 && i < ngx_chat_pg_conf->pool_size;
-         i++)
-    {
-        if (ngx_chat_pg_conns[i].state == NGX_CHAT_PG_IDLE) {
-            idle = &ngx_chat_pg_conns[i];
-            break;
-        }
-    }
-
-    if (idle == NULL
-        && ngx_chat_pg_nwaiting >= ngx_chat_pg_conf->max_waiting)
-    {
+    if (ngx_chat_pg_nwaiting >= ngx_chat_pg_conf->max_waiting) {
         ngx_log_error(NGX_LOG_WARN, log, 0,
                       "postgres: %ui queries waiting, refusing more",
                       ngx_chat_pg_nwaiting);
@@ -263,13 +258,16 @@ ngx_chat_pg_query(const char *sql, ngx_uint_t nparams, ngx_str_t *params,
     q->timer.log = log;
     ngx_add_timer(&q->timer, ngx_chat_pg_conf->query_timeout);
 
-    if (idle) {
-        ngx_chat_pg_run(idle, q);
+    /*
+     * First come, first served, and from a posted event: the handler is
+     * never called before this returns, and the queries of one pass of
+     * the event loop go out together.
+     */
 
-    } else {
-        ngx_queue_insert_tail(&ngx_chat_pg_waiting, &q->queue);
-        ngx_chat_pg_nwaiting++;
-    }
+    ngx_queue_insert_tail(&ngx_chat_pg_waiting, &q->queue);
+    ngx_chat_pg_nwaiting++;
+
+    ngx_post_event(&ngx_chat_pg_dispatch_ev, &ngx_posted_events);
 
     return q;
 }
@@ -564,6 +562,20 @@ ngx_chat_pg_query_timeout(ngx_event_t *ev)
 static void
 ngx_chat_pg_run(ngx_chat_pg_conn_t *pc, ngx_chat_pg_query_t *q)
 {
+    /*
+     * A server restart closes idle connections; the close may not have
+     * been read yet.  Such a connection is dropped before the query is
+     * sent, and the query goes to the next one, not back to its caller.
+     */
+
+    if (!PQconsumeInput(pc->pg) || PQstatus(pc->pg) != CONNECTION_OK) {
+        ngx_queue_insert_head(&ngx_chat_pg_waiting, &q->queue);
+        ngx_chat_pg_nwaiting++;
+
+        ngx_chat_pg_fail(pc, "idle connection check");
+        return;                 /* dispatch goes on with the next one */
+    }
+
     pc->state = NGX_CHAT_PG_BUSY;
     pc->query = q;
     q->conn = pc;
@@ -694,7 +706,7 @@ ngx_chat_pg_fail(ngx_chat_pg_conn_t *pc, const char *what)
         ngx_del_timer(&pc->timer);
     }
 
-    if (ngx_chat_pg_conf) {
+    if (!ngx_chat_pg_exiting) {
         ngx_add_timer(&pc->timer, pc->backoff);
         pc->backoff = ngx_min(pc->backoff * 2, NGX_CHAT_PG_BACKOFF_MAX);
     }
@@ -704,7 +716,11 @@ ngx_chat_pg_fail(ngx_chat_pg_conn_t *pc, const char *what)
     }
 
     if (!ngx_chat_pg_reachable()) {
-        ngx_chat_pg_fail_waiting();
+        ngx_chat_pg_kick();
+
+        if (!ngx_chat_pg_reachable()) {
+            ngx_chat_pg_fail_waiting();
+        }
     }
 }
 
@@ -721,7 +737,9 @@ ngx_chat_pg_kick(void)
     ngx_uint_t           i;
     ngx_chat_pg_conn_t  *pc;
 
-    if (ngx_current_msec - ngx_chat_pg_kicked < 100) {
+    if (ngx_chat_pg_exiting
+        || ngx_current_msec - ngx_chat_pg_kicked < 100)
+    {
         return;
     }
 
@@ -786,6 +804,15 @@ ngx_chat_pg_dispatch(void)
 
         query = ngx_queue_data(q, ngx_chat_pg_query_t, queue);
         ngx_chat_pg_run(pc, query);
+    }
+}
+
+
+static void
+ngx_chat_pg_dispatch_handler(ngx_event_t *ev)
+{
+    if (ngx_chat_pg_conf) {
+        ngx_chat_pg_dispatch();
     }
 }
 

@@ -97,7 +97,7 @@ sub port2 {
 
 sub servroot {
     return $SERVROOT if $SERVROOT;
-    $SERVROOT = tempdir('chat-nginx-XXXXXX', TMPDIR => 1, CLEANUP => 1);
+    $SERVROOT = tempdir('chat-nginx-XXXXXX', TMPDIR => 1, CLEANUP => !$ENV{CHAT_TEST_KEEP});
     # Workers run as nobody: everything they write must be writable.
     for my $d ('', qw(conf logs html)) {
         make_path("$SERVROOT/$d");
