@@ -20,6 +20,7 @@
 #include <sys/ioctl.h>
 
 #include "ngx_chat_pg.h"
+#include "ngx_chat_event.h"
 
 
 #define NGX_CHAT_PG_BACKOFF_MIN  100
@@ -89,7 +90,6 @@ static ngx_log_t           *ngx_chat_pg_log;
 static ngx_msec_t           ngx_chat_pg_kicked;
 static ngx_uint_t           ngx_chat_pg_exiting;
 static ngx_event_t          ngx_chat_pg_dispatch_ev;
-static ngx_connection_t     ngx_chat_pg_dispatch_conn;  /* for the debug log */
 
 
 ngx_int_t
@@ -107,10 +107,8 @@ ngx_chat_pg_init_worker(ngx_chat_pg_conf_t *conf, ngx_cycle_t *cycle)
     ngx_chat_pg_conf = conf;
     ngx_chat_pg_log = cycle->log;
 
-    ngx_chat_pg_dispatch_conn.fd = (ngx_socket_t) -1;
-    ngx_chat_pg_dispatch_ev.handler = ngx_chat_pg_dispatch_handler;
-    ngx_chat_pg_dispatch_ev.data = &ngx_chat_pg_dispatch_conn;
-    ngx_chat_pg_dispatch_ev.log = cycle->log;
+    ngx_chat_event_init(&ngx_chat_pg_dispatch_ev,
+                        ngx_chat_pg_dispatch_handler, cycle->log);
 
     ngx_chat_pg_conns = ngx_pcalloc(cycle->pool,
                                     conf->pool_size

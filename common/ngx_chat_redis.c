@@ -22,6 +22,7 @@
 #include <hiredis/async.h>
 
 #include "ngx_chat_redis.h"
+#include "ngx_chat_event.h"
 
 
 #define NGX_CHAT_REDIS_BACKOFF_MIN  100
@@ -88,7 +89,6 @@ static ngx_chat_redis_link_t       ngx_chat_redis_sub_link;
 static ngx_rbtree_t                ngx_chat_redis_channels;
 static ngx_rbtree_node_t           ngx_chat_redis_sentinel;
 static ngx_event_t                 ngx_chat_redis_sweep_ev;
-static ngx_connection_t            ngx_chat_redis_sweep_conn; /* debug log */
 static ngx_chat_redis_message_pt   ngx_chat_redis_message_handler;
 static ngx_chat_redis_link_pt      ngx_chat_redis_link_handler;
 static ngx_uint_t                  ngx_chat_redis_exiting;
@@ -102,9 +102,6 @@ ngx_chat_redis_init_worker(ngx_chat_redis_conf_t *conf, ngx_cycle_t *cycle)
 
     ngx_rbtree_init(&ngx_chat_redis_channels, &ngx_chat_redis_sentinel,
                     ngx_str_rbtree_insert_value);
-
-    /* a timer's debug line reads ev->data as a connection */
-    ngx_chat_redis_sweep_conn.fd = (ngx_socket_t) -1;
 
     ngx_chat_redis_conf = conf;
     ngx_chat_redis_log = cycle->log;
@@ -130,9 +127,8 @@ ngx_chat_redis_init_worker(ngx_chat_redis_conf_t *conf, ngx_cycle_t *cycle)
         ngx_chat_redis_connect(links[i]);
     }
 
-    ngx_chat_redis_sweep_ev.handler = ngx_chat_redis_sweep;
-    ngx_chat_redis_sweep_ev.log = cycle->log;
-    ngx_chat_redis_sweep_ev.data = &ngx_chat_redis_sweep_conn;
+    ngx_chat_event_init(&ngx_chat_redis_sweep_ev, ngx_chat_redis_sweep,
+                        cycle->log);
     ngx_chat_redis_sweep_ev.cancelable = 1;
     ngx_add_timer(&ngx_chat_redis_sweep_ev, NGX_CHAT_REDIS_SWEEP);
 

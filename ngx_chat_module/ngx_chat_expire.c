@@ -11,6 +11,7 @@
 #include <ngx_http.h>
 
 #include "ngx_chat_module.h"
+#include "ngx_chat_event.h"
 
 
 #define NGX_CHAT_EXPIRE_BATCH  "10000"
@@ -21,7 +22,6 @@ static void ngx_chat_expire_swept(void *data, PGresult *res);
 
 
 static ngx_event_t           ngx_chat_expire_ev;
-static ngx_connection_t      ngx_chat_expire_conn;      /* for the debug log */
 static ngx_chat_main_conf_t *ngx_chat_expire_conf;
 static ngx_chat_pg_query_t  *ngx_chat_expire_query;
 
@@ -34,11 +34,9 @@ ngx_chat_expire_init_worker(ngx_chat_main_conf_t *cmcf, ngx_cycle_t *cycle)
     }
 
     ngx_chat_expire_conf = cmcf;
-    ngx_chat_expire_conn.fd = (ngx_socket_t) -1;
 
-    ngx_chat_expire_ev.handler = ngx_chat_expire_sweep;
-    ngx_chat_expire_ev.data = &ngx_chat_expire_conn;
-    ngx_chat_expire_ev.log = cycle->log;
+    ngx_chat_event_init(&ngx_chat_expire_ev, ngx_chat_expire_sweep,
+                        cycle->log);
     ngx_chat_expire_ev.cancelable = 1;
 
     ngx_add_timer(&ngx_chat_expire_ev, cmcf->expire_interval);

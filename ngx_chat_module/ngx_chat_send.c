@@ -24,6 +24,7 @@
 
 #include "ngx_chat_session.h"
 #include "ngx_chat_metrics.h"
+#include "ngx_chat_event.h"
 
 
 #define NGX_CHAT_CLIENT_ID_MAX  64
@@ -67,7 +68,6 @@ static void ngx_chat_send_ack_left(void *data, PGresult *res);
 static ngx_queue_t       ngx_chat_send_ready;    /* ops for the next batch */
 static ngx_uint_t        ngx_chat_send_nready;
 static ngx_event_t       ngx_chat_send_ev;
-static ngx_connection_t  ngx_chat_send_conn;     /* for the debug log */
 
 
 ngx_int_t
@@ -75,10 +75,7 @@ ngx_chat_send_init_worker(ngx_cycle_t *cycle)
 {
     ngx_queue_init(&ngx_chat_send_ready);
 
-    ngx_chat_send_conn.fd = (ngx_socket_t) -1;
-    ngx_chat_send_ev.handler = ngx_chat_send_flush;
-    ngx_chat_send_ev.data = &ngx_chat_send_conn;
-    ngx_chat_send_ev.log = cycle->log;
+    ngx_chat_event_init(&ngx_chat_send_ev, ngx_chat_send_flush, cycle->log);
 
     return NGX_OK;
 }
