@@ -149,7 +149,14 @@ sub open_socket {
     local $Test::Builder::Level = $Test::Builder::Level + 1;
     my ($ws, $ready, $err) = ws_chat_auth(token => $acct->{token}, %o);
     ok $ready, "$name: ready" or diag("got $err");
-    return $ready ? $ws : undef;
+    return undef unless $ready;
+
+    # "synced" follows "ready": read it, so what comes next is an answer
+    my ($what, @v) = ws_next($ws, 3);
+    ok $what eq 'json' && ref $v[0] eq 'HASH'
+       && ($v[0]{type} // '') eq 'synced', "$name: synced"
+        or diag('got ' . show($what, @v));
+    return $ws;
 }
 
 

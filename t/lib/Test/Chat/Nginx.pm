@@ -993,42 +993,32 @@ sub _guard_signals {
 }
 
 
-sub pg_stop {
-    my ($dir) = _svc_env('pg');
+sub pg_stop { _svc_stop('pg') }
+sub pg_start { _svc_start('pg') }
+sub redis_stop { _svc_stop('redis') }
+sub redis_start { _svc_start('redis') }
+
+
+# Stops a throwaway service of scripts/test.sh (resumed first if paused),
+# remembering it is down so that the file's exit brings it back.
+sub _svc_stop {
+    my ($svc) = @_;
+    my ($dir) = _svc_env($svc);
     _guard_signals();
-    pg_resume();
-    $DOWN{pg} = 1;
-    my ($ok, $out) = _lib_sh(pg_stop => $dir);
-    Test::More::diag("pg_stop: $out") unless $ok;
+    _svc_resume($svc);
+    $DOWN{$svc} = 1;
+    my ($ok, $out) = _lib_sh("${svc}_stop" => $dir);
+    Test::More::diag("${svc}_stop: $out") unless $ok;
     return $ok;
 }
 
 
-sub pg_start {
-    my ($dir, $port) = _svc_env('pg');
-    my ($ok, $out) = _lib_sh(pg_start => $dir, $port, 'test');
-    Test::More::diag("pg_start: $out") unless $ok;
-    delete $DOWN{pg} if $ok;
-    return $ok;
-}
-
-
-sub redis_stop {
-    my ($dir) = _svc_env('redis');
-    _guard_signals();
-    redis_resume();
-    $DOWN{redis} = 1;
-    my ($ok, $out) = _lib_sh(redis_stop => $dir);
-    Test::More::diag("redis_stop: $out") unless $ok;
-    return $ok;
-}
-
-
-sub redis_start {
-    my ($dir, $port) = _svc_env('redis');
-    my ($ok, $out) = _lib_sh(redis_start => $dir, $port, 'test');
-    Test::More::diag("redis_start: $out") unless $ok;
-    delete $DOWN{redis} if $ok;
+sub _svc_start {
+    my ($svc) = @_;
+    my ($dir, $port) = _svc_env($svc);
+    my ($ok, $out) = _lib_sh("${svc}_start" => $dir, $port, 'test');
+    Test::More::diag("${svc}_start: $out") unless $ok;
+    delete $DOWN{$svc} if $ok;
     return $ok;
 }
 
@@ -1049,11 +1039,7 @@ sub pg_pause {
 }
 
 
-sub pg_resume {
-    my @p = @{ delete $PAUSED{pg} || [] };
-    kill 'CONT', reverse @p if @p;
-    return @p;
-}
+sub pg_resume { _svc_resume('pg') }
 
 
 sub redis_pause {
@@ -1066,9 +1052,14 @@ sub redis_pause {
 }
 
 
-sub redis_resume {
-    my @p = @{ delete $PAUSED{redis} || [] };
-    kill 'CONT', @p if @p;
+sub redis_resume { _svc_resume('redis') }
+
+
+# Woken in the reverse of the order they were stopped in.
+sub _svc_resume {
+    my ($svc) = @_;
+    my @p = @{ delete $PAUSED{$svc} || [] };
+    kill 'CONT', reverse @p if @p;
     return @p;
 }
 
