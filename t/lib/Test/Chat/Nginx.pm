@@ -30,7 +30,7 @@ our @EXPORT = qw(
     http_start http_finish wait_until
     api_request api_build_request api_ok api_error_is api_show random_mobile
     api_signup api_link_device ws_chat_auth ws_next ws_worker_pid
-    pg_stop pg_start pg_pause pg_resume
+    pg_stop pg_start pg_pause pg_resume pg_scalar
     redis_stop redis_start redis_pause redis_resume
 );
 
@@ -990,6 +990,23 @@ sub _lib_sh {
 sub _guard_signals {
     $SIG{INT} = sub { exit 130 } unless ref $SIG{INT};
     $SIG{TERM} = sub { exit 143 } unless ref $SIG{TERM};
+}
+
+
+# One value from PostgreSQL (psql with CHAT_PG_DSN), for checks of what
+# is stored that the API does not show; undef when psql fails.
+sub pg_scalar {
+    my ($sql) = @_;
+    croak 'CHAT_PG_DSN is not set' unless $ENV{CHAT_PG_DSN};
+    open my $fh, '-|', 'psql', '-XAtq', '-v', 'ON_ERROR_STOP=1',
+         '-d', $ENV{CHAT_PG_DSN}, '-c', $sql
+        or return undef;
+    local $/;
+    my $out = <$fh>;
+    close $fh;
+    return undef if $? != 0 || !defined $out;
+    $out =~ s/\s+\z//;
+    return $out;
 }
 
 
