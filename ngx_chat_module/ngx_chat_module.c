@@ -295,6 +295,7 @@ ngx_chat_init_process(ngx_cycle_t *cycle)
     if (ngx_chat_ws_init_worker(cycle) != NGX_OK
         || ngx_chat_session_init_worker(cycle) != NGX_OK
         || ngx_chat_send_init_worker(cycle) != NGX_OK
+        || ngx_chat_ack_init_worker(cycle) != NGX_OK
         || ngx_chat_pg_init_worker(&cmcf->pg, cycle) != NGX_OK
         || ngx_chat_redis_init_worker(&cmcf->redis, cycle) != NGX_OK
         || ngx_chat_expire_init_worker(cmcf, cycle) != NGX_OK)

@@ -1,6 +1,6 @@
 
 /*
- * "send" and "ack" (PROTOCOL.md, section 4).
+ * "send" (PROTOCOL.md, section 4).
  *
  * A send is stored by chat_send() in PostgreSQL: membership, the
  * idempotency of (device, id), and the dense seq all in the statement
@@ -13,9 +13,6 @@
  * event loop are stored together: one statement, one transaction, one
  * commit to wait for (chat_send_batch), which is where the throughput of
  * a durable store comes from.
- *
- * Acks are cumulative: a chat has at most one ack in flight, and what is
- * acked meanwhile is folded into the next one.
  */
 
 #include <ngx_config.h>
@@ -31,6 +28,7 @@
 
 
 #define NGX_CHAT_SEND_BATCH     256     /* sends in one statement */
+#define NGX_CHAT_SEND_BATCHES   1       /* statements in flight a worker */
 
 
 typedef struct {
@@ -44,9 +42,6 @@ static const char  ngx_chat_send_sql[] =
     "SELECT i, out_status, out_seq, out_ts, out_members, out_json "
     "FROM chat_send_batch($1::jsonb)";
 
-static const char  ngx_chat_ack_sql[] =
-    "SELECT chat_ack($1, $2, $3)";
-
 
 static ngx_uint_t ngx_chat_send_throttled(ngx_chat_session_t *s);
 static void ngx_chat_send_next(ngx_chat_session_t *s);
@@ -58,16 +53,12 @@ static void ngx_chat_send_op_done(ngx_chat_session_op_t *op);
 static void ngx_chat_send_publish(ngx_chat_session_t *s, ngx_str_t *members,
     ngx_str_t *json);
 static void ngx_chat_send_published(void *data, redisReply *reply);
-static ngx_chat_pg_query_t *ngx_chat_send_ack_query(ngx_chat_session_t *s,
-    ngx_chat_session_chat_t *ch, ngx_chat_pg_handler_pt handler, void *data,
-    ngx_log_t *log);
-static void ngx_chat_send_acked(void *data, PGresult *res);
-static void ngx_chat_send_ack_left(void *data, PGresult *res);
 
 
 static ngx_queue_t       ngx_chat_send_ready;    /* ops for the next batch */
 static ngx_uint_t        ngx_chat_send_nready;
 static ngx_event_t       ngx_chat_send_ev;
+static ngx_uint_t        ngx_chat_send_batches;  /* in flight */
 
 
 ngx_int_t
@@ -236,7 +227,9 @@ ngx_chat_send_flush(ngx_event_t *ev)
     ngx_chat_send_batch_t  *batch;
     ngx_chat_session_op_t  *op;
 
-    while (ngx_chat_send_nready) {
+    while (ngx_chat_send_nready
+           && ngx_chat_send_batches < NGX_CHAT_SEND_BATCHES)
+    {
         n = ngx_min(ngx_chat_send_nready, NGX_CHAT_SEND_BATCH);
 
         batch = ngx_alloc(sizeof(ngx_chat_send_batch_t)
@@ -286,6 +279,7 @@ ngx_chat_send_flush(ngx_event_t *ev)
 
         batch->n = n;
         batch->query = NULL;
+        ngx_chat_send_batches++;
 
         text = all ? json_dumps(all, JSON_COMPACT) : NULL;
         json_decref(all);
@@ -358,6 +352,12 @@ ngx_chat_send_batched(void *data, PGresult *res)
     }
 
     ngx_free(batch);
+
+    ngx_chat_send_batches--;
+
+    if (ngx_chat_send_nready) {
+        ngx_post_event(&ngx_chat_send_ev, &ngx_posted_events);
+    }
 }
 
 
@@ -466,163 +466,6 @@ ngx_chat_send_publish(ngx_chat_session_t *s, ngx_str_t *members,
 
 static void
 ngx_chat_send_published(void *data, redisReply *reply)
-{
-}
-
-
-void
-ngx_chat_send_ack(ngx_chat_session_t *s, json_t *msg)
-{
-    int64_t                   chat_id;
-    json_t                   *seq;
-    ngx_chat_session_chat_t  *ch;
-
-    seq = json_object_get(msg, "seq");
-
-    if (ngx_chat_session_parse_id(json_object_get(msg, "chat_id"), &chat_id)
-        != NGX_OK
-        || !json_is_integer(seq) || json_integer_value(seq) <= 0)
-    {
-        ngx_chat_session_error(s, json_object_get(msg, "id"), "bad_request",
-                               "ack needs \"chat_id\" and a positive "
-                               "\"seq\"");
-        return;
-    }
-
-    ch = ngx_chat_sync_chat(s, chat_id);
-    if (ch == NULL) {
-        return;
-    }
-
-    if (json_integer_value(seq) <= ch->ack_want) {
-        return;
-    }
-
-    ch->ack_want = json_integer_value(seq);
-
-    if (ch->ack == NULL) {
-        ch->ack = ngx_chat_send_ack_query(s, ch, ngx_chat_send_acked, ch,
-                                          s->wc->connection->log);
-        s->acks += (ch->ack != NULL);
-    }
-}
-
-
-/* every chat's waiting ack goes now (the device is closing) */
-
-void
-ngx_chat_send_ack_flush(ngx_chat_session_t *s)
-{
-    ngx_rbtree_node_t        *node, *root, *sentinel;
-    ngx_chat_session_chat_t  *ch;
-
-    root = s->chats.root;
-    sentinel = s->chats.sentinel;
-
-    if (root == sentinel) {
-        return;
-    }
-
-    for (node = ngx_rbtree_min(root, sentinel);
-         node;
-         node = ngx_rbtree_next(&s->chats, node))
-    {
-        ch = (ngx_chat_session_chat_t *) node;
-
-        if (ch->ack == NULL && ch->ack_want > ch->ack_sent) {
-            ch->ack = ngx_chat_send_ack_query(s, ch, ngx_chat_send_acked, ch,
-                                              s->wc->connection->log);
-            s->acks += (ch->ack != NULL);
-        }
-    }
-}
-
-
-/*
- * The socket goes away: an ack still folded in waits for nobody, it is
- * applied all the same (one in flight is too: cancelling only drops its
- * answer).
- */
-
-void
-ngx_chat_send_ack_close(ngx_chat_session_t *s, ngx_chat_session_chat_t *ch)
-{
-    if (ch->ack) {
-        ngx_chat_pg_cancel(ch->ack);
-        ch->ack = NULL;
-        s->acks--;
-    }
-
-    if (ch->ack_want > ch->ack_sent) {
-        /* the connection's log goes with it: the cycle's outlives it */
-        (void) ngx_chat_send_ack_query(s, ch, ngx_chat_send_ack_left, NULL,
-                                       ngx_cycle->log);
-    }
-}
-
-
-static ngx_chat_pg_query_t *
-ngx_chat_send_ack_query(ngx_chat_session_t *s, ngx_chat_session_chat_t *ch,
-    ngx_chat_pg_handler_pt handler, void *data, ngx_log_t *log)
-{
-    u_char                what[NGX_INT64_LEN], seq[NGX_INT64_LEN];
-    ngx_str_t             params[3];
-    ngx_chat_pg_query_t  *q;
-
-    params[0] = s->device_id;
-    params[1].data = what;
-    params[1].len = ngx_sprintf(what, "%L", (int64_t) ch->node.key) - what;
-    params[2].data = seq;
-    params[2].len = ngx_sprintf(seq, "%L", ch->ack_want) - seq;
-
-    q = ngx_chat_pg_query(ngx_chat_ack_sql, 3, params, handler, data, log);
-
-    if (q == NULL) {
-        ngx_log_error(NGX_LOG_WARN, log, 0,
-                      "chat ack of chat %L not applied: PostgreSQL "
-                      "unavailable", (int64_t) ch->node.key);
-    }
-
-    ch->ack_sent = ch->ack_want;
-
-    return q;
-}
-
-
-static void
-ngx_chat_send_acked(void *data, PGresult *res)
-{
-    ngx_chat_session_t       *s;
-    ngx_chat_session_chat_t  *ch = data;
-
-    s = ch->session;
-    ch->ack = NULL;
-    s->acks--;
-
-    if (!ngx_chat_pg_ok(res)) {
-        ngx_log_error(NGX_LOG_WARN, ch->gap.log, 0,
-                      "chat ack of chat %L not applied",
-                      (int64_t) ch->node.key);
-    }
-
-    if (ch->ack_want > ch->ack_sent) {
-        ch->ack = ngx_chat_send_ack_query(s, ch, ngx_chat_send_acked, ch,
-                                          ch->gap.log);
-        s->acks += (ch->ack != NULL);
-    }
-
-    if (s->close_code && s->acks == 0) {
-        if (s->auth_timer.timer_set) {
-            ngx_del_timer(&s->auth_timer);
-        }
-
-        ngx_chat_ws_close(s->wc, s->close_code, NULL);
-    }
-}
-
-
-static void
-ngx_chat_send_ack_left(void *data, PGresult *res)
 {
 }
 

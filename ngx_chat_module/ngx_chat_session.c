@@ -449,7 +449,7 @@ ngx_chat_session_dispatch(ngx_chat_session_t *s, json_t *msg)
         ngx_chat_send_message(s, msg);
 
     } else if (ngx_strcmp(type, "ack") == 0) {
-        ngx_chat_send_ack(s, msg);
+        ngx_chat_ack_message(s, msg);
 
     } else if (ngx_strcmp(type, "ping") == 0) {
         pong = json_pack("{s:s,s:O?}", "type", "pong",
@@ -479,8 +479,6 @@ ngx_chat_session_closing(ngx_chat_ws_conn_t *wc, ngx_uint_t code)
         return NGX_OK;
     }
 
-    ngx_chat_send_ack_flush(s);
-
     if (s->acks == 0) {
         return NGX_OK;
     }
@@ -494,6 +492,19 @@ ngx_chat_session_closing(ngx_chat_ws_conn_t *wc, ngx_uint_t code)
     ngx_add_timer(&s->auth_timer, 1000);
 
     return NGX_AGAIN;
+}
+
+
+/* the last pending ack of a closing device is applied: answer the close */
+
+void
+ngx_chat_session_acks_applied(ngx_chat_session_t *s)
+{
+    if (s->auth_timer.timer_set) {
+        ngx_del_timer(&s->auth_timer);
+    }
+
+    ngx_chat_ws_close(s->wc, s->close_code, NULL);
 }
 
 

@@ -5,7 +5,8 @@
  *
  *   ngx_chat_session.c  lifecycle, auth, message dispatch, Redis fan-in
  *   ngx_chat_sync.c     per-chat order: sync, live offers, gap fills
- *   ngx_chat_send.c     send and ack
+ *   ngx_chat_send.c     send
+ *   ngx_chat_ack.c      ack
  */
 
 #ifndef _NGX_CHAT_SESSION_H_INCLUDED_
@@ -40,6 +41,7 @@ typedef enum {
 
 typedef struct ngx_chat_session_user_s  ngx_chat_session_user_t;
 typedef struct ngx_chat_session_s       ngx_chat_session_t;
+typedef struct ngx_chat_ack_s           ngx_chat_ack_t;
 
 
 /* where one chat stands for this device */
@@ -53,9 +55,8 @@ typedef struct {
     ngx_uint_t                 nheld;
     ngx_event_t                gap;          /* gap wait, then fill */
     ngx_chat_pg_query_t       *fill;         /* the fill in flight */
-    ngx_chat_pg_query_t       *ack;          /* one ack in flight a chat */
-    int64_t                    ack_sent;     /* what it carries */
-    int64_t                    ack_want;     /* the highest asked for */
+    ngx_chat_ack_t            *ack;          /* pending or being applied */
+    int64_t                    ack_want;     /* the highest acked */
 } ngx_chat_session_chat_t;
 
 
@@ -94,7 +95,7 @@ struct ngx_chat_session_s {
                                                 device's messages keep their
                                                 order */
     ngx_uint_t                 nsends;
-    ngx_uint_t                 acks;         /* ack queries in flight */
+    ngx_uint_t                 acks;         /* its chats' pending acks */
     ngx_uint_t                 close_code;   /* the peer's, answered once
                                                 the acks are applied */
     ngx_uint_t                 tokens;       /* chat_send_rate, in 1/1000 */
@@ -121,6 +122,7 @@ void ngx_chat_session_send_text(ngx_chat_session_t *s, u_char *text,
 void ngx_chat_session_error(ngx_chat_session_t *s, json_t *id,
     const char *code, const char *message);
 ngx_int_t ngx_chat_session_parse_id(json_t *value, int64_t *id);
+void ngx_chat_session_acks_applied(ngx_chat_session_t *s);
 
 /* ngx_chat_sync.c */
 void ngx_chat_sync_start(ngx_chat_session_t *s);
@@ -135,10 +137,11 @@ ngx_chat_session_chat_t *ngx_chat_sync_chat(ngx_chat_session_t *s,
 /* ngx_chat_send.c */
 ngx_int_t ngx_chat_send_init_worker(ngx_cycle_t *cycle);
 void ngx_chat_send_message(ngx_chat_session_t *s, json_t *msg);
-void ngx_chat_send_ack(ngx_chat_session_t *s, json_t *msg);
-void ngx_chat_send_ack_close(ngx_chat_session_t *s,
-    ngx_chat_session_chat_t *ch);
-void ngx_chat_send_ack_flush(ngx_chat_session_t *s);
+
+/* ngx_chat_ack.c */
+ngx_int_t ngx_chat_ack_init_worker(ngx_cycle_t *cycle);
+void ngx_chat_ack_message(ngx_chat_session_t *s, json_t *msg);
+void ngx_chat_ack_close(ngx_chat_session_t *s, ngx_chat_session_chat_t *ch);
 void ngx_chat_send_cleanup(ngx_chat_session_t *s);
 
 

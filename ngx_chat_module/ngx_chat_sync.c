@@ -708,7 +708,7 @@ ngx_chat_sync_free(ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
         ngx_chat_pg_cancel(ch->fill);
     }
 
-    ngx_chat_send_ack_close(ch->session, ch);
+    ngx_chat_ack_close(ch->session, ch);
 
     while (!ngx_queue_empty(&ch->held)) {
         q = ngx_queue_head(&ch->held);
