@@ -23,7 +23,8 @@
 #include "ngx_chat_event.h"
 
 
-#define NGX_CHAT_ACK_BATCH  512         /* acks in one statement */
+#define NGX_CHAT_ACK_BATCH    512       /* acks in one statement */
+#define NGX_CHAT_ACK_BATCHES  1         /* statements in flight a worker */
 
 
 struct ngx_chat_ack_s {
@@ -55,6 +56,7 @@ static void ngx_chat_ack_applied(void *data, PGresult *res);
 static ngx_queue_t   ngx_chat_ack_ready;
 static ngx_uint_t    ngx_chat_ack_nready;
 static ngx_event_t   ngx_chat_ack_ev;
+static ngx_uint_t    ngx_chat_ack_batches;      /* in flight */
 
 
 ngx_int_t
@@ -182,11 +184,20 @@ ngx_chat_ack_flush(ngx_event_t *ev)
     ngx_chat_ack_batch_t  *batch;
     ngx_chat_pg_query_t   *query;
 
-    while (ngx_chat_ack_nready) {
+    while (ngx_chat_ack_nready
+           && ngx_chat_ack_batches < NGX_CHAT_ACK_BATCHES)
+    {
         n = ngx_min(ngx_chat_ack_nready, NGX_CHAT_ACK_BATCH);
 
         batch = ngx_alloc(sizeof(ngx_chat_ack_batch_t)
                           + (n - 1) * sizeof(ngx_chat_ack_t *), ev->log);
+        if (batch == NULL) {
+            /* they wait for the next ack to post the event again */
+            return;
+        }
+
+        batch->n = n;
+        ngx_chat_ack_batches++;
 
         /* three bigint arrays: "{1,2,...}" */
 
@@ -206,10 +217,7 @@ ngx_chat_ack_flush(ngx_event_t *ev)
 
             ack = ngx_queue_data(q, ngx_chat_ack_t, queue);
             ack->applying = 1;
-
-            if (batch) {
-                batch->acks[i] = ack;
-            }
+            batch->acks[i] = ack;
 
             if (p[0] && p[1] && p[2]) {
                 p[0] = ngx_sprintf(p[0], "%s%L", i ? "," : "", ack->device);
@@ -220,9 +228,7 @@ ngx_chat_ack_flush(ngx_event_t *ev)
 
         query = NULL;
 
-        if (batch && p[0] && p[1] && p[2]) {
-            batch->n = n;
-
+        if (p[0] && p[1] && p[2]) {
             for (k = 0; k < 3; k++) {
                 *p[k]++ = '}';
                 params[k].len = p[k] - params[k].data;
@@ -234,13 +240,6 @@ ngx_chat_ack_flush(ngx_event_t *ev)
 
         for (k = 0; k < 3; k++) {
             ngx_free(params[k].data);
-        }
-
-        if (batch == NULL) {
-            /* cannot happen often enough to be clever: the acks are lost */
-            ngx_log_error(NGX_LOG_WARN, ev->log, 0,
-                          "chat acks not applied: out of memory");
-            continue;
         }
 
         if (query == NULL) {
@@ -292,4 +291,10 @@ ngx_chat_ack_applied(void *data, PGresult *res)
     }
 
     ngx_free(batch);
+
+    ngx_chat_ack_batches--;
+
+    if (ngx_chat_ack_nready) {
+        ngx_post_event(&ngx_chat_ack_ev, &ngx_posted_events);
+    }
 }
