@@ -161,7 +161,7 @@ ngx_chat_metrics_send(ngx_http_request_t *r, PGresult *res)
     ngx_buf_t    *b;
     ngx_chain_t   out;
 
-    b = ngx_create_temp_buf(r->pool, 1024);
+    b = ngx_create_temp_buf(r->pool, 2048);
     if (b == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -178,10 +178,15 @@ ngx_chat_metrics_send(ngx_http_request_t *r, PGresult *res)
             "# HELP chat_messages_delivered_total Messages sent to devices."
             "\n"
             "# TYPE chat_messages_delivered_total counter\n"
-            "chat_messages_delivered_total %uA\n",
+            "chat_messages_delivered_total %uA\n"
+            "# HELP chat_gap_fills_total Live messages that came past a gap "
+            "and waited for PostgreSQL to fill it.\n"
+            "# TYPE chat_gap_fills_total counter\n"
+            "chat_gap_fills_total %uA\n",
             ngx_chat_metrics ? ngx_chat_metrics->connections : 0,
             ngx_chat_metrics ? ngx_chat_metrics->sent : 0,
-            ngx_chat_metrics ? ngx_chat_metrics->delivered : 0);
+            ngx_chat_metrics ? ngx_chat_metrics->delivered : 0,
+            ngx_chat_metrics ? ngx_chat_metrics->gap_fills : 0);
 
     if (ngx_chat_pg_ok(res) && PQntuples(res) == 1) {
         p = ngx_sprintf(p,

@@ -502,7 +502,10 @@ ngx_chat_sync_gap(ngx_event_t *ev)
 
     if (ch->fill == NULL) {
         ngx_add_timer(&ch->gap, 1000);          /* PostgreSQL is down */
+        return;
     }
+
+    ngx_chat_metrics_add(gap_fills, 1);
 }
 
 
