@@ -44,7 +44,8 @@ typedef struct {
 
 
 static const char  ngx_chat_ack_sql[] =
-    "SELECT chat_ack_batch($1::bigint[], $2::bigint[], $3::bigint[])";
+    "SELECT out_chat, out_user, out_seq, out_authors "
+    "FROM chat_ack_batch($1::bigint[], $2::bigint[], $3::bigint[])";
 
 
 static ngx_int_t ngx_chat_ack_queue(ngx_chat_session_chat_t *ch,
@@ -254,6 +255,8 @@ ngx_chat_ack_flush(ngx_event_t *ev)
 static void
 ngx_chat_ack_applied(void *data, PGresult *res)
 {
+    int                       row, rows;
+    ngx_str_t                 chat, user, seq, authors;
     ngx_uint_t                i;
     ngx_chat_ack_t           *ack;
     ngx_chat_session_t       *s;
@@ -263,6 +266,23 @@ ngx_chat_ack_applied(void *data, PGresult *res)
     if (res && !ngx_chat_pg_ok(res)) {
         ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
                       "chat acks not applied: %s", PQresultErrorMessage(res));
+    }
+
+    /* the delivered marks the acks moved, for their authors */
+
+    rows = ngx_chat_pg_ok(res) ? PQntuples(res) : 0;
+
+    for (row = 0; row < rows; row++) {
+        ngx_chat_pg_value(res, row, 0, &chat);
+        ngx_chat_pg_value(res, row, 1, &user);
+        ngx_chat_pg_value(res, row, 2, &seq);
+        ngx_chat_pg_value(res, row, 3, &authors);
+
+        if (authors.len) {
+            ngx_chat_receipt_publish(&chat, &user, "delivered",
+                                     ngx_atoof(seq.data, seq.len), &authors,
+                                     NULL);
+        }
     }
 
     for (i = 0; i < batch->n; i++) {

@@ -51,6 +51,7 @@ static void ngx_chat_session_pubsub(ngx_str_t *channel, ngx_str_t *message);
 static void ngx_chat_session_live(ngx_chat_session_user_t *u, json_t *msg,
     ngx_str_t *text);
 static void ngx_chat_session_revoke(ngx_chat_session_user_t *u, json_t *msg);
+static void ngx_chat_session_receipt(ngx_chat_session_user_t *u, json_t *msg);
 static void ngx_chat_session_link(void);
 static void ngx_chat_session_link_walk(ngx_rbtree_node_t *node,
     ngx_rbtree_node_t *sentinel);
@@ -156,6 +157,7 @@ ngx_chat_session_opened(ngx_chat_ws_conn_t *wc)
     ngx_queue_init(&s->queue);
     ngx_queue_init(&s->early);
     ngx_queue_init(&s->sends);
+    ngx_queue_init(&s->reads);
     ngx_rbtree_init(&s->chats, &s->sentinel, ngx_rbtree_insert_value);
 
     s->auth_timer.handler = ngx_chat_session_auth_timeout;
@@ -200,6 +202,7 @@ ngx_chat_session_closed(ngx_chat_ws_conn_t *wc)
 
     ngx_chat_sync_cleanup(s);
     ngx_chat_send_cleanup(s);
+    ngx_chat_receipt_cleanup(s);
 
     ngx_chat_session_n--;
     ngx_chat_metrics_add(connections, -1);
@@ -451,6 +454,9 @@ ngx_chat_session_dispatch(ngx_chat_session_t *s, json_t *msg)
     } else if (ngx_strcmp(type, "ack") == 0) {
         ngx_chat_ack_message(s, msg);
 
+    } else if (ngx_strcmp(type, "read") == 0) {
+        ngx_chat_receipt_read(s, msg);
+
     } else if (ngx_strcmp(type, "ping") == 0) {
         pong = json_pack("{s:s,s:O?}", "type", "pong",
                          "t", json_object_get(msg, "t"));
@@ -628,6 +634,9 @@ ngx_chat_session_pubsub(ngx_str_t *channel, ngx_str_t *message)
 
     } else if (ngx_strcmp(type, "revoke") == 0) {
         ngx_chat_session_revoke((ngx_chat_session_user_t *) sn, msg);
+
+    } else if (ngx_strcmp(type, "receipt") == 0) {
+        ngx_chat_session_receipt((ngx_chat_session_user_t *) sn, msg);
     }
 
     json_decref(msg);
@@ -699,6 +708,64 @@ ngx_chat_session_revoke(ngx_chat_session_user_t *u, json_t *msg)
                               "device unlinked");
         }
     }
+}
+
+
+/*
+ * A receipt goes to every session of the user, but the one of the device
+ * it names (the reader's, which knows what it read).
+ */
+
+static void
+ngx_chat_session_receipt(ngx_chat_session_user_t *u, json_t *msg)
+{
+    char                *text;
+    u_char               tag[NGX_CHAT_ID_LEN];
+    size_t               len;
+    ngx_str_t            device;
+    const char          *value;
+    ngx_queue_t         *q, *next;
+    ngx_chat_session_t  *s;
+
+    /* the tag is for the server: clients get the receipt as specified */
+
+    value = json_string_value(json_object_get(msg, "device_id"));
+
+    device.data = NULL;
+    device.len = 0;
+
+    if (value) {
+        device.len = ngx_min(ngx_strlen(value), sizeof(tag));
+        device.data = ngx_cpymem(tag, value, device.len) - device.len;
+        json_object_del(msg, "device_id");
+    }
+
+    text = json_dumps(msg, JSON_COMPACT);
+    if (text == NULL) {
+        return;
+    }
+
+    len = ngx_strlen(text);
+
+    for (q = ngx_queue_head(&u->sessions);
+         q != ngx_queue_sentinel(&u->sessions);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        s = ngx_queue_data(q, ngx_chat_session_t, queue);
+
+        if (s->state < NGX_CHAT_SESSION_SYNCING
+            || (device.data && s->device_id.len == device.len
+                && ngx_strncmp(s->device_id.data, device.data, device.len)
+                   == 0))
+        {
+            continue;
+        }
+
+        ngx_chat_session_send_text(s, (u_char *) text, len);
+    }
+
+    free(text);
 }
 
 

@@ -7,6 +7,7 @@
  *   ngx_chat_sync.c     per-chat order: sync, live offers, gap fills
  *   ngx_chat_send.c     send
  *   ngx_chat_ack.c      ack
+ *   ngx_chat_receipt.c  read, and the receipts of acks and reads
  */
 
 #ifndef _NGX_CHAT_SESSION_H_INCLUDED_
@@ -96,6 +97,9 @@ struct ngx_chat_session_s {
                                                 order */
     ngx_uint_t                 nsends;
     ngx_uint_t                 acks;         /* its chats' pending acks */
+    ngx_queue_t                reads;        /* "read"s being applied */
+    ngx_uint_t                 nreads;
+    void                     (*sync_done)(ngx_chat_session_t *s);
     ngx_uint_t                 close_code;   /* the peer's, answered once
                                                 the acks are applied */
     ngx_uint_t                 tokens;       /* chat_send_rate, in 1/1000 */
@@ -110,6 +114,7 @@ struct ngx_chat_session_s {
     unsigned                   sync_again:1; /* live messages were dropped */
     unsigned                   sync_page_wanted:1;
     unsigned                   resync:1;     /* a sync after a Redis outage */
+    unsigned                   marks_had:1;  /* receipts in a sync sent */
 };
 
 
@@ -137,6 +142,14 @@ ngx_chat_session_chat_t *ngx_chat_sync_chat(ngx_chat_session_t *s,
 /* ngx_chat_send.c */
 ngx_int_t ngx_chat_send_init_worker(ngx_cycle_t *cycle);
 void ngx_chat_send_message(ngx_chat_session_t *s, json_t *msg);
+
+/* ngx_chat_receipt.c */
+void ngx_chat_receipt_publish(ngx_str_t *chat, ngx_str_t *user,
+    const char *status, int64_t seq, ngx_str_t *authors, ngx_str_t *device);
+void ngx_chat_receipt_read(ngx_chat_session_t *s, json_t *msg);
+void ngx_chat_receipt_cleanup(ngx_chat_session_t *s);
+void ngx_chat_receipt_sync(ngx_chat_session_t *s,
+    void (*done)(ngx_chat_session_t *s));
 
 /* ngx_chat_ack.c */
 ngx_int_t ngx_chat_ack_init_worker(ngx_cycle_t *cycle);

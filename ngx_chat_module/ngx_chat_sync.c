@@ -52,6 +52,7 @@ static void ngx_chat_sync_cursors(void *data, PGresult *res);
 static void ngx_chat_sync_page(ngx_chat_session_t *s);
 static void ngx_chat_sync_paged(void *data, PGresult *res);
 static void ngx_chat_sync_done(ngx_chat_session_t *s);
+static void ngx_chat_sync_finish(ngx_chat_session_t *s);
 static void ngx_chat_sync_ready(ngx_rbtree_node_t *node,
     ngx_rbtree_node_t *sentinel);
 static void ngx_chat_sync_expired(ngx_chat_session_chat_t *ch, int64_t upto);
@@ -200,8 +201,6 @@ ngx_chat_sync_drained(ngx_chat_session_t *s)
 static void
 ngx_chat_sync_done(ngx_chat_session_t *s)
 {
-    json_t  *synced;
-
     if (s->sync_again) {
         /* live messages were dropped while the cursors loaded: read again */
         s->sync_again = 0;
@@ -210,6 +209,17 @@ ngx_chat_sync_done(ngx_chat_session_t *s)
         ngx_chat_sync_page(s);
         return;
     }
+
+    /* the receipts that moved while the device was away, then "synced" */
+
+    ngx_chat_receipt_sync(s, ngx_chat_sync_finish);
+}
+
+
+static void
+ngx_chat_sync_finish(ngx_chat_session_t *s)
+{
+    json_t  *synced;
 
     s->state = NGX_CHAT_SESSION_READY;
 
