@@ -145,6 +145,17 @@ static const char  ngx_chat_accounts_me_sql[] =
     "SELECT id::text, mobile, chat_ms(created_at) "
     "FROM users WHERE id = $1::bigint";
 
+/* a GET passes NULLs: nothing is written */
+static const char  ngx_chat_accounts_privacy_sql[] =
+    "WITH u AS (UPDATE users "
+    "  SET read_receipts = coalesce($2::boolean, read_receipts), "
+    "      last_seen_to = coalesce($3::text, last_seen_to) "
+    "  WHERE id = $1::bigint AND ($2 IS NOT NULL OR $3 IS NOT NULL) "
+    "  RETURNING read_receipts, last_seen_to) "
+    "SELECT * FROM u UNION ALL "
+    "SELECT read_receipts, last_seen_to FROM users "
+    "WHERE id = $1::bigint AND NOT EXISTS (SELECT 1 FROM u)";
+
 static const char  ngx_chat_accounts_lookup_sql[] =
     "SELECT id::text FROM users WHERE mobile = $1";
 
@@ -613,6 +624,80 @@ ngx_chat_accounts_me(ngx_chat_api_ctx_t *ctx)
                                          "created_at",
                                          ngx_chat_accounts_ms(ctx->res,
                                                               0, 2)));
+}
+
+
+/*
+ * GET /v1/me/privacy, PATCH /v1/me/privacy (auth):
+ * {"read_receipts":true|false,"last_seen":"everyone"|"contacts"|"nobody"}
+ */
+
+ngx_int_t
+ngx_chat_accounts_privacy(ngx_chat_api_ctx_t *ctx)
+{
+    json_t      *receipts, *last_seen;
+    ngx_str_t    params[3], v, to;
+    const char  *s;
+
+    if (ctx->step == NGX_CHAT_ACCOUNTS_START) {
+        ctx->step = NGX_CHAT_ACCOUNTS_ROWS;
+
+        params[0] = ctx->user_id;
+        ngx_str_null(&params[1]);
+        ngx_str_null(&params[2]);
+
+        if (ctx->body) {
+            receipts = json_object_get(ctx->body, "read_receipts");
+            last_seen = json_object_get(ctx->body, "last_seen");
+            s = json_string_value(last_seen);
+
+            if (!json_is_object(ctx->body)
+                || json_object_size(ctx->body)
+                   != (size_t) (receipts != NULL) + (last_seen != NULL)
+                || json_object_size(ctx->body) == 0
+                || (receipts && !json_is_boolean(receipts))
+                || (last_seen
+                    && (s == NULL
+                        || (ngx_strcmp(s, "everyone") != 0
+                            && ngx_strcmp(s, "contacts") != 0
+                            && ngx_strcmp(s, "nobody") != 0))))
+            {
+                return ngx_chat_api_bad_request(ctx,
+                           "\"read_receipts\" (true or false) and/or "
+                           "\"last_seen\" (\"everyone\", \"contacts\" or "
+                           "\"nobody\") are expected");
+            }
+
+            if (receipts) {
+                ngx_str_set(&params[1], "f");
+
+                if (json_is_true(receipts)) {
+                    ngx_str_set(&params[1], "t");
+                }
+            }
+
+            if (s) {
+                params[2].data = (u_char *) s;
+                params[2].len = ngx_strlen(s);
+            }
+        }
+
+        return ngx_chat_api_query(ctx, ngx_chat_accounts_privacy_sql, 3,
+                                  params);
+    }
+
+    if (PQntuples(ctx->res) != 1) {
+        return ngx_chat_json_error(ctx->request, NGX_HTTP_UNAUTHORIZED,
+                                   "unauthorized", "no such user");
+    }
+
+    ngx_chat_pg_value(ctx->res, 0, 0, &v);
+    ngx_chat_pg_value(ctx->res, 0, 1, &to);
+
+    return ngx_chat_json_reply(ctx->request, NGX_HTTP_OK,
+                               json_pack("{s:b,s:s%}", "read_receipts",
+                                         v.len && v.data[0] == 't',
+                                         "last_seen", to.data, to.len));
 }
 
 

@@ -81,6 +81,12 @@ static ngx_chat_api_route_t  ngx_chat_api_routes[] = {
     { NGX_HTTP_GET, ngx_string("me"),
       ngx_chat_accounts_me, NGX_CHAT_API_AUTH },
 
+    { NGX_HTTP_GET, ngx_string("me/privacy"),
+      ngx_chat_accounts_privacy, NGX_CHAT_API_AUTH },
+
+    { NGX_HTTP_PATCH, ngx_string("me/privacy"),
+      ngx_chat_accounts_privacy, NGX_CHAT_API_AUTH|NGX_CHAT_API_BODY },
+
     { NGX_HTTP_GET, ngx_string("users/lookup"),
       ngx_chat_accounts_lookup, NGX_CHAT_API_AUTH },
 

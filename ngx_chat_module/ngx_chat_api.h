@@ -106,6 +106,7 @@ ngx_int_t ngx_chat_accounts_link(ngx_chat_api_ctx_t *ctx);
 ngx_int_t ngx_chat_accounts_devices(ngx_chat_api_ctx_t *ctx);
 ngx_int_t ngx_chat_accounts_unlink(ngx_chat_api_ctx_t *ctx);
 ngx_int_t ngx_chat_accounts_me(ngx_chat_api_ctx_t *ctx);
+ngx_int_t ngx_chat_accounts_privacy(ngx_chat_api_ctx_t *ctx);
 ngx_int_t ngx_chat_accounts_lookup(ngx_chat_api_ctx_t *ctx);
 
 

@@ -141,6 +141,20 @@ static ngx_command_t  ngx_chat_commands[] = {
       offsetof(ngx_chat_main_conf_t, sms_relay),
       NULL },
 
+    { ngx_string("chat_presence_lease"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_chat_main_conf_t, presence_lease),
+      NULL },
+
+    { ngx_string("chat_presence_debounce"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_chat_main_conf_t, presence_debounce),
+      NULL },
+
     { ngx_string("chat_message_ttl"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_sec_slot,
@@ -298,7 +312,8 @@ ngx_chat_init_process(ngx_cycle_t *cycle)
         || ngx_chat_ack_init_worker(cycle) != NGX_OK
         || ngx_chat_pg_init_worker(&cmcf->pg, cycle) != NGX_OK
         || ngx_chat_redis_init_worker(&cmcf->redis, cycle) != NGX_OK
-        || ngx_chat_expire_init_worker(cmcf, cycle) != NGX_OK)
+        || ngx_chat_expire_init_worker(cmcf, cycle) != NGX_OK
+        || ngx_chat_presence_init_worker(cmcf, cycle) != NGX_OK)
     {
         return NGX_ERROR;
     }
@@ -312,6 +327,7 @@ ngx_chat_exit_process(ngx_cycle_t *cycle)
 {
     ngx_chat_ws_exit_worker(cycle);
     ngx_chat_expire_exit_worker();
+    ngx_chat_presence_exit_worker();
     ngx_chat_redis_exit_worker();
     ngx_chat_pg_exit_worker();
 }
@@ -538,6 +554,8 @@ ngx_chat_create_main_conf(ngx_conf_t *cf)
     cmcf->max_group_size = NGX_CONF_UNSET_UINT;
     cmcf->api_max_body = NGX_CONF_UNSET_SIZE;
     cmcf->message_ttl = NGX_CONF_UNSET;
+    cmcf->presence_lease = NGX_CONF_UNSET_MSEC;
+    cmcf->presence_debounce = NGX_CONF_UNSET_MSEC;
 
     return cmcf;
 }
@@ -578,6 +596,15 @@ ngx_chat_init_main_conf(ngx_conf_t *cf, void *conf)
     /* a quarter of the TTL, between a second and a minute */
     cmcf->expire_interval = (ngx_msec_t) ngx_max(1, ngx_min(60,
                                              cmcf->message_ttl / 4)) * 1000;
+
+    ngx_conf_init_msec_value(cmcf->presence_lease, 30000);
+    ngx_conf_init_msec_value(cmcf->presence_debounce, 3000);
+
+    if (cmcf->presence_lease < 3000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"chat_presence_lease\" must be at least 3s");
+        return NGX_CONF_ERROR;
+    }
 
     if (cmcf->sms_relay.len && cmcf->sms_relay.data[0] != '/') {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,

@@ -38,6 +38,8 @@ typedef struct {
     size_t                  api_max_body;      /* request body bound */
     time_t                  message_ttl;       /* chat_message_ttl */
     ngx_msec_t              expire_interval;   /* sweeps, from the TTL */
+    ngx_msec_t              presence_lease;    /* a worker's hold on a user */
+    ngx_msec_t              presence_debounce; /* away that long: offline */
 } ngx_chat_main_conf_t;
 
 

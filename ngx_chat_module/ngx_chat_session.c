@@ -158,6 +158,8 @@ ngx_chat_session_opened(ngx_chat_ws_conn_t *wc)
     ngx_queue_init(&s->early);
     ngx_queue_init(&s->sends);
     ngx_queue_init(&s->reads);
+    ngx_queue_init(&s->watches);
+    ngx_queue_init(&s->presence_asks);
     ngx_rbtree_init(&s->chats, &s->sentinel, ngx_rbtree_insert_value);
 
     s->auth_timer.handler = ngx_chat_session_auth_timeout;
@@ -203,6 +205,7 @@ ngx_chat_session_closed(ngx_chat_ws_conn_t *wc)
     ngx_chat_sync_cleanup(s);
     ngx_chat_send_cleanup(s);
     ngx_chat_receipt_cleanup(s);
+    ngx_chat_presence_cleanup(s);
 
     ngx_chat_session_n--;
     ngx_chat_metrics_add(connections, -1);
@@ -411,6 +414,8 @@ ngx_chat_session_join(ngx_chat_session_t *s)
 
         ngx_rbtree_insert(&ngx_chat_session_users, &u->node.node);
 
+        ngx_chat_presence_up(&s->user_id);
+
     } else {
         u = (ngx_chat_session_user_t *) sn;
     }
@@ -437,6 +442,8 @@ ngx_chat_session_leave(ngx_chat_session_t *s)
     ngx_chat_redis_unsubscribe(&u->node.str);
     ngx_rbtree_delete(&ngx_chat_session_users, &u->node.node);
     ngx_free(u);
+
+    ngx_chat_presence_down(&s->user_id);
 }
 
 
@@ -456,6 +463,9 @@ ngx_chat_session_dispatch(ngx_chat_session_t *s, json_t *msg)
 
     } else if (ngx_strcmp(type, "read") == 0) {
         ngx_chat_receipt_read(s, msg);
+
+    } else if (ngx_strcmp(type, "presence") == 0) {
+        ngx_chat_presence_message(s, msg);
 
     } else if (ngx_strcmp(type, "ping") == 0) {
         pong = json_pack("{s:s,s:O?}", "type", "pong",
@@ -619,6 +629,7 @@ ngx_chat_session_pubsub(ngx_str_t *channel, ngx_str_t *message)
     sn = ngx_str_rbtree_lookup(&ngx_chat_session_users, channel, hash);
 
     if (sn == NULL) {
+        (void) ngx_chat_presence_pubsub(channel, message);
         return;
     }
 
@@ -779,6 +790,36 @@ ngx_chat_session_link(void)
 {
     ngx_chat_session_link_walk(ngx_chat_session_users.root,
                                ngx_chat_session_users.sentinel);
+
+    ngx_chat_presence_link();
+}
+
+
+/* each user with a session here, once */
+
+void
+ngx_chat_session_each_user(void (*handler)(ngx_str_t *user_id))
+{
+    ngx_rbtree_node_t        *node, *root, *sentinel;
+    ngx_chat_session_t       *s;
+    ngx_chat_session_user_t  *u;
+
+    root = ngx_chat_session_users.root;
+    sentinel = ngx_chat_session_users.sentinel;
+
+    if (root == sentinel) {
+        return;
+    }
+
+    for (node = ngx_rbtree_min(root, sentinel);
+         node;
+         node = ngx_rbtree_next(&ngx_chat_session_users, node))
+    {
+        u = (ngx_chat_session_user_t *) node;
+        s = ngx_queue_data(ngx_queue_head(&u->sessions), ngx_chat_session_t,
+                           queue);
+        handler(&s->user_id);
+    }
 }
 
 

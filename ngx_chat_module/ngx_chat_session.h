@@ -8,6 +8,7 @@
  *   ngx_chat_send.c     send
  *   ngx_chat_ack.c      ack
  *   ngx_chat_receipt.c  read, and the receipts of acks and reads
+ *   ngx_chat_presence.c presence: leases, watchers
  */
 
 #ifndef _NGX_CHAT_SESSION_H_INCLUDED_
@@ -100,6 +101,9 @@ struct ngx_chat_session_s {
     ngx_queue_t                reads;        /* "read"s being applied */
     ngx_uint_t                 nreads;
     void                     (*sync_done)(ngx_chat_session_t *s);
+    ngx_queue_t                watches;      /* presence: users watched */
+    ngx_uint_t                 nwatches;
+    ngx_queue_t                presence_asks;  /* subscribes being checked */
     ngx_uint_t                 close_code;   /* the peer's, answered once
                                                 the acks are applied */
     ngx_uint_t                 tokens;       /* chat_send_rate, in 1/1000 */
@@ -128,6 +132,7 @@ void ngx_chat_session_error(ngx_chat_session_t *s, json_t *id,
     const char *code, const char *message);
 ngx_int_t ngx_chat_session_parse_id(json_t *value, int64_t *id);
 void ngx_chat_session_acks_applied(ngx_chat_session_t *s);
+void ngx_chat_session_each_user(void (*handler)(ngx_str_t *user_id));
 
 /* ngx_chat_sync.c */
 void ngx_chat_sync_start(ngx_chat_session_t *s);
@@ -150,6 +155,17 @@ void ngx_chat_receipt_read(ngx_chat_session_t *s, json_t *msg);
 void ngx_chat_receipt_cleanup(ngx_chat_session_t *s);
 void ngx_chat_receipt_sync(ngx_chat_session_t *s,
     void (*done)(ngx_chat_session_t *s));
+
+/* ngx_chat_presence.c */
+ngx_int_t ngx_chat_presence_init_worker(ngx_chat_main_conf_t *cmcf,
+    ngx_cycle_t *cycle);
+void ngx_chat_presence_exit_worker(void);
+void ngx_chat_presence_up(ngx_str_t *user);
+void ngx_chat_presence_down(ngx_str_t *user);
+void ngx_chat_presence_message(ngx_chat_session_t *s, json_t *msg);
+ngx_int_t ngx_chat_presence_pubsub(ngx_str_t *channel, ngx_str_t *message);
+void ngx_chat_presence_cleanup(ngx_chat_session_t *s);
+void ngx_chat_presence_link(void);
 
 /* ngx_chat_ack.c */
 ngx_int_t ngx_chat_ack_init_worker(ngx_cycle_t *cycle);

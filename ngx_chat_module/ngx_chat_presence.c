@@ -1,0 +1,959 @@
+
+/*
+ * Presence (PROTOCOL.md, section 4; docs/protocol.md, "Presence").
+ *
+ * Redis holds, per user, a hash "<prefix>p:<user>" with a lease per
+ * worker that has sockets of the user ("w:<worker>" = expiry in ms), the
+ * state watchers were last told ("state" = on|off) and "last_seen"; and
+ * one sorted set "<prefix>presence" of users by the latest expiry of
+ * their leases.  Changes of state are decided and published by Lua
+ * scripts, atomically, on "<prefix>pc:<user>":
+ *
+ *   up     a worker takes or renews its lease: "on" if it was not;
+ *   check  a worker's debounce timer, or the sweep of expired leases:
+ *          drops the expired leases, and with none left, "off".
+ *
+ * So a worker that dies stops renewing, and the sweep (worker 0 of every
+ * nginx, every second) turns its users off once their leases expire.
+ *
+ * Watchers: a worker subscribes "<prefix>pc:<user>" while one of its
+ * sessions watches the user, and forwards what comes to each of them,
+ * with last_seen hidden where privacy says so.
+ */
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_chat_session.h"
+#include "ngx_chat_event.h"
+
+
+#define NGX_CHAT_PRESENCE_IDS      256    /* ids in one subscribe */
+#define NGX_CHAT_PRESENCE_WATCHES  1024   /* watched users a socket */
+#define NGX_CHAT_PRESENCE_SWEEP    1000   /* ms between sweeps */
+#define NGX_CHAT_PRESENCE_SWEPT    "256"  /* users a sweep checks */
+#define NGX_CHAT_PRESENCE_KEY_MAX  (64 + sizeof("presence") + NGX_INT64_LEN)
+
+
+/* a user watched by sessions of this worker */
+typedef struct {
+    ngx_str_node_t                 node;     /* key: "<prefix>pc:<user>" */
+    ngx_queue_t                    watches;
+    ngx_str_t                      user;
+    u_char                         data[1];
+} ngx_chat_presence_watched_t;
+
+
+/* a session watching a user */
+typedef struct {
+    ngx_queue_t                    queue;    /* in watched->watches */
+    ngx_queue_t                    by_session;
+    ngx_chat_session_t            *session;
+    ngx_chat_presence_watched_t   *watched;
+    ngx_chat_redis_cmd_t          *cmd;      /* the first state read */
+    unsigned                       last_seen:1;  /* may see it */
+} ngx_chat_presence_watch_t;
+
+
+/* a subscribe waiting for PostgreSQL to say who may be watched */
+typedef struct {
+    ngx_queue_t                    queue;    /* in session->presence */
+    ngx_chat_session_t            *session;  /* NULL: the socket is gone */
+    ngx_chat_pg_query_t           *query;
+    json_t                        *id;       /* the request's, for errors */
+} ngx_chat_presence_ask_t;
+
+
+/* a user whose last socket here went away: offline after the debounce */
+typedef struct {
+    ngx_event_t                    ev;
+    ngx_queue_t                    queue;
+    int64_t                        away;
+    ngx_str_t                      user;
+    u_char                         data[NGX_INT64_LEN];
+} ngx_chat_presence_away_t;
+
+
+static const char  ngx_chat_presence_up_lua[] =
+    "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) "
+    "redis.call('ZADD', KEYS[2], 'GT', ARGV[2], ARGV[3]) "
+    "if redis.call('HGET', KEYS[1], 'state') ~= 'on' then "
+    "  redis.call('HSET', KEYS[1], 'state', 'on') "
+    "  redis.call('PUBLISH', ARGV[4], '{\"type\":\"presence\",\"user_id\":\"'"
+    "             .. ARGV[3] .. '\",\"online\":true,\"last_seen\":null}') "
+    "  return 1 "
+    "end "
+    "return 0";
+
+static const char  ngx_chat_presence_check_lua[] =
+    "local now = tonumber(ARGV[1]) "
+    "local live = 0 "
+    "local f = redis.call('HGETALL', KEYS[1]) "
+    "for i = 1, #f, 2 do "
+    "  if string.sub(f[i], 1, 2) == 'w:' then "
+    "    if tonumber(f[i + 1]) > now then live = live + 1 "
+    "    else redis.call('HDEL', KEYS[1], f[i]) end "
+    "  end "
+    "end "
+    "if live > 0 then return 0 end "
+    "redis.call('ZREM', KEYS[2], ARGV[3]) "
+    "if redis.call('HGET', KEYS[1], 'state') == 'on' then "
+    "  redis.call('HSET', KEYS[1], 'state', 'off', 'last_seen', ARGV[2]) "
+    "  redis.call('PUBLISH', ARGV[4], '{\"type\":\"presence\",\"user_id\":\"'"
+    "             .. ARGV[3] .. '\",\"online\":false,\"last_seen\":' "
+    "             .. ARGV[2] .. '}') "
+    "  return 1 "
+    "end "
+    "return 0";
+
+static const char  ngx_chat_presence_peers_sql[] =
+    "SELECT out_user, out_shares, out_last_seen "
+    "FROM chat_presence_peers($1, $2::bigint[])";
+
+
+static void ngx_chat_presence_renew(ngx_event_t *ev);
+static void ngx_chat_presence_lease(ngx_str_t *user);
+static void ngx_chat_presence_check(ngx_str_t *user, int64_t away);
+static void ngx_chat_presence_expire(ngx_event_t *ev);
+static void ngx_chat_presence_sweep(ngx_event_t *ev);
+static void ngx_chat_presence_swept(void *data, redisReply *reply);
+static void ngx_chat_presence_asked(void *data, PGresult *res);
+static void ngx_chat_presence_answer(ngx_chat_session_t *s, json_t *id,
+    PGresult *res);
+static ngx_int_t ngx_chat_presence_watch(ngx_chat_session_t *s,
+    ngx_str_t *user, ngx_uint_t last_seen);
+static void ngx_chat_presence_read(ngx_chat_presence_watch_t *w);
+static void ngx_chat_presence_state(void *data, redisReply *reply);
+static void ngx_chat_presence_unwatch(ngx_chat_presence_watch_t *w);
+static ngx_chat_presence_watch_t *ngx_chat_presence_find(
+    ngx_chat_session_t *s, ngx_str_t *user);
+static void ngx_chat_presence_relink(ngx_rbtree_node_t *node,
+    ngx_rbtree_node_t *sentinel);
+static ngx_int_t ngx_chat_presence_key(u_char *buf, const char *name,
+    ngx_str_t *user, ngx_str_t *key);
+static int64_t ngx_chat_presence_now(void);
+static void ngx_chat_presence_ignore(void *data, redisReply *reply);
+
+
+static ngx_chat_main_conf_t  *ngx_chat_presence_conf;
+static ngx_rbtree_t           ngx_chat_presence_tree;
+static ngx_rbtree_node_t      ngx_chat_presence_sentinel;
+static ngx_queue_t            ngx_chat_presence_aways;
+static ngx_event_t            ngx_chat_presence_renew_ev;
+static ngx_event_t            ngx_chat_presence_sweep_ev;
+static ngx_chat_redis_cmd_t  *ngx_chat_presence_sweep_cmd;
+
+/* "w:<host>:<pid>:<random>": this worker's field in the users' hashes */
+static u_char                 ngx_chat_presence_field_buf[NGX_MAXHOSTNAMELEN
+                                                          + 64];
+static ngx_str_t              ngx_chat_presence_field;
+static ngx_str_t              ngx_chat_presence_none = ngx_string("");
+
+
+ngx_int_t
+ngx_chat_presence_init_worker(ngx_chat_main_conf_t *cmcf, ngx_cycle_t *cycle)
+{
+    u_char  *p;
+
+    ngx_rbtree_init(&ngx_chat_presence_tree, &ngx_chat_presence_sentinel,
+                    ngx_str_rbtree_insert_value);
+    ngx_queue_init(&ngx_chat_presence_aways);
+
+    if (cmcf->redis.host.len == 0 && cmcf->redis.unix_path.len == 0) {
+        return NGX_OK;
+    }
+
+    ngx_chat_presence_conf = cmcf;
+
+    p = ngx_snprintf(ngx_chat_presence_field_buf,
+                     sizeof(ngx_chat_presence_field_buf), "w:%V:%P:%08xD",
+                     &cycle->hostname, ngx_pid, (uint32_t) ngx_random());
+    ngx_chat_presence_field.data = ngx_chat_presence_field_buf;
+    ngx_chat_presence_field.len = p - ngx_chat_presence_field_buf;
+
+    ngx_chat_event_init(&ngx_chat_presence_renew_ev, ngx_chat_presence_renew,
+                        cycle->log);
+    ngx_chat_presence_renew_ev.cancelable = 1;
+    ngx_add_timer(&ngx_chat_presence_renew_ev, cmcf->presence_lease / 3);
+
+    if (ngx_worker == 0) {
+        ngx_chat_event_init(&ngx_chat_presence_sweep_ev,
+                            ngx_chat_presence_sweep, cycle->log);
+        ngx_chat_presence_sweep_ev.cancelable = 1;
+        ngx_add_timer(&ngx_chat_presence_sweep_ev, NGX_CHAT_PRESENCE_SWEEP);
+    }
+
+    return NGX_OK;
+}
+
+
+void
+ngx_chat_presence_exit_worker(void)
+{
+    ngx_queue_t               *q;
+    ngx_chat_presence_away_t  *a;
+
+    if (ngx_chat_presence_renew_ev.timer_set) {
+        ngx_del_timer(&ngx_chat_presence_renew_ev);
+    }
+
+    if (ngx_chat_presence_sweep_ev.timer_set) {
+        ngx_del_timer(&ngx_chat_presence_sweep_ev);
+    }
+
+    /* the sweep of another worker says "offline" once the leases expire */
+
+    while (!ngx_queue_empty(&ngx_chat_presence_aways)) {
+        q = ngx_queue_head(&ngx_chat_presence_aways);
+        ngx_queue_remove(q);
+
+        a = ngx_queue_data(q, ngx_chat_presence_away_t, queue);
+
+        if (a->ev.timer_set) {
+            ngx_del_timer(&a->ev);
+        }
+
+        ngx_free(a);
+    }
+}
+
+
+/* ---------------------------------------------------------------- leases */
+
+
+/* the first socket of a user on this worker */
+
+void
+ngx_chat_presence_up(ngx_str_t *user)
+{
+    if (ngx_chat_presence_conf) {
+        ngx_chat_presence_lease(user);
+    }
+}
+
+
+/* the last socket of a user on this worker went away */
+
+void
+ngx_chat_presence_down(ngx_str_t *user)
+{
+    u_char                    buf[NGX_CHAT_PRESENCE_KEY_MAX];
+    ngx_str_t                 key;
+    ngx_chat_presence_away_t  *a;
+
+    if (ngx_chat_presence_conf == NULL
+        || ngx_chat_presence_key(buf, "p:", user, &key) != NGX_OK)
+    {
+        return;
+    }
+
+    (void) ngx_chat_redis_command(ngx_chat_presence_ignore, NULL,
+                                  ngx_cycle->log, "HDEL %b %b",
+                                  key.data, key.len,
+                                  ngx_chat_presence_field.data,
+                                  ngx_chat_presence_field.len);
+
+    if (user->len > NGX_INT64_LEN) {
+        return;
+    }
+
+    a = ngx_calloc(sizeof(ngx_chat_presence_away_t), ngx_cycle->log);
+    if (a == NULL) {
+        return;                 /* the sweep will see to it */
+    }
+
+    a->away = ngx_chat_presence_now();
+    a->user.data = a->data;
+    a->user.len = user->len;
+    ngx_memcpy(a->data, user->data, user->len);
+
+    ngx_chat_event_init(&a->ev, ngx_chat_presence_expire, ngx_cycle->log);
+    a->ev.data = a;
+    a->ev.cancelable = 1;
+
+    ngx_queue_insert_tail(&ngx_chat_presence_aways, &a->queue);
+    ngx_add_timer(&a->ev, ngx_chat_presence_conf->presence_debounce);
+}
+
+
+static void
+ngx_chat_presence_expire(ngx_event_t *ev)
+{
+    ngx_chat_presence_away_t  *a = ev->data;
+
+    ngx_chat_presence_check(&a->user, a->away);
+
+    ngx_queue_remove(&a->queue);
+    ngx_free(a);
+}
+
+
+static void
+ngx_chat_presence_renew(ngx_event_t *ev)
+{
+    ngx_chat_session_each_user(ngx_chat_presence_lease);
+
+    ngx_add_timer(ev, ngx_chat_presence_conf->presence_lease / 3);
+}
+
+
+static void
+ngx_chat_presence_lease(ngx_str_t *user)
+{
+    u_char     expiry[NGX_INT64_LEN];
+    u_char     hbuf[NGX_CHAT_PRESENCE_KEY_MAX], zbuf[NGX_CHAT_PRESENCE_KEY_MAX];
+    u_char     cbuf[NGX_CHAT_PRESENCE_KEY_MAX];
+    size_t     len;
+    ngx_str_t  hash, set, channel;
+
+    if (ngx_chat_presence_key(hbuf, "p:", user, &hash) != NGX_OK
+        || ngx_chat_presence_key(zbuf, "presence", &ngx_chat_presence_none,
+                                  &set) != NGX_OK
+        || ngx_chat_presence_key(cbuf, "pc:", user, &channel) != NGX_OK)
+    {
+        return;
+    }
+
+    len = ngx_sprintf(expiry, "%L", ngx_chat_presence_now()
+                                    + ngx_chat_presence_conf->presence_lease)
+          - expiry;
+
+    (void) ngx_chat_redis_command(ngx_chat_presence_ignore, NULL,
+                                  ngx_cycle->log,
+                                  "EVAL %s 2 %b %b %b %b %b %b",
+                                  ngx_chat_presence_up_lua,
+                                  hash.data, hash.len, set.data, set.len,
+                                  ngx_chat_presence_field.data,
+                                  ngx_chat_presence_field.len,
+                                  expiry, len, user->data, user->len,
+                                  channel.data, channel.len);
+}
+
+
+static void
+ngx_chat_presence_check(ngx_str_t *user, int64_t away)
+{
+    u_char     now[NGX_INT64_LEN], when[NGX_INT64_LEN];
+    u_char     hbuf[NGX_CHAT_PRESENCE_KEY_MAX], zbuf[NGX_CHAT_PRESENCE_KEY_MAX];
+    u_char     cbuf[NGX_CHAT_PRESENCE_KEY_MAX];
+    size_t     nlen, wlen;
+    ngx_str_t  hash, set, channel;
+
+    if (ngx_chat_presence_key(hbuf, "p:", user, &hash) != NGX_OK
+        || ngx_chat_presence_key(zbuf, "presence", &ngx_chat_presence_none,
+                                  &set) != NGX_OK
+        || ngx_chat_presence_key(cbuf, "pc:", user, &channel) != NGX_OK)
+    {
+        return;
+    }
+
+    nlen = ngx_sprintf(now, "%L", ngx_chat_presence_now()) - now;
+    wlen = ngx_sprintf(when, "%L", away) - when;
+
+    (void) ngx_chat_redis_command(ngx_chat_presence_ignore, NULL,
+                                  ngx_cycle->log,
+                                  "EVAL %s 2 %b %b %b %b %b %b",
+                                  ngx_chat_presence_check_lua,
+                                  hash.data, hash.len, set.data, set.len,
+                                  now, nlen, when, wlen,
+                                  user->data, user->len,
+                                  channel.data, channel.len);
+}
+
+
+/* worker 0: users whose leases all expired, dead workers' users */
+
+static void
+ngx_chat_presence_sweep(ngx_event_t *ev)
+{
+    u_char     now[NGX_INT64_LEN], zbuf[NGX_CHAT_PRESENCE_KEY_MAX];
+    size_t     len;
+    ngx_str_t  set;
+
+    ngx_add_timer(ev, NGX_CHAT_PRESENCE_SWEEP);
+
+    if (ngx_chat_presence_sweep_cmd) {
+        return;                 /* the last one has not come back */
+    }
+
+    if (ngx_chat_presence_key(zbuf, "presence", &ngx_chat_presence_none, &set)
+        != NGX_OK)
+    {
+        return;
+    }
+
+    len = ngx_sprintf(now, "%L", ngx_chat_presence_now()) - now;
+
+    ngx_chat_presence_sweep_cmd = ngx_chat_redis_command(
+                                      ngx_chat_presence_swept, NULL, ev->log,
+                                      "ZRANGEBYSCORE %b -inf %b LIMIT 0 "
+                                      NGX_CHAT_PRESENCE_SWEPT,
+                                      set.data, set.len, now, len);
+}
+
+
+static void
+ngx_chat_presence_swept(void *data, redisReply *reply)
+{
+    size_t      i;
+    int64_t     now;
+    ngx_str_t   user;
+
+    ngx_chat_presence_sweep_cmd = NULL;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
+        return;
+    }
+
+    now = ngx_chat_presence_now();
+
+    for (i = 0; i < reply->elements; i++) {
+        if (reply->element[i]->type != REDIS_REPLY_STRING) {
+            continue;
+        }
+
+        user.data = (u_char *) reply->element[i]->str;
+        user.len = reply->element[i]->len;
+
+        ngx_chat_presence_check(&user, now);
+    }
+}
+
+
+/* -------------------------------------------------------------- watchers */
+
+
+/* {"type":"presence","subscribe":[ids]} or {"unsubscribe":[ids]} */
+
+void
+ngx_chat_presence_message(ngx_chat_session_t *s, json_t *msg)
+{
+    u_char                     *p;
+    size_t                      i, n;
+    int64_t                     id;
+    json_t                     *sub, *unsub, *v;
+    ngx_str_t                   params[2], user;
+    ngx_chat_presence_ask_t    *ask;
+    ngx_chat_presence_watch_t  *w;
+
+    sub = json_object_get(msg, "subscribe");
+    unsub = json_object_get(msg, "unsubscribe");
+    v = sub ? sub : unsub;
+
+    if ((sub != NULL) == (unsub != NULL)
+        || !json_is_array(v)
+        || json_array_size(v) > NGX_CHAT_PRESENCE_IDS)
+    {
+        goto bad;
+    }
+
+    n = json_array_size(v);
+
+    for (i = 0; i < n; i++) {
+        if (ngx_chat_session_parse_id(json_array_get(v, i), &id) != NGX_OK) {
+            goto bad;
+        }
+    }
+
+    if (unsub) {
+        for (i = 0; i < n; i++) {
+            user.data = (u_char *) json_string_value(json_array_get(v, i));
+            user.len = json_string_length(json_array_get(v, i));
+
+            w = ngx_chat_presence_find(s, &user);
+            if (w) {
+                ngx_chat_presence_unwatch(w);
+            }
+        }
+
+        return;
+    }
+
+    if (n == 0) {
+        return;
+    }
+
+    if (ngx_chat_presence_conf == NULL) {
+        ngx_chat_session_error(s, json_object_get(msg, "id"), "unavailable",
+                               "presence needs chat_redis");
+        return;
+    }
+
+    if (s->nwatches + n > NGX_CHAT_PRESENCE_WATCHES) {
+        ngx_chat_session_error(s, json_object_get(msg, "id"), "too_large",
+                               "too many users watched on this socket");
+        return;
+    }
+
+    /* "{1,2,3}" for chat_presence_peers() */
+
+    params[0] = s->user_id;
+    params[1].data = ngx_alloc(n * (NGX_INT64_LEN + 1) + 2, ngx_cycle->log);
+    ask = ngx_calloc(sizeof(ngx_chat_presence_ask_t), ngx_cycle->log);
+
+    if (params[1].data == NULL || ask == NULL) {
+        ngx_free(params[1].data);
+        ngx_free(ask);
+        ngx_chat_session_error(s, json_object_get(msg, "id"), "unavailable",
+                               "out of memory");
+        return;
+    }
+
+    p = params[1].data;
+    *p++ = '{';
+
+    for (i = 0; i < n; i++) {
+        (void) ngx_chat_session_parse_id(json_array_get(v, i), &id);
+        p = ngx_sprintf(p, "%s%L", i ? "," : "", id);
+    }
+
+    *p++ = '}';
+    params[1].len = p - params[1].data;
+
+    ask->query = ngx_chat_pg_query(ngx_chat_presence_peers_sql, 2, params,
+                                   ngx_chat_presence_asked, ask,
+                                   s->wc->connection->log);
+    ngx_free(params[1].data);
+
+    if (ask->query == NULL) {
+        ngx_free(ask);
+        ngx_chat_session_error(s, json_object_get(msg, "id"), "unavailable",
+                               "PostgreSQL is unavailable");
+        return;
+    }
+
+    ask->session = s;
+    ask->id = json_incref(json_object_get(msg, "id"));
+    ngx_queue_insert_tail(&s->presence_asks, &ask->queue);
+
+    return;
+
+bad:
+
+    ngx_chat_session_error(s, json_object_get(msg, "id"), "bad_request",
+                           "presence takes \"subscribe\" or \"unsubscribe\" "
+                           "with an array of at most 256 user ids");
+}
+
+
+static void
+ngx_chat_presence_asked(void *data, PGresult *res)
+{
+    json_t                   *id;
+    ngx_chat_session_t       *s;
+    ngx_chat_presence_ask_t  *ask = data;
+
+    s = ask->session;
+    id = ask->id;
+
+    if (s) {
+        ngx_queue_remove(&ask->queue);
+    }
+
+    ngx_free(ask);
+
+    if (s == NULL) {
+        json_decref(id);
+        return;
+    }
+
+    ngx_chat_presence_answer(s, id, res);
+    json_decref(id);
+}
+
+
+static void
+ngx_chat_presence_answer(ngx_chat_session_t *s, json_t *id, PGresult *res)
+{
+    int         i, n;
+    ngx_str_t   user, shares, last_seen;
+
+    if (!ngx_chat_pg_ok(res)) {
+        ngx_chat_session_error(s, id, "unavailable",
+                               "PostgreSQL is unavailable");
+        return;
+    }
+
+    n = PQntuples(res);
+
+    for (i = 0; i < n; i++) {
+        ngx_chat_pg_value(res, i, 1, &shares);
+
+        if (shares.len == 0 || shares.data[0] != 't') {
+            ngx_chat_pg_value(res, i, 0, &user);
+            ngx_chat_session_error(s, id, "forbidden",
+                                   "only users who share a chat can be "
+                                   "watched");
+            return;
+        }
+    }
+
+    for (i = 0; i < n; i++) {
+        ngx_chat_pg_value(res, i, 0, &user);
+        ngx_chat_pg_value(res, i, 2, &last_seen);
+
+        if (s->nwatches >= NGX_CHAT_PRESENCE_WATCHES) {
+            ngx_chat_session_error(s, id, "too_large",
+                                   "too many users watched on this socket");
+            return;
+        }
+
+        if (ngx_chat_presence_watch(s, &user,
+                                    last_seen.len && last_seen.data[0] == 't')
+            != NGX_OK)
+        {
+            ngx_chat_session_error(s, id, "unavailable", "out of memory");
+            return;
+        }
+    }
+}
+
+
+static ngx_int_t
+ngx_chat_presence_watch(ngx_chat_session_t *s, ngx_str_t *user,
+    ngx_uint_t last_seen)
+{
+    u_char                       buf[NGX_CHAT_PRESENCE_KEY_MAX];
+    uint32_t                     hash;
+    ngx_str_t                    channel;
+    ngx_chat_presence_watch_t   *w;
+    ngx_chat_presence_watched_t *wd;
+
+    w = ngx_chat_presence_find(s, user);
+
+    if (w) {
+        w->last_seen = last_seen;       /* settings as of now */
+        ngx_chat_presence_read(w);
+        return NGX_OK;
+    }
+
+    if (ngx_chat_presence_key(buf, "pc:", user, &channel) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    hash = ngx_crc32_long(channel.data, channel.len);
+    wd = (ngx_chat_presence_watched_t *)
+             ngx_str_rbtree_lookup(&ngx_chat_presence_tree, &channel, hash);
+
+    if (wd == NULL) {
+        wd = ngx_alloc(sizeof(ngx_chat_presence_watched_t) + channel.len
+                       + user->len, ngx_cycle->log);
+        if (wd == NULL) {
+            return NGX_ERROR;
+        }
+
+        wd->node.node.key = hash;
+        wd->node.str.data = wd->data;
+        wd->node.str.len = channel.len;
+        wd->user.data = ngx_cpymem(wd->data, channel.data, channel.len);
+        wd->user.len = user->len;
+        ngx_memcpy(wd->user.data, user->data, user->len);
+        ngx_queue_init(&wd->watches);
+
+        if (ngx_chat_redis_subscribe(&wd->node.str) != NGX_OK) {
+            ngx_free(wd);
+            return NGX_ERROR;
+        }
+
+        ngx_rbtree_insert(&ngx_chat_presence_tree, &wd->node.node);
+    }
+
+    w = ngx_calloc(sizeof(ngx_chat_presence_watch_t), ngx_cycle->log);
+    if (w == NULL) {
+        if (ngx_queue_empty(&wd->watches)) {
+            ngx_chat_redis_unsubscribe(&wd->node.str);
+            ngx_rbtree_delete(&ngx_chat_presence_tree, &wd->node.node);
+            ngx_free(wd);
+        }
+
+        return NGX_ERROR;
+    }
+
+    w->session = s;
+    w->watched = wd;
+    w->last_seen = last_seen;
+
+    ngx_queue_insert_tail(&wd->watches, &w->queue);
+    ngx_queue_insert_tail(&s->watches, &w->by_session);
+    s->nwatches++;
+
+    /* subscribed first: a change from now on is not missed */
+
+    ngx_chat_presence_read(w);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_chat_presence_read(ngx_chat_presence_watch_t *w)
+{
+    u_char     buf[NGX_CHAT_PRESENCE_KEY_MAX];
+    ngx_str_t  key;
+
+    if (w->cmd
+        || ngx_chat_presence_key(buf, "p:", &w->watched->user, &key)
+           != NGX_OK)
+    {
+        return;
+    }
+
+    w->cmd = ngx_chat_redis_command(ngx_chat_presence_state, w,
+                                    ngx_cycle->log,
+                                    "HMGET %b state last_seen",
+                                    key.data, key.len);
+}
+
+
+static void
+ngx_chat_presence_state(void *data, redisReply *reply)
+{
+    json_t                     *ev;
+    ngx_uint_t                  online;
+    redisReply                 *state, *last;
+    ngx_chat_presence_watch_t  *w = data;
+
+    w->cmd = NULL;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements != 2)
+    {
+        return;
+    }
+
+    state = reply->element[0];
+    last = reply->element[1];
+
+    online = state->type == REDIS_REPLY_STRING && state->len == 2
+             && ngx_strncmp(state->str, "on", 2) == 0;
+
+    if (online || !w->last_seen || last->type != REDIS_REPLY_STRING) {
+        ev = json_pack("{s:s,s:s%,s:b,s:n}", "type", "presence",
+                       "user_id", w->watched->user.data,
+                       w->watched->user.len, "online", (int) online,
+                       "last_seen");
+
+    } else {
+        ev = json_pack("{s:s,s:s%,s:b,s:I}", "type", "presence",
+                       "user_id", w->watched->user.data,
+                       w->watched->user.len, "online", 0,
+                       "last_seen", (json_int_t) ngx_atoof(
+                                        (u_char *) last->str, last->len));
+    }
+
+    if (ev) {
+        ngx_chat_session_send(w->session, ev);
+        json_decref(ev);
+    }
+}
+
+
+/* what Redis brings on a presence channel; NGX_DECLINED: not one */
+
+ngx_int_t
+ngx_chat_presence_pubsub(ngx_str_t *channel, ngx_str_t *message)
+{
+    char                        *hidden;
+    json_t                      *ev;
+    uint32_t                     hash;
+    ngx_queue_t                 *q, *next;
+    ngx_chat_presence_watch_t   *w;
+    ngx_chat_presence_watched_t *wd;
+
+    hash = ngx_crc32_long(channel->data, channel->len);
+    wd = (ngx_chat_presence_watched_t *)
+             ngx_str_rbtree_lookup(&ngx_chat_presence_tree, channel, hash);
+
+    if (wd == NULL) {
+        return NGX_DECLINED;
+    }
+
+    /* who may not see last_seen gets null: made once, when needed */
+
+    hidden = NULL;
+    ev = NULL;
+
+    for (q = ngx_queue_head(&wd->watches);
+         q != ngx_queue_sentinel(&wd->watches);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        w = ngx_queue_data(q, ngx_chat_presence_watch_t, queue);
+
+        if (w->last_seen) {
+            ngx_chat_session_send_text(w->session, message->data,
+                                       message->len);
+            continue;
+        }
+
+        if (hidden == NULL && ev == NULL) {
+            ev = json_loadb((char *) message->data, message->len, 0, NULL);
+
+            if (ev == NULL
+                || json_object_set_new(ev, "last_seen", json_null()) != 0
+                || (hidden = json_dumps(ev, JSON_COMPACT)) == NULL)
+            {
+                break;
+            }
+        }
+
+        ngx_chat_session_send_text(w->session, (u_char *) hidden,
+                                   ngx_strlen(hidden));
+    }
+
+    json_decref(ev);
+    free(hidden);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_chat_presence_unwatch(ngx_chat_presence_watch_t *w)
+{
+    ngx_chat_presence_watched_t  *wd = w->watched;
+
+    if (w->cmd) {
+        ngx_chat_redis_cancel(w->cmd);
+    }
+
+    ngx_queue_remove(&w->queue);
+    ngx_queue_remove(&w->by_session);
+    w->session->nwatches--;
+    ngx_free(w);
+
+    if (ngx_queue_empty(&wd->watches)) {
+        ngx_chat_redis_unsubscribe(&wd->node.str);
+        ngx_rbtree_delete(&ngx_chat_presence_tree, &wd->node.node);
+        ngx_free(wd);
+    }
+}
+
+
+static ngx_chat_presence_watch_t *
+ngx_chat_presence_find(ngx_chat_session_t *s, ngx_str_t *user)
+{
+    ngx_queue_t                *q;
+    ngx_chat_presence_watch_t  *w;
+
+    for (q = ngx_queue_head(&s->watches);
+         q != ngx_queue_sentinel(&s->watches);
+         q = ngx_queue_next(q))
+    {
+        w = ngx_queue_data(q, ngx_chat_presence_watch_t, by_session);
+
+        if (w->watched->user.len == user->len
+            && ngx_strncmp(w->watched->user.data, user->data, user->len) == 0)
+        {
+            return w;
+        }
+    }
+
+    return NULL;
+}
+
+
+void
+ngx_chat_presence_cleanup(ngx_chat_session_t *s)
+{
+    ngx_queue_t              *q;
+    ngx_chat_presence_ask_t  *ask;
+
+    if (s->watches.next == NULL) {
+        return;                         /* never ready */
+    }
+
+    while (!ngx_queue_empty(&s->watches)) {
+        q = ngx_queue_head(&s->watches);
+        ngx_chat_presence_unwatch(ngx_queue_data(q, ngx_chat_presence_watch_t,
+                                                 by_session));
+    }
+
+    while (!ngx_queue_empty(&s->presence_asks)) {
+        q = ngx_queue_head(&s->presence_asks);
+        ngx_queue_remove(q);
+
+        ask = ngx_queue_data(q, ngx_chat_presence_ask_t, queue);
+        ask->session = NULL;
+    }
+}
+
+
+/*
+ * Redis came back: the leases may have expired meanwhile and changes
+ * were not heard; leases are taken again and every watcher reads the
+ * state anew.
+ */
+
+void
+ngx_chat_presence_link(void)
+{
+    if (ngx_chat_presence_conf == NULL) {
+        return;
+    }
+
+    ngx_chat_session_each_user(ngx_chat_presence_lease);
+    ngx_chat_presence_relink(ngx_chat_presence_tree.root,
+                             ngx_chat_presence_tree.sentinel);
+}
+
+
+static void
+ngx_chat_presence_relink(ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
+{
+    ngx_queue_t                  *q;
+    ngx_chat_presence_watched_t  *wd;
+
+    if (node == sentinel) {
+        return;
+    }
+
+    ngx_chat_presence_relink(node->left, sentinel);
+
+    wd = (ngx_chat_presence_watched_t *) node;
+
+    for (q = ngx_queue_head(&wd->watches);
+         q != ngx_queue_sentinel(&wd->watches);
+         q = ngx_queue_next(q))
+    {
+        ngx_chat_presence_read(ngx_queue_data(q, ngx_chat_presence_watch_t,
+                                              queue));
+    }
+
+    ngx_chat_presence_relink(node->right, sentinel);
+}
+
+
+/* ------------------------------------------------------------------ misc */
+
+
+static ngx_int_t
+ngx_chat_presence_key(u_char *buf, const char *name, ngx_str_t *user,
+    ngx_str_t *key)
+{
+    return ngx_chat_redis_key_buf(buf, NGX_CHAT_PRESENCE_KEY_MAX, name, user,
+                                  0, key);
+}
+
+
+static int64_t
+ngx_chat_presence_now(void)
+{
+    ngx_time_t  *tp;
+
+    tp = ngx_timeofday();
+
+    return (int64_t) tp->sec * 1000 + tp->msec;
+}
+
+
+static void
+ngx_chat_presence_ignore(void *data, redisReply *reply)
+{
+    if (reply && reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "chat presence: Redis: %*s", (size_t) reply->len,
+                      reply->str);
+    }
+}
