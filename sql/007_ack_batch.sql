@@ -15,8 +15,15 @@ ALTER FUNCTION chat_trim(bigint, bigint)
 ALTER FUNCTION chat_trim(bigint, bigint) SET enable_seqscan = off;
 
 
+-- The seq of each member's latest message: whom a receipt is for, once
+-- the messages are gone (receipts, 008).
+ALTER TABLE members ADD COLUMN IF NOT EXISTS authored bigint NOT NULL
+    DEFAULT 0;
+
+
 -- chat_send_batch (005), with every lookup per send made through its
--- index (LATERAL), so that no plan hashes a whole table per batch.
+-- index (LATERAL), so that no plan hashes a whole table per batch, and
+-- members.authored moved.
 CREATE OR REPLACE FUNCTION chat_send_batch(p_sends jsonb)
 RETURNS TABLE (i bigint, out_status integer, out_seq bigint,
                out_ts bigint, out_members text, out_json text)
@@ -64,6 +71,12 @@ BEGIN
                clock_timestamp()
         FROM fresh f JOIN bump b ON b.id = f.chat
         RETURNING *
+    ), authored AS (
+        UPDATE members mb SET authored = x.top
+        FROM (SELECT chat_id, sender_user, max(seq) AS top FROM ins
+              GROUP BY chat_id, sender_user) x
+        WHERE mb.chat_id = x.chat_id AND mb.user_id = x.sender_user
+          AND mb.authored < x.top
     )
     SELECT c.n,
            CASE WHEN NOT c.member THEN 2

@@ -38,28 +38,25 @@ CREATE TRIGGER members_marks BEFORE INSERT ON members
     FOR EACH ROW EXECUTE FUNCTION chat_member_marks();
 
 
--- Who gets a receipt for user p_user's mark moving from p_from to p_to in
--- p_chat: the authors of the text messages in between still stored,
--- other than p_user, as "id,id,..." (NULL: nobody). p_read: only authors
--- who take read receipts.
+-- Who gets a receipt for user p_user's mark moving past p_from in
+-- p_chat: the other members who wrote a message after p_from
+-- (members.authored; the messages themselves may be gone), as
+-- "id,id,..." (NULL: nobody). A superset of the authors of the range, as
+-- PROTOCOL.md allows. p_read: only those who take read receipts.
 CREATE OR REPLACE FUNCTION chat_mark_authors(p_chat bigint, p_user bigint,
-                                             p_from bigint, p_to bigint,
-                                             p_read boolean)
+                                             p_from bigint, p_read boolean)
 RETURNS text
 LANGUAGE sql STABLE AS $$
-    SELECT string_agg(a.sender_user::text, ',')
-    FROM (SELECT DISTINCT m.sender_user FROM messages m
-          WHERE m.chat_id = p_chat AND m.seq > p_from AND m.seq <= p_to
-            AND m.kind = 'text' AND m.sender_user <> p_user) a
-    WHERE NOT p_read
-       OR (SELECT read_receipts FROM users WHERE id = a.sender_user)
+    SELECT string_agg(mb.user_id::text, ',')
+    FROM members mb JOIN users u ON u.id = mb.user_id
+    WHERE mb.chat_id = p_chat AND mb.user_id <> p_user
+      AND mb.authored > p_from AND (NOT p_read OR u.read_receipts)
 $$;
 
 
 -- chat_ack_batch (007), which now also moves the users' delivered marks
 -- and returns one row per mark moved: chat, user, the new mark, and the
--- authors to tell (chat_mark_authors), read before the trim deletes what
--- every device has.
+-- authors to tell (chat_mark_authors).
 DROP FUNCTION IF EXISTS chat_ack_batch(bigint[], bigint[], bigint[]);
 
 CREATE FUNCTION chat_ack_batch(p_devices bigint[], p_chats bigint[],
@@ -129,7 +126,7 @@ BEGIN
                   old.acked AS now
     )
     SELECT r.chat_id, r.user_id, r.now,
-           chat_mark_authors(r.chat_id, r.user_id, r.was, r.now, false)
+           chat_mark_authors(r.chat_id, r.user_id, r.was, false)
     FROM raised r;
 
     PERFORM pg_advisory_xact_lock(1, (t.ch & x'7fffffff'::bigint)::integer)
@@ -194,13 +191,12 @@ BEGIN
 
     IF v_receipts THEN
         out_read_authors := chat_mark_authors(p_chat, p_user, v_read,
-                                              out_read, true);
+                                              true);
     END IF;
 
     IF out_delivered > v_delivered THEN
         out_delivered_authors := chat_mark_authors(p_chat, p_user,
-                                                   v_delivered,
-                                                   out_delivered, false);
+                                                   v_delivered, false);
     ELSE
         out_delivered := NULL;
     END IF;
