@@ -1,0 +1,581 @@
+# Presence (PROTOCOL.md section 4, docs/protocol.md "Presence"), on two
+# hosts (two nginx instances of two workers each, sharing PostgreSQL and
+# Redis): a watcher subscribed to a user who shares a chat with it gets
+# the user's state at once, then every change, wherever the user's
+# sockets are; offline only after chat_presence_debounce without a socket
+# (flapping within it is not reported), with last_seen the moment the last
+# socket went away; a worker killed with its sockets stops renewing its
+# lease and its users go offline within chat_presence_lease and a bit;
+# strangers cannot be watched; last_seen "nobody" hides one's own and
+# everyone else's; unsubscribe stops the events.
+#
+#   scripts/test.sh t/ws_presence.t
+
+use strict;
+use warnings;
+use lib 't/lib';
+use Test::Chat::Nginx;
+use Test::Chat::Delivery qw(:devices chat_http_config chat_locations);
+use B ();
+use JSON::PP ();
+use List::Util qw(max);
+use Time::HiRes qw(time sleep);
+
+plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
+                 . 'scripts/test.sh)'
+    unless $ENV{CHAT_PG_DSN} && $ENV{CHAT_REDIS};
+
+my $LEASE = 3;          # chat_presence_lease, seconds
+my $DEBOUNCE = 2;       # chat_presence_debounce, seconds
+
+# PostgreSQL and Redis outlive this file: a prefix of our own (the same on
+# both hosts: one deployment), and new users in every behaviour.
+my $PREFIX = "t_ws_presence_$$:";
+my $HTTP = chat_http_config(prefix => $PREFIX, port2 => 1,
+                            extra => "chat_presence_lease ${LEASE}s;\n"
+                                     . "chat_presence_debounce "
+                                     . "${DEBOUNCE}s;\n");
+my $LOCATIONS = chat_locations();
+
+END {
+    nginx_stop() if nginx_running();
+    nginx2_stop(no_check => 1) if nginx2_running();
+}
+
+
+# ---------------------------------------------------------------------------
+# Hosts and behaviours.
+
+sub hosts_up {
+    my $ok = nginx_running()
+             || nginx_start(http_config => $HTTP, config => $LOCATIONS,
+                            workers => 2);
+    ok $ok, 'host 1 (nginx 1) runs' or return 0;
+    $ok = nginx2_running()
+          || nginx2_start(http_config => $HTTP, config => $LOCATIONS,
+                          workers => 2);
+    ok $ok, 'host 2 (nginx 2) runs' or return 0;
+    return 1;
+}
+
+# behaviour $name, error_log1 => [...], sub { ... }: a subtest on both
+# hosts, then their error logs since: no [error], alert or crash (but
+# what error_log1 expects in host 1's).
+sub behaviour {
+    my ($name, @rest) = @_;
+    my $code = pop @rest;
+    my %o = @rest;
+    subtest $name => sub {
+        hosts_up() or return;
+        my $mark1 = error_log_mark();
+        my $mark2 = with_nginx2(sub { error_log_mark() });
+        $code->();
+        check_error_log(name => "$name (host 1)", since => $mark1,
+                        error_log => $o{error_log1},
+                        no_error_log => ['[error]']);
+        with_nginx2(sub {
+            check_error_log(name => "$name (host 2)", since => $mark2,
+                            no_error_log => ['[error]']);
+        });
+    };
+}
+
+
+# ---------------------------------------------------------------------------
+# Presence on devices. Test::Chat::Delivery's record() sets receipts and
+# presence aside as "not what these suites are about"; here they go to
+# $d->{presences} (and $d->{receipts}), each with the JSON types of its
+# fields as decoded (_types) and when it came (_at).
+
+sub json_type {
+    return 'null' unless defined $_[0];
+    return JSON::PP::is_bool($_[0]) ? 'bool' : lc ref $_[0] if ref $_[0];
+    my $f = B::svref_2object(\$_[0])->FLAGS;
+    my $num = $f & (B::SVp_IOK | B::SVp_NOK);
+    return 'string' if ($f & B::SVp_POK) && !$num;
+    return $num && !($f & B::SVp_POK) && $_[0] =~ /^-?\d+$/ ? 'int'
+                                                            : 'number';
+}
+
+{
+    no warnings 'redefine';
+    my $orig = \&Test::Chat::Delivery::record;
+    *Test::Chat::Delivery::record = sub {
+        my ($d, $ev) = @_;
+        my $t = $ev->{type} // '';
+        if ($t eq 'receipt' || $t eq 'presence') {
+            my %types = map { $_ => json_type($ev->{$_}) } keys %$ev;
+            $ev->{_types} = \%types;
+            $ev->{_sync} = $d->{synced} ? 0 : 1;
+            $ev->{_at} = time;
+            push @{ $d->{ $t eq 'receipt' ? 'receipts' : 'presences' } }, $ev;
+            return;
+        }
+        $orig->(@_);
+    };
+}
+
+my $JSON = JSON::PP->new->canonical->allow_nonref;
+
+my %NAME;       # user_id => name, for diagnostics
+
+sub who { $NAME{ $_[0] // '' } // $_[0] // '?' }
+
+sub show {
+    my ($ev) = @_;
+    return 'nothing' unless $ev;
+    return $JSON->encode({ map { $_ => $ev->{$_} } grep { !/^_/ }
+                           keys %$ev })
+           . (defined $ev->{user_id} ? ' (' . who($ev->{user_id}) . ')'
+                                     : '');
+}
+
+sub show_presences {
+    my ($d) = @_;
+    my @p = @{ $d->{presences} || [] };
+    return "$d->{name} got no presence" unless @p;
+    my $t0 = $p[0]{_at};
+    return "$d->{name} got:\n" . join "\n", map {
+        sprintf '  +%.2fs %s', $_->{_at} - $t0, show($_) } @p;
+}
+
+sub named_users {
+    my @u = users(@_) or return;
+    $NAME{ $_->{user_id} } = $_->{name} for @u;
+    return @u;
+}
+
+sub ms { int($_[0] * 1000) }
+
+sub live { my %s; [grep { $_ && !$_->{dead} && !$s{$_}++ } @_] }
+
+sub settle {
+    my ($devs, $secs) = @_;
+    pump(live(@$devs), undef, within => $secs);
+}
+
+sub subscribe {
+    my ($d, @u) = @_;
+    $d->{ws}->send_json({ type => 'presence',
+                          subscribe => [map { $_->{user_id} } @u] });
+}
+
+sub unsubscribe {
+    my ($d, @ids) = @_;
+    $d->{ws}->send_json({ type => 'presence', unsubscribe => [@ids] });
+}
+
+# The presence events $d got about $u (from index $from of those).
+sub pres {
+    my ($d, $u, $from) = @_;
+    my @p = grep { ($_->{user_id} // '') eq $u->{user_id} }
+            @{ $d->{presences} || [] };
+    @p = @p[($from // 0) .. $#p];
+    return @p;          # in scalar context: how many
+}
+
+# The next presence event about $u on $d that was not taken yet, within
+# $within seconds (reading every device of @$devs meanwhile), or undef.
+sub next_presence {
+    my ($devs, $d, $u, $within) = @_;
+    my $cur = $d->{pcur}{ $u->{user_id} } // 0;
+    pump(live(@$devs, $d), sub { pres($d, $u) > $cur },
+         within => $within, quiet => $within);
+    my @p = pres($d, $u);
+    return undef if @p <= $cur;
+    $d->{pcur}{ $u->{user_id} } = $cur + 1;
+    return $p[$cur];
+}
+
+# One assertion: $ev is exactly {"type":"presence","user_id","online",
+# "last_seen"} about $u, online a JSON boolean, last_seen null ($ls undef)
+# or an integer in [$ls->[0], $ls->[1]] (epoch ms).
+sub presence_ok {
+    my ($d, $ev, $u, $online, $ls, $name) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my @why;
+    if (!$ev) {
+        push @why, 'no presence event about ' . $u->{name};
+    } else {
+        my $t = $ev->{_types};
+        push @why, 'user_id is not the string of ' . $u->{name}
+            unless $t->{user_id} eq 'string'
+                   && $ev->{user_id} eq $u->{user_id};
+        push @why, 'online is not a JSON boolean'
+            unless ($t->{online} // '') eq 'bool';
+        push @why, 'online is not ' . ($online ? 'true' : 'false')
+            unless ($ev->{online} ? 1 : 0) == ($online ? 1 : 0);
+        if (!exists $ev->{last_seen}) {
+            push @why, 'no last_seen field';
+        } elsif (!defined $ls) {
+            push @why, 'last_seen is not null' if defined $ev->{last_seen};
+        } elsif ($t->{last_seen} ne 'int') {
+            push @why, "last_seen is a JSON $t->{last_seen}, not an "
+                       . 'integer';
+        } elsif ($ev->{last_seen} < $ls->[0] || $ev->{last_seen} > $ls->[1]) {
+            push @why, sprintf 'last_seen is %d, expected %d..%d (now %d)',
+                               $ev->{last_seen}, @$ls, ms(time);
+        }
+        my @extra = grep { !/^_/ && !/^(type|user_id|online|last_seen)$/ }
+                    keys %$ev;
+        push @why, "unexpected fields: @extra" if @extra;
+    }
+    ok !@why, "$name: $d->{name} gets $u->{name} "
+              . ($online ? 'online' : 'offline') . ', last_seen '
+              . (defined $ls ? 'a time' : 'null')
+        or diag(join('; ', @why) . "\n" . show_presences($d));
+    return !@why;
+}
+
+# One assertion: $d gets no presence event about $u (any user when $u is
+# undef) within $secs, reading @$devs meanwhile.
+sub no_presence_ok {
+    my ($devs, $d, $u, $secs, $name) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my $n = @{ $d->{presences} || [] };
+    settle([@$devs, $d], $secs);
+    my @new = @{ $d->{presences} || [] }[$n .. $#{ $d->{presences} || [] }];
+    @new = grep { ($_->{user_id} // '') eq $u->{user_id} } @new if $u;
+    ok !@new, sprintf '%s: %s gets no presence%s within %.1fs', $name,
+                      $d->{name}, $u ? " about $u->{name}" : '', $secs
+        or diag(show_presences($d));
+}
+
+# An error answer to a message: one assertion.
+sub error_ok {
+    my ($devs, $d, $msg, $code, $name) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my $n = @{ $d->{errors} };
+    $d->{ws}->send_json($msg);
+    pump(live(@$devs, $d), sub { @{ $d->{errors} } > $n || $d->{dead} },
+         within => 5, quiet => 5);
+    my $e = $d->{errors}[$n];
+    ok $e && ($e->{code} // '') eq $code && !$d->{dead},
+       "$name: {\"type\":\"error\",\"code\":\"$code\"}, the socket stays "
+       . 'open'
+        or diag('got ' . ($e ? show($e) : 'nothing')
+                . ($d->{dead} ? '; the socket closed' : '') . '; other: '
+                . join(', ', map { show($_) } @{ $d->{other} }));
+}
+
+sub privacy {
+    my ($acct, $body, $want, $name) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my $r = api_request(PATCH => '/v1/me/privacy', token => $acct->{token},
+                        body => $body);
+    api_ok($r, 200, $name) or return 0;
+    my $j = $r->{json};
+    is_deeply { last_seen => $j->{last_seen},
+                read_receipts => JSON::PP::is_bool($j->{read_receipts})
+                                 ? ($j->{read_receipts} ? 'true' : 'false')
+                                 : $j->{read_receipts} },
+              $want, "$name: the answer is the new settings"
+        or diag(api_show($r));
+    return 1;
+}
+
+# A clean close, or a TCP close without a close frame.
+sub drop {
+    my ($d) = @_;
+    $d->{ws}->disconnect;
+    $d->{dead} = 1;
+}
+
+
+# ---------------------------------------------------------------------------
+
+behaviour 'W on host 1 watches U: never seen, then online when U connects '
+          . 'on host 2, online while one of U\'s devices is connected on '
+          . 'any host, offline after the debounce with last_seen when the '
+          . 'last socket closed; a watcher subscribing later gets that '
+          . 'at once' => sub {
+    my ($uw, $uu, $uv) = named_users('W', 'U', 'V') or return;
+    my $uu2 = api_link_device($uu, device_name => 'U2') or return;
+    direct_chat($uw, $uu) or return;
+    group_chat($uv, 'V and U', [$uu], host => 2) or return;
+    my $dw = device($uw, 'W', host => 1) or return;
+
+    subscribe($dw, $uu);
+    presence_ok($dw, next_presence([], $dw, $uu, 5), $uu, 0, undef,
+                'W subscribes to U, never connected');
+    my $du = device($uu, 'U', host => 2) or return;
+    presence_ok($dw, next_presence([$du], $dw, $uu, 5), $uu, 1, undef,
+                'U connects on host 2');
+    my $du2 = device($uu2, 'U2', host => 1) or return;
+    no_presence_ok([$du, $du2], $dw, $uu, 1,
+                   'U\'s second device connects on host 1');
+    hang_up($du);
+    no_presence_ok([$du2], $dw, $uu, $DEBOUNCE + 1.5,
+                   'U closes on host 2, U2 stays on host 1');
+
+    my $t0 = time;
+    hang_up($du2);
+    my $t1 = time;
+    no_presence_ok([], $dw, $uu, $DEBOUNCE - 0.7,
+                   'U2 closes, U\'s last socket: not before the debounce');
+    my $p = next_presence([], $dw, $uu, $DEBOUNCE + 3);
+    my $t2 = time;
+    presence_ok($dw, $p, $uu, 0, [ms($t0) - 1000, ms($t1) + 1000],
+                'then, U offline, last_seen when U2 closed');
+    diag(sprintf 'offline came %.2fs after the close', $p->{_at} - $t1)
+        if $p;
+    ok $p && $p->{_at} - $t1 <= $DEBOUNCE + 2,
+       "within the debounce ($DEBOUNCE s) and 2 s";
+    my $seen = $p ? $p->{last_seen} : undef;
+    no_presence_ok([], $dw, $uu, 1, 'then nothing more');
+
+    my $dv = device($uv, 'V', host => 2) or return;
+    subscribe($dv, $uu);
+    $p = next_presence([$dw], $dv, $uu, 5);
+    presence_ok($dv, $p, $uu, 0, [$seen // 0, $seen // 0],
+                'V (host 2) subscribes later: U offline, the same '
+                . 'last_seen');
+    no_errors_ok([$dw, $dv], 'online and offline');
+};
+
+behaviour 'a stranger (no shared chat) cannot be watched: forbidden, and '
+          . 'nothing of that subscribe holds; malformed presence '
+          . 'messages get bad_request; one\'s own id may be watched' => sub {
+    my ($uw, $uf, $us) = named_users('W', 'F', 'S') or return;
+    direct_chat($uw, $uf) or return;
+    my $dw = device($uw, 'W', host => 2) or return;
+
+    my $sub = sub { { type => 'presence', subscribe => [@_] } };
+    error_ok([], $dw, $sub->($us->{user_id}), 'forbidden',
+             'W subscribes to a stranger');
+    error_ok([], $dw, $sub->($uf->{user_id}, $us->{user_id}), 'forbidden',
+             'W subscribes to F (a chat partner) and a stranger at once');
+    error_ok([], $dw, { type => 'presence' }, 'bad_request',
+             'presence without subscribe or unsubscribe');
+    error_ok([], $dw, { type => 'presence', subscribe => $uf->{user_id} },
+             'bad_request', 'subscribe with a string, not an array');
+    error_ok([], $dw, { type => 'presence', subscribe => {} },
+             'bad_request', 'subscribe with an object');
+    error_ok([], $dw, $sub->([$uf->{user_id}]), 'bad_request',
+             'subscribe with an array in the array');
+    error_ok([], $dw, { type => 'presence', unsubscribe => 'x' },
+             'bad_request', 'unsubscribe with a string');
+
+    my $df = device($uf, 'F', host => 1) or return;
+    no_presence_ok([$df], $dw, undef, 1,
+                   'F connects: W is not subscribed to F');
+    subscribe($dw, $uw, $uf);
+    presence_ok($dw, next_presence([$df], $dw, $uw, 5), $uw, 1, undef,
+                'W subscribes to itself');
+    presence_ok($dw, next_presence([$df], $dw, $uf, 5), $uf, 1, undef,
+                '... and to F');
+    error_ok([$df], $df, $sub->($us->{user_id}), 'forbidden',
+             'F subscribes to the stranger');
+    no_presence_ok([$df], $dw, undef, 0.5, 'then');
+    is scalar(@{ $df->{presences} || [] }), 0, 'F got no presence'
+        or diag(show_presences($df));
+    $_->{errors} = [] for $dw, $df;
+    no_errors_ok([$dw, $df], 'forbidden and malformed');
+};
+
+behaviour "flapping: U closes and comes back within 0.5 s, four times, "
+          . "on alternate hosts; with chat_presence_debounce ${DEBOUNCE}s "
+          . 'W sees no offline, and no online either; then U goes for '
+          . 'good and W sees it' => sub {
+    my ($uw, $uu) = named_users('W', 'U') or return;
+    direct_chat($uw, $uu) or return;
+    my $dw = device($uw, 'W', host => 2) or return;
+    my $du = device($uu, 'U', host => 1) or return;
+    subscribe($dw, $uu);
+    presence_ok($dw, next_presence([$du], $dw, $uu, 5), $uu, 1, undef,
+                'W subscribes: U online');
+    my $from = pres($dw, $uu);
+
+    my @gaps;
+    for my $i (1 .. 4) {
+        my $t = time;
+        $i % 2 ? hang_up($du) : drop($du);
+        pump([$dw], undef, within => 0.1);
+        my $host = $i % 2 ? 2 : 1;
+        $du = device($uu, "U back ($i) on host $host", host => $host)
+            or return;
+        push @gaps, time - $t;
+        pump([$dw, $du], undef, within => 0.2);
+    }
+    diag(sprintf 'closed to synced again: %s s',
+                 join ', ', map { sprintf '%.2f', $_ } @gaps);
+    ok max(@gaps) < $DEBOUNCE - 0.5,
+       'each time U was back well within the debounce';
+    settle([$dw, $du], $DEBOUNCE + 1.5);
+    my @ev = pres($dw, $uu, $from);
+    my @off = grep { !$_->{online} } @ev;
+    my @on = grep { $_->{online} } @ev;
+    ok !@off, 'W got no offline' or diag(show_presences($dw));
+    ok @on <= 1, 'W got at most one online (' . scalar(@on) . ')'
+        or diag(show_presences($dw));
+    $dw->{pcur}{ $uu->{user_id} } += @ev;
+
+    my $t0 = time;
+    drop($du);
+    my $p = next_presence([], $dw, $uu, $DEBOUNCE + 3);
+    presence_ok($dw, $p, $uu, 0, [ms($t0) - 1000, ms(time)],
+                'U goes for good');
+    ok $p && $p->{_at} - $t0 >= $DEBOUNCE - 0.5,
+       'not before the debounce'
+        or diag(sprintf 'after %.2fs', $p->{_at} - $t0);
+    no_errors_ok([$dw], 'flapping');
+};
+
+behaviour 'last_seen privacy: B "nobody" is seen with last_seen null; W2 '
+          . '"nobody" sees null for everyone; C "everyone" and D '
+          . '"contacts" are seen with their last_seen by W1 '
+          . '("everyone"); online is shown to all' => sub {
+    my ($ub, $uc, $ud, $uw1, $uw2, $uw3)
+        = named_users(qw(B C D W1 W2 W3)) or return;
+    group_chat($uw1, 'privacy', [$ub, $uc, $ud, $uw2, $uw3]) or return;
+    my $rr = 'true';
+    privacy($ub, { last_seen => 'nobody' },
+            { read_receipts => $rr, last_seen => 'nobody' },
+            'B: PATCH {"last_seen":"nobody"}') or return;
+    privacy($ud, { last_seen => 'contacts' },
+            { read_receipts => $rr, last_seen => 'contacts' },
+            'D: PATCH {"last_seen":"contacts"}') or return;
+    privacy($uw2, { last_seen => 'nobody' },
+            { read_receipts => $rr, last_seen => 'nobody' },
+            'W2: PATCH {"last_seen":"nobody"}') or return;
+    my $r = api_request(GET => '/v1/me/privacy', token => $ub->{token});
+    api_ok($r, 200, 'GET /v1/me/privacy');
+    is $r->{json}{last_seen}, 'nobody', 'B\'s last_seen is "nobody"';
+    for my $bad ('friends', '', 'Nobody') {
+        $r = api_request(PATCH => '/v1/me/privacy', token => $ub->{token},
+                         body => { last_seen => $bad });
+        api_error_is($r, 400, 'bad_request',
+                     "PATCH {\"last_seen\":\"$bad\"}");
+    }
+
+    my $dw1 = device($uw1, 'W1', host => 2) or return;
+    my $dw2 = device($uw2, 'W2', host => 1) or return;
+    my @watched = ($ub, $uc, $ud);
+    subscribe($_, @watched) for $dw1, $dw2;
+    for my $w ($dw1, $dw2) {
+        presence_ok($w, next_presence([$dw1, $dw2], $w, $_, 5), $_, 0,
+                    undef, "$w->{name} subscribes: $_->{name} never seen")
+            for @watched;
+    }
+    my @d = (device($ub, 'B', host => 1), device($uc, 'C', host => 2),
+             device($ud, 'D', host => 1));
+    return if grep { !$_ } @d;
+    for my $w ($dw1, $dw2) {
+        presence_ok($w, next_presence([$dw1, $dw2, @d], $w, $_, 5), $_, 1,
+                    undef, "$_->{name} connects") for @watched;
+    }
+    my $t0 = time;
+    hang_up($_) for @d;
+    my $t1 = time;
+    my @range = (ms($t0) - 1000, ms($t1) + 1000);
+    my %seen;
+    for my $w ($dw1, $dw2) {
+        for my $u (@watched) {
+            my $p = next_presence([$dw1, $dw2], $w, $u, $DEBOUNCE + 3);
+            my $shown = $w == $dw1 && $u != $ub;
+            presence_ok($w, $p, $u, 0, $shown ? \@range : undef,
+                        "$u->{name} closes");
+            $seen{ $u->{name} } = $p->{last_seen} if $p && $shown;
+        }
+    }
+
+    my $dw3 = device($uw3, 'W3 ("everyone")', host => 1) or return;
+    subscribe($dw3, @watched);
+    for my $u (@watched) {
+        my $v = $seen{ $u->{name} };
+        presence_ok($dw3, next_presence([$dw1, $dw2], $dw3, $u, 5), $u, 0,
+                    $u == $ub ? undef : [$v // 0, $v // 0],
+                    "W3 subscribes later: $u->{name}");
+    }
+
+    # The settings at the moment of subscribe apply: W3 turns "nobody"
+    # and subscribes again on a new socket.
+    privacy($uw3, { last_seen => 'nobody' },
+            { read_receipts => $rr, last_seen => 'nobody' },
+            'W3: PATCH {"last_seen":"nobody"}') or return;
+    my $dw3b = device($uw3, 'W3 ("nobody" now)', host => 2) or return;
+    subscribe($dw3b, $uc);
+    presence_ok($dw3b, next_presence([], $dw3b, $uc, 5), $uc, 0, undef,
+                'W3, now "nobody", subscribes to C');
+    no_errors_ok([$dw1, $dw2, $dw3, $dw3b], 'privacy');
+};
+
+behaviour 'unsubscribe stops the events; ids not watched are ignored, '
+          . 'without an answer' => sub {
+    my ($uw, $uu, $ux, $us) = named_users('W', 'U', 'X', 'S') or return;
+    direct_chat($uw, $uu) or return;
+    direct_chat($uw, $ux) or return;
+    my $dw = device($uw, 'W', host => 1) or return;
+    subscribe($dw, $uu);
+    presence_ok($dw, next_presence([], $dw, $uu, 5), $uu, 0, undef,
+                'W subscribes to U');
+    my $du = device($uu, 'U', host => 2) or return;
+    presence_ok($dw, next_presence([$du], $dw, $uu, 5), $uu, 1, undef,
+                'U connects');
+    unsubscribe($dw, $uu->{user_id}, $ux->{user_id}, $us->{user_id});
+    subscribe($dw, $ux);            # answered after the unsubscribe
+    presence_ok($dw, next_presence([$du], $dw, $ux, 5), $ux, 0, undef,
+                'W unsubscribes from U (and X and S, not watched), then '
+                . 'subscribes to X');
+    hang_up($du);
+    no_presence_ok([], $dw, $uu, $DEBOUNCE + 1.5,
+                   'U closes, W no longer watches U');
+    $du = device($uu, 'U again', host => 1) or return;
+    no_presence_ok([$du], $dw, $uu, 1, 'U connects again');
+    my $dx = device($ux, 'X', host => 2) or return;
+    presence_ok($dw, next_presence([$du, $dx], $dw, $ux, 5), $ux, 1,
+                undef, 'X connects: W still watches X');
+    is scalar(@{ $dw->{errors} }), 0,
+       'unsubscribing ids not watched got no answer'
+        or diag(join ', ', map { show($_) } @{ $dw->{errors} });
+    subscribe($dw, $uu);
+    presence_ok($dw, next_presence([$du, $dx], $dw, $uu, 5), $uu, 1,
+                undef, 'W subscribes to U again: online at once');
+    no_errors_ok([$dw, $du, $dx], 'unsubscribe');
+};
+
+behaviour "lease: the worker holding U's only socket on host 1 is killed "
+          . "(SIGKILL); W on host 2 sees U offline within "
+          . "chat_presence_lease ($LEASE s) and 2 s; U back on the new "
+          . 'worker is online again',
+          error_log1 => [qr/worker process \d+ exited on signal 9/] => sub {
+    my ($uw, $uu) = named_users('W', 'U') or return;
+    direct_chat($uw, $uu) or return;
+    my $dw = device($uw, 'W', host => 2) or return;
+    my $du = device($uu, 'U', host => 1) or return;
+    subscribe($dw, $uu);
+    presence_ok($dw, next_presence([$du], $dw, $uu, 5), $uu, 1, undef,
+                'W subscribes: U online');
+    my $pid = $du->{pid};
+    ok defined $pid, 'the worker holding U\'s socket is known'
+        or return;
+    # Let a renewal or two pass: the lease is a live one.
+    settle([$dw, $du], 1.5);
+    my $t0 = time;
+    ok kill('KILL', $pid), "SIGKILL to worker $pid of host 1";
+    ok $du->{ws}->wait_eof(5), 'U\'s socket is gone with it';
+    drop($du);
+    my $p = next_presence([], $dw, $uu, $LEASE + 2);
+    my $t1 = time;
+    presence_ok($dw, $p, $uu, 0, [ms($t0) - 1000, ms($t1) + 500],
+                'W sees U offline, last_seen about when it was noticed');
+    diag(sprintf 'offline %.2fs after the kill', $p->{_at} - $t0) if $p;
+    ok wait_until(5, sub { my @w = host_workers(1);
+                           @w == 2 && !grep { $_ == $pid } @w }),
+       'the master runs a new worker in its place';
+
+    $du = device($uu, 'U back on host 1', host => 1) or return;
+    presence_ok($dw, next_presence([$du], $dw, $uu, 5), $uu, 1, undef,
+                'U connects again');
+    no_presence_ok([$du], $dw, $uu, $LEASE + 1,
+                   'and stays online across lease renewals');
+    my $t2 = time;
+    hang_up($du);
+    presence_ok($dw, next_presence([], $dw, $uu, $DEBOUNCE + 3), $uu, 0,
+                [ms($t2) - 1000, ms(time)], 'U closes');
+    no_errors_ok([$dw], 'lease');
+};
+
+nginx_stop();
+nginx2_stop();
+done_testing();
