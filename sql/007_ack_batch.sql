@@ -38,6 +38,16 @@ BEGIN
     ORDER BY id
     FOR UPDATE;
 
+    -- the senders' members rows (authored moves), in the order the ack
+    -- batches lock members rows in (marks, 008), so neither waits for
+    -- the other in a circle
+    PERFORM 1 FROM members
+    WHERE (chat_id, user_id) IN
+          (SELECT (e->>0)::bigint, (e->>1)::bigint
+           FROM jsonb_array_elements(p_sends) e)
+    ORDER BY chat_id, user_id
+    FOR NO KEY UPDATE;
+
     RETURN QUERY
     WITH s AS (
         SELECT e.ordinality AS n, (e.value->>0)::bigint AS chat,
