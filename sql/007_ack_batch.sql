@@ -15,8 +15,9 @@ ALTER FUNCTION chat_trim(bigint, bigint)
 ALTER FUNCTION chat_trim(bigint, bigint) SET enable_seqscan = off;
 
 
--- The seq of each member's latest message: whom a receipt is for, once
--- the messages are gone (receipts, 008).
+-- The seq of each member's latest message in a group: whom a receipt is
+-- for, once the messages are gone (receipts, 008). Not kept in direct
+-- chats, where it is the other member.
 ALTER TABLE members ADD COLUMN IF NOT EXISTS authored bigint NOT NULL
     DEFAULT 0;
 
@@ -38,15 +39,16 @@ BEGIN
     ORDER BY id
     FOR UPDATE;
 
-    -- the senders' members rows (authored moves), in the order the ack
-    -- batches lock members rows in (marks, 008), so neither waits for
-    -- the other in a circle
-    PERFORM 1 FROM members
-    WHERE (chat_id, user_id) IN
+    -- the senders' members rows in groups (authored moves), in the order
+    -- the ack batches lock members rows in (marks, 008), so neither waits
+    -- for the other in a circle
+    PERFORM 1 FROM members m JOIN chats ch ON ch.id = m.chat_id
+    WHERE (m.chat_id, m.user_id) IN
           (SELECT (e->>0)::bigint, (e->>1)::bigint
            FROM jsonb_array_elements(p_sends) e)
-    ORDER BY chat_id, user_id
-    FOR NO KEY UPDATE;
+      AND ch.type = 'group'
+    ORDER BY m.chat_id, m.user_id
+    FOR NO KEY UPDATE OF m;
 
     RETURN QUERY
     WITH s AS (
@@ -83,8 +85,10 @@ BEGIN
         RETURNING *
     ), authored AS (
         UPDATE members mb SET authored = x.top
-        FROM (SELECT chat_id, sender_user, max(seq) AS top FROM ins
-              GROUP BY chat_id, sender_user) x
+        FROM (SELECT i.chat_id, i.sender_user, max(i.seq) AS top
+              FROM ins i JOIN chats ch ON ch.id = i.chat_id
+              WHERE ch.type = 'group'
+              GROUP BY i.chat_id, i.sender_user) x
         WHERE mb.chat_id = x.chat_id AND mb.user_id = x.sender_user
           AND mb.authored < x.top
     )

@@ -39,18 +39,26 @@ CREATE TRIGGER members_marks BEFORE INSERT ON members
 
 
 -- Who gets a receipt for user p_user's mark moving past p_from in
--- p_chat: the other members who wrote a message after p_from
--- (members.authored; the messages themselves may be gone), as
--- "id,id,..." (NULL: nobody). A superset of the authors of the range, as
--- PROTOCOL.md allows. p_read: only those who take read receipts.
+-- p_chat: in a group, the other members who wrote a message after p_from
+-- (members.authored; the messages themselves may be gone); in a direct
+-- chat, the other member. As "id,id,..." (NULL: nobody): a superset of
+-- the authors of the range, as PROTOCOL.md allows. p_read: only those who
+-- take read receipts.
 CREATE OR REPLACE FUNCTION chat_mark_authors(p_chat bigint, p_user bigint,
                                              p_from bigint, p_read boolean)
 RETURNS text
-LANGUAGE sql STABLE AS $$
-    SELECT string_agg(mb.user_id::text, ',')
-    FROM members mb JOIN users u ON u.id = mb.user_id
-    WHERE mb.chat_id = p_chat AND mb.user_id <> p_user
-      AND mb.authored > p_from AND (NOT p_read OR u.read_receipts)
+LANGUAGE plpgsql STABLE
+SET plan_cache_mode = force_generic_plan
+AS $$
+BEGIN
+    -- PL/pgSQL, not SQL: its plan is made once per connection
+    RETURN (SELECT string_agg(mb.user_id::text, ',')
+            FROM members mb JOIN users u ON u.id = mb.user_id
+            JOIN chats ch ON ch.id = mb.chat_id
+            WHERE mb.chat_id = p_chat AND mb.user_id <> p_user
+              AND (ch.type = 'direct' OR mb.authored > p_from)
+              AND (NOT p_read OR u.read_receipts));
+END
 $$;
 
 
