@@ -42,6 +42,7 @@ my ($PORT, $PORT2, $SERVROOT);
 my $REPO = abs_path(dirname(__FILE__) . '/../../../..');
 my @BLOCKS;
 my %LAST;       # what the running nginx was started with
+my @MASTERS;    # every master started, stopped at the end if still alive
 
 my @ALERT_PATTERNS = (qr/\[alert\]/, qr/\[emerg\]/, qr/\[crit\]/,
                       qr/exited on signal/);
@@ -363,6 +364,7 @@ sub nginx_start {
         return 0;
     }
     %LAST = (%o, output => $out);
+    push @MASTERS, nginx_master_pid();
     return 1;
 }
 
@@ -1099,6 +1101,14 @@ sub _restore_services {
 END {
     local ($?, $!, $@);
     _restore_services() if %DOWN || %PAUSED;
+
+    # whatever a suite left running (its prefix is about to be removed)
+    my @left = grep { defined && _alive($_)
+                      && _slurp("/proc/$_/cmdline") =~ /^nginx: master/ }
+               @MASTERS;
+    kill 'QUIT', @left;
+    _wait_for(3, sub { !grep { _alive($_) } @left });
+    kill 'KILL', map { ($_, _children($_)) } grep { _alive($_) } @left;
 }
 
 
