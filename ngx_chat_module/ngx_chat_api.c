@@ -34,6 +34,7 @@ typedef struct {
 
 
 static ngx_chat_api_route_t *ngx_chat_api_route(ngx_http_request_t *r,
+    ngx_chat_api_route_t *routes,
     ngx_str_t *ids, ngx_uint_t *allowed);
 static ngx_uint_t ngx_chat_api_match(ngx_str_t *pattern, ngx_str_t *path,
     ngx_str_t *ids);
@@ -125,6 +126,15 @@ static ngx_chat_api_method_t  ngx_chat_api_methods[] = {
 ngx_int_t
 ngx_chat_api_handler(ngx_http_request_t *r)
 {
+    return ngx_chat_api_serve(r, ngx_chat_api_routes);
+}
+
+
+/* an API of routes: chat_api's, and other modules' (asset_api) */
+
+ngx_int_t
+ngx_chat_api_serve(ngx_http_request_t *r, ngx_chat_api_route_t *routes)
+{
     ngx_int_t              rc;
     ngx_str_t              ids[NGX_CHAT_API_IDS], token;
     ngx_uint_t             allowed;
@@ -137,7 +147,7 @@ ngx_chat_api_handler(ngx_http_request_t *r)
         return NGX_HTTP_NOT_FOUND;      /* no API calls in subrequests */
     }
 
-    route = ngx_chat_api_route(r, ids, &allowed);
+    route = ngx_chat_api_route(r, routes, ids, &allowed);
 
     if (route == NULL) {
         if (allowed) {
@@ -220,7 +230,8 @@ ngx_chat_api_handler(ngx_http_request_t *r)
  */
 
 static ngx_chat_api_route_t *
-ngx_chat_api_route(ngx_http_request_t *r, ngx_str_t *ids, ngx_uint_t *allowed)
+ngx_chat_api_route(ngx_http_request_t *r, ngx_chat_api_route_t *routes,
+    ngx_str_t *ids, ngx_uint_t *allowed)
 {
     ngx_str_t              path;
     ngx_uint_t             i;
@@ -235,7 +246,7 @@ ngx_chat_api_route(ngx_http_request_t *r, ngx_str_t *ids, ngx_uint_t *allowed)
     path.data = r->uri.data + 4;
     path.len = r->uri.len - 4;
 
-    for (route = ngx_chat_api_routes; route->handler; route++) {
+    for (route = routes; route->handler; route++) {
 
         for (i = 0; i < NGX_CHAT_API_IDS; i++) {
             ngx_str_null(&ids[i]);
@@ -261,16 +272,18 @@ ngx_chat_api_route(ngx_http_request_t *r, ngx_str_t *ids, ngx_uint_t *allowed)
 
 
 /*
- * Literal bytes, and "{...}" for one path segment that is an ID: a path
- * that cannot name a resource is no path at all (404, not 405).  The
- * IDs go to ids[] in order (patterns have NGX_CHAT_API_IDS at most).
+ * Literal bytes, and "{...}" for one path segment that is an ID ("{key}":
+ * an opaque key, ngx_chat_api_key_valid()): a path that cannot name a
+ * resource is no path at all (404, not 405).  The IDs go to ids[] in
+ * order (patterns have NGX_CHAT_API_IDS at most).
  */
 
 static ngx_uint_t
 ngx_chat_api_match(ngx_str_t *pattern, ngx_str_t *path, ngx_str_t *ids)
 {
-    u_char     *s, *end, *p, *last;
-    ngx_str_t  *id;
+    u_char      *s, *end, *p, *last;
+    ngx_str_t   *id;
+    ngx_uint_t   key;
 
     id = ids;
     s = pattern->data;
@@ -281,6 +294,8 @@ ngx_chat_api_match(ngx_str_t *pattern, ngx_str_t *path, ngx_str_t *ids)
     while (s < end) {
 
         if (*s == '{') {
+            key = (end - s >= 5 && ngx_strncmp(s, "{key}", 5) == 0);
+
             while (s < end && *s++ != '}') { /* void */ }
 
             id->data = p;
@@ -291,10 +306,13 @@ ngx_chat_api_match(ngx_str_t *pattern, ngx_str_t *path, ngx_str_t *ids)
 
             id->len = p - id->data;
 
-            if (ngx_chat_api_id_valid(id++) != NGX_OK) {
+            if ((key ? ngx_chat_api_key_valid(id) : ngx_chat_api_id_valid(id))
+                != NGX_OK)
+            {
                 return 0;
             }
 
+            id++;
             continue;
         }
 
@@ -875,6 +893,29 @@ ngx_chat_api_id_valid(ngx_str_t *id)
         || ngx_atoof(id->data, id->len) == NGX_ERROR)
     {
         return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* an opaque key: 1 to 64 of A-Z a-z 0-9 "-" "_" (base64url) */
+
+ngx_int_t
+ngx_chat_api_key_valid(ngx_str_t *key)
+{
+    u_char  *p, *last;
+
+    if (key->len == 0 || key->len > 64) {
+        return NGX_ERROR;
+    }
+
+    for (p = key->data, last = p + key->len; p < last; p++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
+              || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_'))
+        {
+            return NGX_ERROR;
+        }
     }
 
     return NGX_OK;

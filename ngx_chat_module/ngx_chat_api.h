@@ -94,6 +94,9 @@ ngx_int_t ngx_chat_api_rate_limited(ngx_chat_api_ctx_t *ctx,
 ngx_int_t ngx_chat_api_string(ngx_chat_api_ctx_t *ctx, const char *name,
     ngx_str_t *value);
 ngx_int_t ngx_chat_api_id_valid(ngx_str_t *id);
+ngx_int_t ngx_chat_api_key_valid(ngx_str_t *key);
+ngx_int_t ngx_chat_api_serve(ngx_http_request_t *r,
+    ngx_chat_api_route_t *routes);
 ngx_uint_t ngx_chat_api_text_valid(ngx_str_t *text, size_t max);
 
 

@@ -72,8 +72,13 @@ trap 'stop_all; exit 143' TERM
 trap 'stop_all' EXIT
 
 
-mkdir -p "$var/nginx/logs" "$var/nginx/tmp"
+mkdir -p "$var/nginx/logs" "$var/nginx/tmp" "$var/blob"
 chmod 755 "$var" "$var/nginx" "$var/nginx/tmp"
+
+# the blob store (conf/nginx.conf, location /blob/): the workers write it
+if [ "$(id -u)" = 0 ]; then
+    chown nobody "$var/blob"
+fi
 
 pg_start "$var/pg" "$pg_port" run
 pg_migrate "$dsn"

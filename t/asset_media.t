@@ -1,0 +1,176 @@
+# Media (PROTOCOL.md 3): POST /v1/media gives a presigned PUT, the blob
+# store (an "asset_blob" location: dav stores, static serves) takes exactly
+# what was signed, GET /v1/media/{id} gives a presigned GET to the
+# uploader, and every forged, tampered, expired, oversize or replayed
+# request is refused before anything is stored.
+#
+#   scripts/test.sh t/asset_media.t
+
+use strict;
+use warnings;
+use lib 't/lib';
+use Test::Chat::Nginx;
+use Digest::SHA qw(sha256_hex);
+
+plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
+                 . 'scripts/test.sh)'
+    unless $ENV{CHAT_PG_DSN} && $ENV{CHAT_REDIS};
+
+my $BLOBS = servroot() . '/blob';
+mkdir $BLOBS;
+chmod 0777, $BLOBS;
+
+ok nginx_start(workers => 2, http_config => <<"END", config => <<"END2"),
+chat_postgres "\$TEST_NGINX_PG_DSN";
+chat_redis \$TEST_NGINX_REDIS;
+chat_dev_codes on;
+chat_redis_prefix "t_asset_media_$$:";
+asset_max_size 1m;
+asset_url_ttl 3s;
+asset_types image/* application/pdf;
+END
+location /v1/ { chat_api; }
+location /v1/media { asset_api; }
+location /blob/ {
+    asset_blob on;
+    root ${\ servroot()};
+    dav_methods PUT;
+    client_max_body_size 1m;
+}
+END2
+   'nginx starts with the asset module';
+
+my $me = api_signup(device_name => 'uploader');
+my $other = api_signup(device_name => 'stranger');
+
+sub create {
+    my ($acct, $body) = @_;
+    return api_request(POST => '/v1/media', token => $acct->{token},
+                       body => $body);
+}
+
+sub put {
+    my ($url, $bytes, %h) = @_;
+    my $type = exists $h{type} ? $h{type} : 'image/png';
+    my $len = exists $h{length} ? $h{length} : length $bytes;
+    my $req = "PUT $url HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+              . (defined $type ? "Content-Type: $type\r\n" : '')
+              . (defined $len ? "Content-Length: $len\r\n" : '')
+              . ($h{headers} // '') . "\r\n" . ($h{body} // $bytes);
+    return http_request($req);
+}
+
+sub get {
+    my ($url) = @_;
+    return http_request("GET $url HTTP/1.1\r\nHost: localhost\r\n"
+                        . "Connection: close\r\n\r\n");
+}
+
+sub stored { my ($id) = @_; return -e "$BLOBS/$id" }
+
+my $png = "\x89PNG\r\n\x1a\n" . join('', map { chr($_ % 256) } 1 .. 3000);
+
+subtest 'upload, then download the same bytes with the uploaded type' => sub {
+    my $r = create($me, { content_type => 'image/png', size => length $png,
+                          sha256 => sha256_hex($png) });
+    api_ok($r, 201, 'POST /v1/media') or return;
+    my $m = $r->{json};
+    like $m->{media_id}, qr/^[A-Za-z0-9_-]{22}$/, 'an opaque media id';
+    is $m->{upload}{method}, 'PUT', 'upload.method PUT';
+    is_deeply $m->{upload}{headers}, { 'Content-Type' => 'image/png' },
+              'upload.headers: the type';
+    ok $m->{upload}{expires_at} > time * 1000
+       && $m->{upload}{expires_at} <= (time + 4) * 1000,
+       'expires_at in ms, within asset_url_ttl';
+    like $m->{upload}{url}, qr{^/blob/\Q$m->{media_id}\E\?}, 'url in /blob/';
+
+    my $p = put($m->{upload}{url}, $png);
+    like $p->{status}, qr/^20[14]$/, 'the PUT is stored (201)'
+        or diag(explain $p);
+    ok stored($m->{media_id}), 'the object is in the store';
+
+    my $again = put($m->{upload}{url}, $png);
+    is $again->{status}, 403, 'the same PUT again: 403, no overwrite';
+
+    my $g = api_request(GET => "/v1/media/$m->{media_id}",
+                        token => $me->{token});
+    api_ok($g, 200, 'GET /v1/media/{id} by the uploader') or return;
+    is $g->{json}{content_type}, 'image/png', 'content_type';
+    is $g->{json}{size}, length $png, 'size';
+    my $d = get($g->{json}{download}{url});
+    is $d->{status}, 200, 'download: 200';
+    is sha256_hex($d->{body} // ''), sha256_hex($png), 'the same bytes';
+    like $d->{headers}{'content-type'} // '', qr{^image/png}, 'served as image/png';
+
+    my $s = api_request(GET => "/v1/media/$m->{media_id}",
+                        token => $other->{token});
+    is $s->{status}, 404, 'another user (no shared chat): 404, not 403';
+    is api_request(GET => "/v1/media/AAAAAAAAAAAAAAAAAAAAAA",
+                   token => $me->{token})->{status}, 404,
+       'an unknown id: 404';
+    is api_request(GET => "/v1/media/$m->{media_id}")->{status}, 401,
+       'no token: 401';
+};
+
+subtest 'the API refuses what the store would not take' => sub {
+    my $r = create($me, { content_type => 'video/mp4', size => 10 });
+    is $r->{status}, 400, 'a type outside asset_types: 400';
+    $r = create($me, { content_type => 'image/png', size => 1024 * 1024 + 1 });
+    is $r->{status}, 413, 'over asset_max_size: 413';
+    is $r->{json}{error}{code}, 'too_large', '... too_large';
+    for my $bad ({ size => 10 }, { content_type => 'image/png' },
+                 { content_type => 'image/png', size => 0 },
+                 { content_type => 'image/png', size => '10' },
+                 { content_type => 'image/png', size => 10, sha256 => 'X' }) {
+        is create($me, $bad)->{status}, 400,
+           'bad body ' . join(',', sort keys %$bad) . ': 400';
+    }
+};
+
+subtest 'forged, tampered, mismatched and expired uploads leave nothing' => sub {
+    my $r = create($me, { content_type => 'image/png', size => length $png });
+    api_ok($r, 201, 'POST /v1/media') or return;
+    my ($id, $url) = ($r->{json}{media_id}, $r->{json}{upload}{url});
+
+    (my $tampered = $url) =~ s/X-Size=\d+/X-Size=99/;
+    is put($tampered, substr($png, 0, 99), length => 99)->{status}, 403,
+       'X-Size changed: 403';
+    (my $other_id = $url) =~ s{/blob/[^?]+}{/blob/AAAAAAAAAAAAAAAAAAAAAA};
+    is put($other_id, $png)->{status}, 403, 'another object: 403';
+    (my $nosig = $url) =~ s/&X-Signature=[^&]+//;
+    is put($nosig, $png)->{status}, 403, 'no signature: 403';
+    (my $badsig = $url) =~ s/(X-Signature=.)/${1}x/;
+    is put($badsig, $png)->{status}, 403, 'a wrong signature: 403';
+    is put($url, $png, type => 'image/gif')->{status}, 403,
+       'another Content-Type than signed: 403';
+    is put($url, $png . 'x', length => length($png) + 1)->{status}, 403,
+       'another Content-Length than signed: 403';
+    my $chunked = put($url, $png, length => undef,
+                      headers => "Transfer-Encoding: chunked\r\n",
+                      body => sprintf("%x\r\n", length $png)
+                              . "$png\r\n0\r\n\r\n");
+    is $chunked->{status}, 411, 'no length (chunked): 411';
+    for my $path ("/blob/../conf/nginx.conf", "/blob/%2e%2e%2fx",
+                  "/blob/$id/x", "/blob/${id}x", "/blob/") {
+        my $q = (split /\?/, $url, 2)[1];
+        my $s = put("$path?$q", $png)->{status};
+        # ".." is resolved by nginx before the locations: such a path
+        # leaves the blob location (405 from the static handler)
+        ok $s == 403 || $s == 404 || $s == 400 || $s == 405,
+           "odd path $path: refused ($s)";
+    }
+    is get($url)->{status}, 403, 'the PUT URL does not download';
+    ok !stored($id), 'nothing stored';
+
+    sleep 4;
+    is put($url, $png)->{status}, 403, 'after expires_at: 403';
+    ok !stored($id), 'still nothing stored';
+
+    my $g = api_request(GET => "/v1/media/$id", token => $me->{token});
+    api_ok($g, 200, 'a download URL for the never uploaded media') or return;
+    is get($g->{json}{download}{url})->{status}, 404,
+       'which finds nothing: 404';
+};
+
+nginx_stop();
+done_testing();
