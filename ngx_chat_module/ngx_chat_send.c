@@ -22,12 +22,14 @@
 #include "ngx_chat_session.h"
 #include "ngx_chat_metrics.h"
 #include "ngx_chat_event.h"
+#include "ngx_chat_api.h"
 
 
 #define NGX_CHAT_CLIENT_ID_MAX  64
 
 
 #define NGX_CHAT_SEND_BATCH     256     /* sends in one statement */
+#define NGX_CHAT_SEND_MEDIA     10      /* media ids in one send */
 #define NGX_CHAT_SEND_BATCHES   1       /* statements in flight a worker */
 
 
@@ -43,6 +45,7 @@ static const char  ngx_chat_send_sql[] =
     "FROM chat_send_batch($1::jsonb)";
 
 
+static ngx_int_t ngx_chat_send_media_valid(json_t *media);
 static ngx_uint_t ngx_chat_send_throttled(ngx_chat_session_t *s);
 static void ngx_chat_send_next(ngx_chat_session_t *s);
 static void ngx_chat_send_flush(ngx_event_t *ev);
@@ -75,7 +78,7 @@ ngx_chat_send_init_worker(ngx_cycle_t *cycle)
 void
 ngx_chat_send_message(ngx_chat_session_t *s, json_t *msg)
 {
-    json_t                 *id, *text, *chat, *body;
+    json_t                 *id, *text, *chat, *body, *media;
     int64_t                 chat_id;
     ngx_chat_session_op_t  *op;
 
@@ -97,20 +100,28 @@ ngx_chat_send_message(ngx_chat_session_t *s, json_t *msg)
         return;
     }
 
-    if (json_object_get(msg, "media")) {
-        /* media arrives with ngx_asset_module: no id is known yet */
-        ngx_chat_session_error(s, id, "unknown_media",
-                               "no such media of the sender");
+    media = json_object_get(msg, "media");
+
+    if (media && ngx_chat_send_media_valid(media) != NGX_OK) {
+        ngx_chat_session_error(s, id, "bad_request",
+                               "\"media\" must be an array of 1 to 10 "
+                               "media ids");
         return;
     }
 
-    if (!json_is_string(text) || json_string_length(text) == 0) {
+    if (text == NULL && media == NULL) {
+        ngx_chat_session_error(s, id, "bad_request",
+                               "a send needs \"text\" or \"media\"");
+        return;
+    }
+
+    if (text && (!json_is_string(text) || json_string_length(text) == 0)) {
         ngx_chat_session_error(s, id, "bad_request",
                                "\"text\" must be a non-empty string");
         return;
     }
 
-    if (json_string_length(text) > s->conf->max_text) {
+    if (text && json_string_length(text) > s->conf->max_text) {
         ngx_chat_session_error(s, id, "too_large", "text too long");
         return;
     }
@@ -127,7 +138,9 @@ ngx_chat_send_message(ngx_chat_session_t *s, json_t *msg)
         return;
     }
 
-    body = json_pack("{s:O}", "text", text);
+    /* what is stored: chat_send_batch() puts the media's details in */
+
+    body = json_pack("{s:O*,s:O*}", "text", text, "media", media);
     op = ngx_calloc(sizeof(ngx_chat_session_op_t), s->wc->connection->log);
 
     if (body == NULL || op == NULL) {
@@ -147,6 +160,40 @@ ngx_chat_send_message(ngx_chat_session_t *s, json_t *msg)
     if (s->nsends++ == 0) {
         ngx_chat_send_next(s);
     }
+}
+
+
+/* 1 to 10 media ids (ngx_asset_module's keys) */
+
+static ngx_int_t
+ngx_chat_send_media_valid(json_t *media)
+{
+    size_t     i, n;
+    json_t    *v;
+    ngx_str_t  key;
+
+    n = json_is_array(media) ? json_array_size(media) : 0;
+
+    if (n == 0 || n > NGX_CHAT_SEND_MEDIA) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < n; i++) {
+        v = json_array_get(media, i);
+
+        if (!json_is_string(v)) {
+            return NGX_ERROR;
+        }
+
+        key.data = (u_char *) json_string_value(v);
+        key.len = json_string_length(v);
+
+        if (ngx_chat_api_key_valid(&key) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
 }
 
 
@@ -381,9 +428,16 @@ ngx_chat_send_stored(ngx_chat_session_op_t *op, PGresult *res, int row)
 
     ngx_chat_pg_value(res, row, 1, &v);
 
-    if (v.len == 1 && v.data[0] == '2') {
-        ngx_chat_session_error(s, op->id, "forbidden",
-                               "not a member of this chat");
+    if (v.len == 1 && (v.data[0] == '2' || v.data[0] == '3')) {
+        if (v.data[0] == '2') {
+            ngx_chat_session_error(s, op->id, "forbidden",
+                                   "not a member of this chat");
+
+        } else {
+            ngx_chat_session_error(s, op->id, "unknown_media",
+                                   "no such media of the sender");
+        }
+
         ngx_chat_send_op_done(op);
         ngx_chat_send_next(s);
         return;

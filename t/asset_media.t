@@ -30,6 +30,7 @@ asset_url_ttl 3s;
 asset_types image/* application/pdf;
 END
 location /v1/ { chat_api; }
+location = /v1/ws { chat_ws; }
 location /v1/media { asset_api; }
 location /blob/ {
     asset_blob on;
@@ -170,6 +171,88 @@ subtest 'forged, tampered, mismatched and expired uploads leave nothing' => sub 
     api_ok($g, 200, 'a download URL for the never uploaded media') or return;
     is get($g->{json}{download}{url})->{status}, 404,
        'which finds nothing: 404';
+};
+
+sub upload {
+    my ($acct, $bytes, $type) = @_;
+    my $r = create($acct, { content_type => $type, size => length $bytes });
+    return undef unless ($r->{status} // 0) == 201;
+    my $p = put($r->{json}{upload}{url}, $bytes, type => $type);
+    return undef unless ($p->{status} // 0) =~ /^20[14]$/;
+    return $r->{json}{media_id};
+}
+
+sub next_msg {
+    my ($ws) = @_;
+    return ws_chat_wait($ws, 10, sub { $_[0]{type} eq 'msg' });
+}
+
+subtest 'an image sent to a group reaches a member, who fetches the same '
+        . 'bytes; only the sender\'s own or received media can be sent' => sub {
+    my @u = map { api_signup(device_name => $_) } qw(author member outsider);
+    my ($author, $member, $outsider) = @u;
+    my $g = api_chat_create($author, { type => 'group', title => 'pics',
+                                       members => [$member->{user_id}] })
+        or return;
+    my $chat = $g->{chat_id};
+    my $solo = api_chat_create($member, { type => 'direct',
+                                          user_id => $outsider->{user_id} })
+        or return;
+
+    my ($wa) = ws_chat_open($author);
+    my ($wm) = ws_chat_open($member);
+    my ($wo) = ws_chat_open($outsider);
+
+    my $id = upload($author, $png, 'image/png');
+    ok $id, 'the author uploads an image' or return;
+
+    my $ev = ws_chat_send_wait($wa, 10, id => 'pic-1', chat_id => $chat,
+                               media => [$id], text => 'look');
+    is $ev && $ev->{type}, 'sent', 'send with media: sent'
+        or diag(explain $ev);
+
+    my $msg = next_msg($wm);
+    is_deeply $msg && $msg->{media},
+              [{ media_id => $id, content_type => 'image/png',
+                 size => length $png }],
+              'the member gets the msg with the media\'s id, type and size';
+    is $msg && $msg->{text}, 'look', '... and the text';
+
+    my $g2 = api_request(GET => "/v1/media/$id", token => $member->{token});
+    api_ok($g2, 200, 'the member may fetch it') or return;
+    my $d = get($g2->{json}{download}{url});
+    is sha256_hex($d->{body} // ''), sha256_hex($png),
+       'the member downloads the same bytes (sha256)';
+    is api_request(GET => "/v1/media/$id",
+                   token => $outsider->{token})->{status}, 404,
+       'an outsider: 404';
+
+    $ev = ws_chat_send_wait($wo, 10, id => 'steal', chat_id => $solo->{chat_id},
+                            media => [$id]);
+    is $ev && $ev->{code}, 'unknown_media',
+       'the outsider cannot send it: unknown_media';
+    $ev = ws_chat_send_wait($wm, 10, id => 'fwd', chat_id => $solo->{chat_id},
+                            media => [$id]);
+    is $ev && $ev->{type}, 'sent', 'the member forwards it (received media)';
+    $msg = next_msg($wo);
+    is $msg && $msg->{media}[0]{media_id}, $id, 'the outsider gets it now';
+    is api_request(GET => "/v1/media/$id",
+                   token => $outsider->{token})->{status}, 200,
+       '... and may fetch it now';
+
+    my $r = create($author, { content_type => 'image/png', size => 10 });
+    $ev = ws_chat_send_wait($wa, 10, id => 'early', chat_id => $chat,
+                            media => [$r->{json}{media_id}]);
+    is $ev && $ev->{code}, 'unknown_media',
+       'media not uploaded yet: unknown_media';
+    for my $bad ([], ['../x'], [1], [('AAAAAAAAAAAAAAAAAAAAAA') x 11], 'x') {
+        $ev = ws_chat_send_wait($wa, 10, id => 'bad', chat_id => $chat,
+                                media => $bad);
+        is $ev && $ev->{code}, 'bad_request',
+           'media ' . (ref $bad ? '[' . join(',', @$bad) . ']' : $bad)
+           . ': bad_request';
+    }
+    $_->close(1000) for $wa, $wm, $wo;
 };
 
 nginx_stop();
