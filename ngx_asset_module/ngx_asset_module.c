@@ -31,11 +31,13 @@
 
 #include "ngx_asset_module.h"
 #include "ngx_chat_api.h"
+#include "ngx_chat_event.h"
 
 
 #define NGX_ASSET_ID_LEN       22       /* base64url of 16 bytes */
 #define NGX_ASSET_SIG_LEN      43       /* base64url of 32 bytes */
 #define NGX_ASSET_TYPE_MAX     127
+#define NGX_ASSET_SWEPT        "1000"   /* media a sweep deletes */
 
 
 typedef struct {
@@ -45,12 +47,20 @@ typedef struct {
     ngx_array_t               *types;       /* ngx_str_t; "image/ *" */
     ngx_str_t                  blob_url;    /* what URLs start with */
     ngx_str_t                  blob_path;   /* its path: the location */
+    ngx_str_t                  cdn_url;     /* downloads, if set */
+    time_t                     ttl;         /* asset_ttl */
+    ngx_str_t                  blob_dir;    /* the objects, for the sweep */
 } ngx_asset_main_conf_t;
 
 
 typedef struct {
     ngx_flag_t                 blob;
 } ngx_asset_loc_conf_t;
+
+
+/* a quarter of the TTL, between a second and a minute */
+#define ngx_asset_sweep_interval(amcf)                                       \
+    ((ngx_msec_t) ngx_max(1, ngx_min(60, (amcf)->ttl / 4)) * 1000)
 
 
 enum {
@@ -74,6 +84,10 @@ static ngx_int_t ngx_asset_blob_id(ngx_http_request_t *r,
     ngx_asset_main_conf_t *amcf, ngx_str_t *id);
 static void ngx_asset_uploaded(void *data, PGresult *res);
 
+static void ngx_asset_sweep(ngx_event_t *ev);
+static void ngx_asset_swept(void *data, PGresult *res);
+static ngx_int_t ngx_asset_init_process(ngx_cycle_t *cycle);
+static void ngx_asset_exit_process(ngx_cycle_t *cycle);
 static ngx_int_t ngx_asset_handler(ngx_http_request_t *r);
 static char *ngx_asset_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_asset_types(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
@@ -91,6 +105,9 @@ static const char  ngx_asset_create_sql[] =
 
 static const char  ngx_asset_get_sql[] =
     "SELECT out_type, out_size FROM media_get($1::bigint, $2)";
+
+static const char  ngx_asset_expire_sql[] =
+    "SELECT out_id FROM asset_expire($1, " NGX_ASSET_SWEPT ")";
 
 static const char  ngx_asset_uploaded_sql[] =
     "UPDATE media SET uploaded_at = now() WHERE id = $1";
@@ -174,6 +191,20 @@ static ngx_command_t  ngx_asset_commands[] = {
       0,
       NULL },
 
+    { ngx_string("asset_cdn_url"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_asset_main_conf_t, cdn_url),
+      NULL },
+
+    { ngx_string("asset_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_asset_main_conf_t, ttl),
+      NULL },
+
     { ngx_string("asset_blob_url"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_str_slot,
@@ -207,10 +238,10 @@ ngx_module_t  ngx_asset_module = {
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
     NULL,                                  /* init module */
-    NULL,                                  /* init process */
+    ngx_asset_init_process,                /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_asset_exit_process,                /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -397,7 +428,7 @@ ngx_asset_url(ngx_http_request_t *r, const char *method, ngx_str_t *id,
     u_char                  sbuf[NGX_OFF_T_LEN];
     time_t                  expires;
     size_t                  len;
-    ngx_str_t               ssize;
+    ngx_str_t               ssize, *base;
     ngx_uint_t              put;
     ngx_asset_main_conf_t  *amcf;
 
@@ -415,7 +446,9 @@ ngx_asset_url(ngx_http_request_t *r, const char *method, ngx_str_t *id,
         return NULL;
     }
 
-    len = amcf->blob_url.len + id->len
+    base = (!put && amcf->cdn_url.len) ? &amcf->cdn_url : &amcf->blob_url;
+
+    len = base->len + id->len
           + sizeof("?X-Expires=&X-Size=&X-Type=&X-Signature=") - 1
           + NGX_TIME_T_LEN + NGX_OFF_T_LEN
           + type->len + 2 * ngx_escape_uri(NULL, type->data, type->len,
@@ -427,7 +460,7 @@ ngx_asset_url(ngx_http_request_t *r, const char *method, ngx_str_t *id,
         return NULL;
     }
 
-    p = ngx_cpymem(url, amcf->blob_url.data, amcf->blob_url.len);
+    p = ngx_cpymem(url, base->data, base->len);
     p = ngx_cpymem(p, id->data, id->len);
     p = ngx_sprintf(p, "?X-Expires=%T", expires);
 
@@ -708,6 +741,113 @@ ngx_asset_uploaded(void *data, PGresult *res)
 }
 
 
+/* -------------------------------------------------------------- lifecycle */
+
+
+/*
+ * asset_ttl: worker 0 of each nginx deletes, in the background, media
+ * past the TTL that no stored message refers to (asset_expire()), rows
+ * first, then the objects of the local store.
+ */
+
+static ngx_event_t             ngx_asset_sweep_ev;
+static ngx_asset_main_conf_t  *ngx_asset_sweep_conf;
+
+
+static ngx_int_t
+ngx_asset_init_process(ngx_cycle_t *cycle)
+{
+    ngx_asset_main_conf_t  *amcf;
+
+    amcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_asset_module);
+
+    if (amcf == NULL || ngx_worker != 0) {
+        return NGX_OK;
+    }
+
+    ngx_asset_sweep_conf = amcf;
+
+    ngx_chat_event_init(&ngx_asset_sweep_ev, ngx_asset_sweep, cycle->log);
+    ngx_asset_sweep_ev.cancelable = 1;
+    ngx_add_timer(&ngx_asset_sweep_ev, ngx_asset_sweep_interval(amcf));
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_asset_exit_process(ngx_cycle_t *cycle)
+{
+    if (ngx_asset_sweep_ev.timer_set) {
+        ngx_del_timer(&ngx_asset_sweep_ev);
+    }
+}
+
+
+static void
+ngx_asset_sweep(ngx_event_t *ev)
+{
+    u_char     ttl[NGX_TIME_T_LEN];
+    ngx_str_t  param;
+
+    param.data = ttl;
+    param.len = ngx_sprintf(ttl, "%T", ngx_asset_sweep_conf->ttl) - ttl;
+
+    if (ngx_chat_pg_query(ngx_asset_expire_sql, 1, &param, ngx_asset_swept,
+                          NULL, ev->log)
+        == NULL)
+    {
+        ngx_add_timer(ev, ngx_asset_sweep_interval(ngx_asset_sweep_conf));
+    }
+}
+
+
+static void
+ngx_asset_swept(void *data, PGresult *res)
+{
+    int                     i, n;
+    u_char                 *p;
+    ngx_str_t               id;
+    ngx_asset_main_conf_t  *amcf = ngx_asset_sweep_conf;
+    u_char                  path[NGX_MAX_PATH];
+
+    n = ngx_chat_pg_ok(res) ? PQntuples(res) : 0;
+
+    for (i = 0; i < n && amcf->blob_dir.len; i++) {
+        ngx_chat_pg_value(res, i, 0, &id);
+
+        if (ngx_chat_api_key_valid(&id) != NGX_OK
+            || amcf->blob_dir.len + id.len + 1 > sizeof(path))
+        {
+            continue;
+        }
+
+        p = ngx_cpymem(path, amcf->blob_dir.data, amcf->blob_dir.len);
+        p = ngx_cpymem(p, id.data, id.len);
+        *p = '\0';
+
+        if (ngx_delete_file(path) == NGX_FILE_ERROR
+            && ngx_errno != NGX_ENOENT)
+        {
+            ngx_log_error(NGX_LOG_WARN, ngx_asset_sweep_ev.log, ngx_errno,
+                          ngx_delete_file_n " \"%s\" failed", path);
+        }
+    }
+
+    if (n > 0) {
+        ngx_log_error(NGX_LOG_INFO, ngx_asset_sweep_ev.log, 0,
+                      "asset: %d media expired", n);
+    }
+
+    /* a full batch: more are waiting, go on at once */
+
+    ngx_add_timer(&ngx_asset_sweep_ev,
+                  n == ngx_atoi((u_char *) NGX_ASSET_SWEPT,
+                                sizeof(NGX_ASSET_SWEPT) - 1)
+                  ? 1 : ngx_asset_sweep_interval(amcf));
+}
+
+
 /* ------------------------------------------------------- configuration */
 
 
@@ -809,6 +949,7 @@ ngx_asset_create_main_conf(ngx_conf_t *cf)
     amcf->url_ttl = NGX_CONF_UNSET;
     amcf->max_size = NGX_CONF_UNSET;
     amcf->types = NGX_CONF_UNSET_PTR;
+    amcf->ttl = NGX_CONF_UNSET;
 
     return amcf;
 }
@@ -824,6 +965,7 @@ ngx_asset_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_str_t  *t;
 
     ngx_conf_init_value(amcf->url_ttl, 900);
+    ngx_conf_init_value(amcf->ttl, 30 * 86400);
     if (amcf->max_size == NGX_CONF_UNSET) {
         amcf->max_size = 64 * 1024 * 1024;
     }
@@ -896,6 +1038,14 @@ ngx_asset_init_main_conf(ngx_conf_t *cf, void *conf)
     amcf->blob_path.data = p;
     amcf->blob_path.len = amcf->blob_url.data + amcf->blob_url.len - p;
 
+    if (amcf->cdn_url.len
+        && amcf->cdn_url.data[amcf->cdn_url.len - 1] != '/')
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"asset_cdn_url\" must end with \"/\"");
+        return NGX_CONF_ERROR;
+    }
+
     return NGX_CONF_OK;
 }
 
@@ -922,7 +1072,53 @@ ngx_asset_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_asset_loc_conf_t  *prev = parent;
     ngx_asset_loc_conf_t  *conf = child;
 
+    u_char                    *p;
+    ngx_asset_main_conf_t     *amcf;
+    ngx_http_core_loc_conf_t  *clcf;
+
     ngx_conf_merge_value(conf->blob, prev->blob, 0);
+
+    if (!conf->blob) {
+        return NGX_CONF_OK;
+    }
+
+    /*
+     * The directory of the objects, for the sweep: the blob location's
+     * root (with its path) or alias; only a static one can be known.
+     */
+
+    amcf = ngx_http_conf_get_module_main_conf(cf, ngx_asset_module);
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (amcf->blob_dir.len || clcf->root.len == 0) {
+        return NGX_CONF_OK;
+    }
+
+    if (clcf->root_lengths) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "asset_blob with variables in its root: "
+                           "the asset_ttl sweep deletes rows, not objects");
+        return NGX_CONF_OK;
+    }
+
+    amcf->blob_dir.len = clcf->root.len + 1
+                         + (clcf->alias ? 0 : clcf->name.len);
+    amcf->blob_dir.data = ngx_pnalloc(cf->pool, amcf->blob_dir.len);
+    if (amcf->blob_dir.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    p = ngx_cpymem(amcf->blob_dir.data, clcf->root.data, clcf->root.len);
+
+    if (!clcf->alias) {
+        p = ngx_cpymem(p, clcf->name.data, clcf->name.len);
+    }
+
+    if (p[-1] != '/') {
+        *p++ = '/';
+    }
+
+    amcf->blob_dir.len = p - amcf->blob_dir.data;
 
     return NGX_CONF_OK;
 }

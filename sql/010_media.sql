@@ -169,3 +169,26 @@ BEGIN
     ORDER BY c.n;
 END
 $$;
+
+
+-- asset_ttl: up to p_limit media uploaded (or announced) more than p_ttl
+-- seconds ago that no stored message refers to any more; their rows go,
+-- and their ids come back for the objects to be deleted.
+CREATE OR REPLACE FUNCTION asset_expire(p_ttl bigint, p_limit integer)
+RETURNS TABLE (out_id text)
+LANGUAGE sql AS $$
+    DELETE FROM media d
+    WHERE d.id IN (
+        SELECT x.id FROM media x
+        WHERE x.created_at < now() - make_interval(secs => p_ttl)
+          AND NOT EXISTS (
+              SELECT 1 FROM media_chats mc
+              JOIN messages m ON m.chat_id = mc.chat_id
+              WHERE mc.media_id = x.id
+                AND m.body->'media' @> jsonb_build_array(
+                                           jsonb_build_object('media_id',
+                                                              x.id)))
+        LIMIT p_limit
+        FOR UPDATE SKIP LOCKED)
+    RETURNING d.id
+$$;

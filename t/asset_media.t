@@ -20,15 +20,7 @@ my $BLOBS = servroot() . '/blob';
 mkdir $BLOBS;
 chmod 0777, $BLOBS;
 
-ok nginx_start(workers => 2, http_config => <<"END", config => <<"END2"),
-chat_postgres "\$TEST_NGINX_PG_DSN";
-chat_redis \$TEST_NGINX_REDIS;
-chat_dev_codes on;
-chat_redis_prefix "t_asset_media_$$:";
-asset_max_size 1m;
-asset_url_ttl 3s;
-asset_types image/* application/pdf;
-END
+my $CONFIG = <<"END";
 location /v1/ { chat_api; }
 location = /v1/ws { chat_ws; }
 location /v1/media { asset_api; }
@@ -38,7 +30,17 @@ location /blob/ {
     dav_methods PUT;
     client_max_body_size 1m;
 }
-END2
+END
+
+ok nginx_start(workers => 2, http_config => <<"END", config => $CONFIG),
+chat_postgres "\$TEST_NGINX_PG_DSN";
+chat_redis \$TEST_NGINX_REDIS;
+chat_dev_codes on;
+chat_redis_prefix "t_asset_media_$$:";
+asset_max_size 1m;
+asset_url_ttl 3s;
+asset_types image/* application/pdf;
+END
    'nginx starts with the asset module';
 
 my $me = api_signup(device_name => 'uploader');
@@ -253,6 +255,47 @@ subtest 'an image sent to a group reaches a member, who fetches the same '
            . ': bad_request';
     }
     $_->close(1000) for $wa, $wm, $wo;
+};
+
+subtest 'asset_ttl: media past it go, rows and objects, unless a stored '
+        . 'message refers to them' => sub {
+    ok nginx_start(workers => 2, config => $CONFIG, http_config => <<"END"),
+chat_postgres "\$TEST_NGINX_PG_DSN";
+chat_redis \$TEST_NGINX_REDIS;
+chat_dev_codes on;
+chat_redis_prefix "t_asset_media_$$:";
+asset_ttl 2s;
+END
+       'nginx starts with asset_ttl 2s';
+    my ($a, $b) = map { api_signup(device_name => $_) } qw(a b);
+    my $chat = api_chat_create($a, { type => 'direct',
+                                     user_id => $b->{user_id} })
+        or return;
+    my $kept = upload($a, $png, 'image/png');
+    my $gone = upload($a, $png, 'image/png');
+    ok $kept && $gone, 'two uploads' or return;
+    my ($wa) = ws_chat_open($a);
+    my $ev = ws_chat_send_wait($wa, 10, id => 'keep', media => [$kept],
+                               chat_id => $chat->{chat_id});
+    is $ev && $ev->{type}, 'sent', 'one is sent (b has not got it yet)';
+
+    ok wait_until(8, sub { !stored($gone) }),
+       'the one never sent: its object is deleted after the TTL';
+    is api_request(GET => "/v1/media/$gone", token => $a->{token})->{status},
+       404, '... and its row: 404';
+    sleep 1.5;
+    ok stored($kept), 'the one a stored message refers to stays';
+    is api_request(GET => "/v1/media/$kept", token => $b->{token})->{status},
+       200, '... and b may fetch it';
+
+    my ($wb, $sb) = ws_chat_open($b);
+    my ($m) = grep { ($_->{id} // '') eq 'keep' } @{ $sb->{msgs} || [] };
+    ok $m, 'b gets the message in its sync' or return;
+    $wb->send_json({ type => 'ack', chat_id => $chat->{chat_id},
+                     seq => $m->{seq} });
+    ok wait_until(8, sub { !stored($kept) }),
+       'once b acked it (the message is gone), the media goes too';
+    $_->close(1000) for $wa, $wb;
 };
 
 nginx_stop();
