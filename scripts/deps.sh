@@ -13,6 +13,7 @@ packages=(
     perl                    # prove
     libprotocol-websocket-perl
     curl procps iproute2    # curl, pgrep, ss
+    python3-botocore        # reference AWS SigV4 signatures (t/asset_sigv4.t)
 )
 
 # Installed when the archive has them.
