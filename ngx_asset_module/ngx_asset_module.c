@@ -30,6 +30,7 @@
 #include <openssl/rand.h>
 
 #include "ngx_asset_module.h"
+#include "ngx_asset_sigv4.h"
 #include "ngx_chat_api.h"
 #include "ngx_chat_event.h"
 
@@ -50,7 +51,21 @@ typedef struct {
     ngx_str_t                  cdn_url;     /* downloads, if set */
     time_t                     ttl;         /* asset_ttl */
     ngx_str_t                  blob_dir;    /* the objects, for the sweep */
+
+    ngx_uint_t                 backend;     /* NGX_ASSET_LOCAL, _S3 */
+    ngx_str_t                  s3_endpoint; /* "https://host[:port]" */
+    ngx_str_t                  s3_region;
+    ngx_str_t                  s3_bucket;
+    ngx_str_t                  s3_access_key;
+    ngx_str_t                  s3_secret_key;
+    ngx_flag_t                 s3_path_style;
+    ngx_str_t                  s3_scheme;   /* from the endpoint */
+    ngx_str_t                  s3_host;     /* as signed: bucket. for vhost */
 } ngx_asset_main_conf_t;
+
+
+#define NGX_ASSET_LOCAL  1
+#define NGX_ASSET_S3     2
 
 
 typedef struct {
@@ -73,6 +88,9 @@ static ngx_int_t ngx_asset_media_create(ngx_chat_api_ctx_t *ctx);
 static ngx_int_t ngx_asset_media_get(ngx_chat_api_ctx_t *ctx);
 static json_t *ngx_asset_url(ngx_http_request_t *r, const char *method,
     ngx_str_t *id, off_t size, ngx_str_t *type);
+static json_t *ngx_asset_s3_url(ngx_http_request_t *r,
+    ngx_asset_main_conf_t *amcf, const char *method, ngx_str_t *id,
+    off_t size, ngx_str_t *type);
 static ngx_int_t ngx_asset_sign(ngx_asset_main_conf_t *amcf,
     const char *method, ngx_str_t *id, time_t expires, ngx_str_t *size,
     ngx_str_t *type, u_char *sig);
@@ -94,14 +112,20 @@ static char *ngx_asset_types(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_asset_init(ngx_conf_t *cf);
 static void *ngx_asset_create_main_conf(ngx_conf_t *cf);
 static char *ngx_asset_init_main_conf(ngx_conf_t *cf, void *conf);
+static char *ngx_asset_init_s3(ngx_conf_t *cf, ngx_asset_main_conf_t *amcf);
 static void *ngx_asset_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_asset_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
 
 
+/*
+ * $6: the s3 backend does not see uploads: its media can be sent once
+ * announced (a recipient may find the object missing until it is done).
+ */
 static const char  ngx_asset_create_sql[] =
-    "INSERT INTO media (id, owner, content_type, size, sha256) "
-    "VALUES ($1, $2::bigint, $3, $4::bigint, $5)";
+    "INSERT INTO media (id, owner, content_type, size, sha256, uploaded_at) "
+    "VALUES ($1, $2::bigint, $3, $4::bigint, $5, "
+    "        CASE WHEN $6::boolean THEN now() END)";
 
 static const char  ngx_asset_get_sql[] =
     "SELECT out_type, out_size FROM media_get($1::bigint, $2)";
@@ -139,6 +163,13 @@ static ngx_chat_api_route_t  ngx_asset_routes[] = {
       ngx_asset_media_get, NGX_CHAT_API_AUTH },
 
     { 0, ngx_null_string, NULL, 0 }
+};
+
+
+static ngx_conf_enum_t  ngx_asset_backends[] = {
+    { ngx_string("local"), NGX_ASSET_LOCAL },
+    { ngx_string("s3"), NGX_ASSET_S3 },
+    { ngx_null_string, 0 }
 };
 
 
@@ -205,6 +236,55 @@ static ngx_command_t  ngx_asset_commands[] = {
       offsetof(ngx_asset_main_conf_t, ttl),
       NULL },
 
+    { ngx_string("asset_backend"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_asset_main_conf_t, backend),
+      &ngx_asset_backends },
+
+    { ngx_string("asset_s3_endpoint"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_asset_main_conf_t, s3_endpoint),
+      NULL },
+
+    { ngx_string("asset_s3_region"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_asset_main_conf_t, s3_region),
+      NULL },
+
+    { ngx_string("asset_s3_bucket"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_asset_main_conf_t, s3_bucket),
+      NULL },
+
+    { ngx_string("asset_s3_access_key"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_asset_main_conf_t, s3_access_key),
+      NULL },
+
+    { ngx_string("asset_s3_secret_key"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_asset_main_conf_t, s3_secret_key),
+      NULL },
+
+    { ngx_string("asset_s3_path_style"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_asset_main_conf_t, s3_path_style),
+      NULL },
+
     { ngx_string("asset_blob_url"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_str_slot,
@@ -265,7 +345,7 @@ ngx_asset_media_create(ngx_chat_api_ctx_t *ctx)
     u_char                 *p, raw[16], size[NGX_OFF_T_LEN];
     off_t                   n;
     json_t                 *jsize, *jsha, *upload;
-    ngx_str_t               params[5], type, src;
+    ngx_str_t               params[6], type, src;
     ngx_asset_main_conf_t  *amcf;
 
     amcf = ngx_http_get_module_main_conf(ctx->request, ngx_asset_module);
@@ -344,9 +424,16 @@ ngx_asset_media_create(ngx_chat_api_ctx_t *ctx)
         params[3].data = size;
         params[3].len = ngx_sprintf(size, "%O", n) - size;
 
+        if (amcf->backend == NGX_ASSET_S3) {
+            ngx_str_set(&params[5], "t");
+
+        } else {
+            ngx_str_set(&params[5], "f");
+        }
+
         ctx->step = NGX_ASSET_ROWS;
 
-        return ngx_chat_api_query(ctx, ngx_asset_create_sql, 5, params);
+        return ngx_chat_api_query(ctx, ngx_asset_create_sql, 6, params);
     }
 
     (void) ngx_chat_api_string(ctx, "content_type", &type);
@@ -434,6 +521,10 @@ ngx_asset_url(ngx_http_request_t *r, const char *method, ngx_str_t *id,
 
     amcf = ngx_http_get_module_main_conf(r, ngx_asset_module);
 
+    if (amcf->backend == NGX_ASSET_S3) {
+        return ngx_asset_s3_url(r, amcf, method, id, size, type);
+    }
+
     put = (method[0] == 'P');
     expires = ngx_time() + amcf->url_ttl;
 
@@ -482,6 +573,91 @@ ngx_asset_url(ngx_http_request_t *r, const char *method, ngx_str_t *id,
                      "url", url, (size_t) (p - url),
                      "headers", "Content-Type", type->data, type->len,
                      "expires_at", (json_int_t) expires * 1000);
+}
+
+
+/* the s3 backend: an AWS SigV4 presigned URL of the bucket's object */
+
+static json_t *
+ngx_asset_s3_url(ngx_http_request_t *r, ngx_asset_main_conf_t *amcf,
+    const char *method, ngx_str_t *id, off_t size, ngx_str_t *type)
+{
+    int                 n;
+    u_char             *url, *p;
+    char                date[17], ctype[NGX_ASSET_TYPE_MAX + 1];
+    char                path[NGX_ASSET_ID_LEN + 256], query[2048];
+    char                host[512], akey[256], skey[256], region[64];
+    time_t              now;
+    ngx_tm_t            tm;
+    ngx_uint_t          put;
+    ngx_asset_sigv4_t   req;
+
+    put = (method[0] == 'P');
+    now = ngx_time();
+    ngx_gmtime(now, &tm);
+
+    (void) ngx_sprintf((u_char *) date, "%4d%02d%02dT%02d%02d%02dZ%Z",
+                       tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
+                       tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec);
+
+    /* the signer takes C strings: the lengths were checked at startup */
+
+    (void) ngx_cpystrn((u_char *) host, amcf->s3_host.data,
+                       amcf->s3_host.len + 1);
+    (void) ngx_cpystrn((u_char *) akey, amcf->s3_access_key.data,
+                       amcf->s3_access_key.len + 1);
+    (void) ngx_cpystrn((u_char *) skey, amcf->s3_secret_key.data,
+                       amcf->s3_secret_key.len + 1);
+    (void) ngx_cpystrn((u_char *) region, amcf->s3_region.data,
+                       amcf->s3_region.len + 1);
+    (void) ngx_cpystrn((u_char *) ctype, type->data,
+                       ngx_min(type->len, NGX_ASSET_TYPE_MAX) + 1);
+
+    if (amcf->s3_path_style) {
+        (void) ngx_sprintf((u_char *) path, "/%V/%V%Z", &amcf->s3_bucket,
+                           id);
+    } else {
+        (void) ngx_sprintf((u_char *) path, "/%V%Z", id);
+    }
+
+    req.method = method;
+    req.host = host;
+    req.path = path;
+    req.access_key = akey;
+    req.secret_key = skey;
+    req.region = region;
+    req.amz_date = date;
+    req.expires = (long) amcf->url_ttl;
+    req.content_type = put ? ctype : NULL;
+    req.content_length = put ? (long long) size : -1;
+
+    n = ngx_asset_sigv4_presign(&req, query, sizeof(query));
+    if (n < 0) {
+        return NULL;
+    }
+
+    url = ngx_pnalloc(r->pool, amcf->s3_scheme.len + sizeof("://") - 1
+                               + ngx_strlen(host) + ngx_strlen(path) + 1 + n);
+    if (url == NULL) {
+        return NULL;
+    }
+
+    p = ngx_sprintf(url, "%V://%s%s?", &amcf->s3_scheme, host, path);
+    p = ngx_cpymem(p, query, n);
+
+    if (!put) {
+        return json_pack("{s:s%,s:I}", "url", url, (size_t) (p - url),
+                         "expires_at",
+                         (json_int_t) (now + amcf->url_ttl) * 1000);
+    }
+
+    /* the length is signed too: clients send exactly size bytes */
+
+    return json_pack("{s:s,s:s%,s:{s:s%},s:I}", "method", "PUT",
+                     "url", url, (size_t) (p - url),
+                     "headers", "Content-Type", type->data, type->len,
+                     "expires_at",
+                     (json_int_t) (now + amcf->url_ttl) * 1000);
 }
 
 
@@ -950,6 +1126,8 @@ ngx_asset_create_main_conf(ngx_conf_t *cf)
     amcf->max_size = NGX_CONF_UNSET;
     amcf->types = NGX_CONF_UNSET_PTR;
     amcf->ttl = NGX_CONF_UNSET;
+    amcf->backend = NGX_CONF_UNSET_UINT;
+    amcf->s3_path_style = NGX_CONF_UNSET;
 
     return amcf;
 }
@@ -1038,12 +1216,90 @@ ngx_asset_init_main_conf(ngx_conf_t *cf, void *conf)
     amcf->blob_path.data = p;
     amcf->blob_path.len = amcf->blob_url.data + amcf->blob_url.len - p;
 
+    if (ngx_asset_init_s3(cf, amcf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
     if (amcf->cdn_url.len
         && amcf->cdn_url.data[amcf->cdn_url.len - 1] != '/')
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"asset_cdn_url\" must end with \"/\"");
         return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_asset_init_s3(ngx_conf_t *cf, ngx_asset_main_conf_t *amcf)
+{
+    u_char  *p, *last;
+
+    ngx_conf_init_uint_value(amcf->backend, NGX_ASSET_LOCAL);
+    ngx_conf_init_value(amcf->s3_path_style, 0);
+
+    if (amcf->backend != NGX_ASSET_S3) {
+        return NGX_CONF_OK;
+    }
+
+    if (amcf->s3_endpoint.len == 0 || amcf->s3_bucket.len == 0
+        || amcf->s3_access_key.len == 0 || amcf->s3_secret_key.len == 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"asset_backend s3\" needs asset_s3_endpoint, "
+                           "asset_s3_bucket, asset_s3_access_key and "
+                           "asset_s3_secret_key");
+        return NGX_CONF_ERROR;
+    }
+
+    if (amcf->s3_region.len == 0) {
+        ngx_str_set(&amcf->s3_region, "us-east-1");
+    }
+
+    p = amcf->s3_endpoint.data;
+    last = p + amcf->s3_endpoint.len;
+
+    if (last - p > 8 && ngx_strncmp(p, "https://", 8) == 0) {
+        ngx_str_set(&amcf->s3_scheme, "https");
+        p += 8;
+
+    } else if (last - p > 7 && ngx_strncmp(p, "http://", 7) == 0) {
+        ngx_str_set(&amcf->s3_scheme, "http");
+        p += 7;
+
+    } else {
+        p = NULL;
+    }
+
+    if (p == NULL || ngx_strlchr(p, last, '/') != NULL
+        || amcf->s3_bucket.len > 63 || amcf->s3_access_key.len > 128
+        || amcf->s3_secret_key.len > 128 || amcf->s3_region.len > 32
+        || last - p > 255 - 64)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"asset_s3_endpoint\" must be http(s)://host"
+                           "[:port] without a path, and the bucket, keys "
+                           "and region of sane lengths");
+        return NGX_CONF_ERROR;
+    }
+
+    /* virtual-host style: the bucket is a part of the host name */
+
+    amcf->s3_host.len = (amcf->s3_path_style ? 0 : amcf->s3_bucket.len + 1)
+                        + (last - p);
+    amcf->s3_host.data = ngx_pnalloc(cf->pool, amcf->s3_host.len);
+    if (amcf->s3_host.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (amcf->s3_path_style) {
+        ngx_memcpy(amcf->s3_host.data, p, last - p);
+
+    } else {
+        ngx_sprintf(amcf->s3_host.data, "%V.%*s", &amcf->s3_bucket,
+                    (size_t) (last - p), p);
     }
 
     return NGX_CONF_OK;
