@@ -61,6 +61,8 @@ typedef struct {
     ngx_flag_t                 s3_path_style;
     ngx_str_t                  s3_scheme;   /* from the endpoint */
     ngx_str_t                  s3_host;     /* as signed: bucket. for vhost */
+    ngx_str_t                  s3_trusted;  /* CA file for https */
+    ngx_asset_s3_conf_t        s3;          /* for the sweep's DELETEs */
 } ngx_asset_main_conf_t;
 
 
@@ -104,6 +106,8 @@ static void ngx_asset_uploaded(void *data, PGresult *res);
 
 static void ngx_asset_sweep(ngx_event_t *ev);
 static void ngx_asset_swept(void *data, PGresult *res);
+static ngx_int_t ngx_asset_s3_objects(PGresult *res, int n);
+static void ngx_asset_s3_deleted(void);
 static ngx_int_t ngx_asset_init_process(ngx_cycle_t *cycle);
 static void ngx_asset_exit_process(ngx_cycle_t *cycle);
 static ngx_int_t ngx_asset_handler(ngx_http_request_t *r);
@@ -113,6 +117,8 @@ static ngx_int_t ngx_asset_init(ngx_conf_t *cf);
 static void *ngx_asset_create_main_conf(ngx_conf_t *cf);
 static char *ngx_asset_init_main_conf(ngx_conf_t *cf, void *conf);
 static char *ngx_asset_init_s3(ngx_conf_t *cf, ngx_asset_main_conf_t *amcf);
+static char *ngx_asset_init_s3_peer(ngx_conf_t *cf,
+    ngx_asset_main_conf_t *amcf);
 static void *ngx_asset_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_asset_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
@@ -283,6 +289,13 @@ static ngx_command_t  ngx_asset_commands[] = {
       ngx_conf_set_flag_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_asset_main_conf_t, s3_path_style),
+      NULL },
+
+    { ngx_string("asset_s3_trusted_certificate"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_asset_main_conf_t, s3_trusted),
       NULL },
 
     { ngx_string("asset_blob_url"),
@@ -928,6 +941,7 @@ ngx_asset_uploaded(void *data, PGresult *res)
 
 static ngx_event_t             ngx_asset_sweep_ev;
 static ngx_asset_main_conf_t  *ngx_asset_sweep_conf;
+static ngx_uint_t              ngx_asset_s3_batch;   /* it was full */
 
 
 static ngx_int_t
@@ -978,6 +992,76 @@ ngx_asset_sweep(ngx_event_t *ev)
 }
 
 
+/* the s3 backend: the objects of the expired rows, by DELETE requests */
+
+static ngx_int_t
+ngx_asset_s3_objects(PGresult *res, int n)
+{
+    int          i;
+    ngx_str_t    v, *id;
+    ngx_pool_t  *pool;
+    ngx_array_t *ids;
+
+    pool = ngx_create_pool(4096, ngx_cycle->log);
+    if (pool == NULL) {
+        return NGX_ERROR;
+    }
+
+    ids = ngx_array_create(pool, n, sizeof(ngx_str_t));
+    if (ids == NULL) {
+        ngx_destroy_pool(pool);
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < n; i++) {
+        ngx_chat_pg_value(res, i, 0, &v);
+
+        if (ngx_chat_api_key_valid(&v) != NGX_OK) {
+            continue;
+        }
+
+        id = ngx_array_push(ids);
+        if (id == NULL) {
+            ngx_destroy_pool(pool);
+            return NGX_ERROR;
+        }
+
+        id->len = v.len;
+        id->data = ngx_pstrdup(pool, &v);
+
+        if (id->data == NULL) {
+            ngx_destroy_pool(pool);
+            return NGX_ERROR;
+        }
+    }
+
+    ngx_asset_s3_batch = (n == ngx_atoi((u_char *) NGX_ASSET_SWEPT,
+                                        sizeof(NGX_ASSET_SWEPT) - 1));
+
+    if (ngx_asset_s3_delete(&ngx_asset_sweep_conf->s3, pool, ids,
+                            ngx_asset_s3_deleted)
+        != NGX_OK)
+    {
+        ngx_destroy_pool(pool);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_asset_s3_deleted(void)
+{
+    if (ngx_exiting || ngx_terminate || ngx_quit) {
+        return;
+    }
+
+    ngx_add_timer(&ngx_asset_sweep_ev, ngx_asset_s3_batch
+                  ? 1 : ngx_asset_sweep_interval(ngx_asset_sweep_conf));
+}
+
+
 static void
 ngx_asset_swept(void *data, PGresult *res)
 {
@@ -988,6 +1072,17 @@ ngx_asset_swept(void *data, PGresult *res)
     u_char                  path[NGX_MAX_PATH];
 
     n = ngx_chat_pg_ok(res) ? PQntuples(res) : 0;
+
+    if (n > 0) {
+        ngx_log_error(NGX_LOG_INFO, ngx_asset_sweep_ev.log, 0,
+                      "asset: %d media expired", n);
+    }
+
+    if (n > 0 && amcf->backend == NGX_ASSET_S3
+        && ngx_asset_s3_objects(res, n) == NGX_OK)
+    {
+        return;         /* the sweep goes on when the DELETEs are done */
+    }
 
     for (i = 0; i < n && amcf->blob_dir.len; i++) {
         ngx_chat_pg_value(res, i, 0, &id);
@@ -1008,11 +1103,6 @@ ngx_asset_swept(void *data, PGresult *res)
             ngx_log_error(NGX_LOG_WARN, ngx_asset_sweep_ev.log, ngx_errno,
                           ngx_delete_file_n " \"%s\" failed", path);
         }
-    }
-
-    if (n > 0) {
-        ngx_log_error(NGX_LOG_INFO, ngx_asset_sweep_ev.log, 0,
-                      "asset: %d media expired", n);
     }
 
     /* a full batch: more are waiting, go on at once */
@@ -1301,6 +1391,103 @@ ngx_asset_init_s3(ngx_conf_t *cf, ngx_asset_main_conf_t *amcf)
         ngx_sprintf(amcf->s3_host.data, "%V.%*s", &amcf->s3_bucket,
                     (size_t) (last - p), p);
     }
+
+    return ngx_asset_init_s3_peer(cf, amcf);
+}
+
+
+/* the endpoint resolved now, and TLS to it, for the sweep's DELETEs */
+
+static char *
+ngx_asset_init_s3_peer(ngx_conf_t *cf, ngx_asset_main_conf_t *amcf)
+{
+    u_char               *colon;
+    ngx_url_t             u;
+    ngx_uint_t            https;
+    ngx_asset_s3_conf_t  *s3 = &amcf->s3;
+
+    https = (amcf->s3_scheme.len == 5);
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+    u.url = amcf->s3_host;
+    u.default_port = https ? 443 : 80;
+    u.no_resolve = 0;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"asset_s3_endpoint\": %s \"%V\"",
+                           u.err ? u.err : "cannot resolve",
+                           &amcf->s3_host);
+        return NGX_CONF_ERROR;
+    }
+
+    s3->host = amcf->s3_host;
+    s3->bucket = amcf->s3_bucket;
+    s3->access_key = amcf->s3_access_key;
+    s3->secret_key = amcf->s3_secret_key;
+    s3->region = amcf->s3_region;
+    s3->path_style = amcf->s3_path_style;
+    s3->addr = &u.addrs[0];
+
+    /* the name without the port */
+
+    colon = ngx_strlchr(amcf->s3_host.data,
+                        amcf->s3_host.data + amcf->s3_host.len, ':');
+
+    s3->tls_name = ngx_pnalloc(cf->pool, amcf->s3_host.len + 1);
+    if (s3->tls_name == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    (void) ngx_cpystrn(s3->tls_name, amcf->s3_host.data,
+                       (colon ? (size_t) (colon - amcf->s3_host.data)
+                              : amcf->s3_host.len) + 1);
+
+    if (!https) {
+        return NGX_CONF_OK;
+    }
+
+#if (NGX_SSL)
+    {
+    ngx_pool_cleanup_t  *cln;
+
+    s3->ssl = ngx_pcalloc(cf->pool, sizeof(ngx_ssl_t));
+    if (s3->ssl == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    s3->ssl->log = cf->log;
+
+    if (ngx_ssl_create(s3->ssl, NGX_SSL_TLSv1_2|NGX_SSL_TLSv1_3, NULL)
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        ngx_ssl_cleanup_ctx(s3->ssl);
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_ssl_cleanup_ctx;
+    cln->data = s3->ssl;
+
+    if (amcf->s3_trusted.len == 0) {
+        ngx_str_set(&amcf->s3_trusted, "/etc/ssl/certs/ca-certificates.crt");
+    }
+
+    if (ngx_ssl_trusted_certificate(cf, s3->ssl, &amcf->s3_trusted, 5)
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+    }
+#else
+    ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                       "nginx without TLS: the asset_ttl sweep cannot "
+                       "delete objects of an https S3 endpoint");
+#endif
 
     return NGX_CONF_OK;
 }

@@ -50,7 +50,7 @@ ok wait_until(20, sub {
    }), "s3rver listens on 127.0.0.1:$S3PORT"
     or diag(`cat $dir/s3rver.log`);
 
-ok nginx_start(workers => 2, http_config => <<"END", config => <<'END2'),
+my $HTTP = <<"END";
 chat_postgres "\$TEST_NGINX_PG_DSN";
 chat_redis \$TEST_NGINX_REDIS;
 chat_dev_codes on;
@@ -63,9 +63,12 @@ asset_s3_access_key S3RVER;
 asset_s3_secret_key S3RVER;
 asset_s3_path_style on;
 END
+my $CONFIG = <<'END';
 location /v1/ { chat_api; }
 location /v1/media { asset_api; }
-END2
+END
+
+ok nginx_start(workers => 2, http_config => $HTTP, config => $CONFIG),
    'nginx starts with the s3 backend';
 
 # a request to an absolute URL of the store
@@ -108,6 +111,28 @@ is sha256_hex($d->{body} // ''), sha256_hex($jpeg),
    'the same bytes back (sha256)';
 like $d->{headers}{'content-type'} // '', qr{^image/jpeg},
      'with the uploaded type';
+
+# asset_ttl: the sweep deletes the rows, then the objects, by presigned
+# DELETE requests to the store
+sub object {
+    my ($id) = @_;
+    my @files = glob("$dir/store/media/$id*_object");   # list context
+    return scalar @files;
+}
+
+ok nginx_start(workers => 2, http_config => $HTTP . "asset_ttl 2s;\n",
+               config => $CONFIG), 'nginx restarts with asset_ttl 2s';
+$r = api_request(POST => '/v1/media', token => $me->{token},
+                 body => { content_type => 'image/jpeg',
+                           size => length $jpeg });
+my $old = $r->{json}{media_id} // '';
+is store(PUT => $r->{json}{upload}{url} // '', body => $jpeg,
+         type => 'image/jpeg')->{status}, 200, 'another upload';
+ok object($old), 'its object is in the store';
+ok wait_until(10, sub { !object($old) && !object($m->{media_id}) }),
+   'after asset_ttl the sweep deletes both objects from the store';
+is api_request(GET => "/v1/media/$old", token => $me->{token})->{status},
+   404, 'and the rows: 404';
 
 nginx_stop();
 done_testing();

@@ -1,0 +1,393 @@
+
+/*
+ * The s3 backend's deletions: the asset_ttl sweep's objects go by
+ * presigned DELETE requests, one at a time, over a connection of their
+ * own (HTTP, or HTTPS with the server's certificate and name checked),
+ * each bounded by asset_s3_timeout.  A deletion that fails is logged and
+ * left to the bucket's lifecycle rule.
+ */
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_event.h>
+#include <ngx_event_connect.h>
+
+#include "ngx_asset_module.h"
+#include "ngx_asset_sigv4.h"
+
+
+#define NGX_ASSET_S3_TIMEOUT  10000     /* ms, for each request */
+
+
+typedef struct {
+    ngx_peer_connection_t      peer;
+    ngx_asset_s3_conf_t       *conf;
+    ngx_array_t               *ids;      /* ngx_str_t, left to delete */
+    ngx_uint_t                 next;
+    ngx_buf_t                 *out;
+    u_char                     in[256];
+    size_t                     nin;
+    ngx_pool_t                *pool;
+    void                     (*done)(void);
+} ngx_asset_s3_delete_t;
+
+
+static void ngx_asset_s3_next(ngx_asset_s3_delete_t *d);
+static void ngx_asset_s3_connected(ngx_event_t *ev);
+#if (NGX_SSL)
+static void ngx_asset_s3_handshaked(ngx_connection_t *c);
+#endif
+static void ngx_asset_s3_write(ngx_event_t *ev);
+static void ngx_asset_s3_read(ngx_event_t *ev);
+static void ngx_asset_s3_finish(ngx_asset_s3_delete_t *d, const char *error);
+
+
+/*
+ * Deletes the objects of ids (ngx_str_t, allocated from pool, which this
+ * destroys at the end), then calls done.
+ */
+
+ngx_int_t
+ngx_asset_s3_delete(ngx_asset_s3_conf_t *conf, ngx_pool_t *pool,
+    ngx_array_t *ids, void (*done)(void))
+{
+    ngx_asset_s3_delete_t  *d;
+
+    d = ngx_pcalloc(pool, sizeof(ngx_asset_s3_delete_t));
+    if (d == NULL) {
+        return NGX_ERROR;
+    }
+
+    d->conf = conf;
+    d->ids = ids;
+    d->pool = pool;
+    d->done = done;
+
+    ngx_asset_s3_next(d);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_asset_s3_next(ngx_asset_s3_delete_t *d)
+{
+    int                 n;
+    char                date[17], path[512], query[2048];
+    char                host[512], akey[256], skey[256], region[64];
+    ngx_tm_t            tm;
+    ngx_int_t           rc;
+    ngx_str_t          *id;
+    ngx_asset_sigv4_t   req;
+    ngx_asset_s3_conf_t *conf = d->conf;
+
+    for ( ;; ) {
+
+        if (d->next == d->ids->nelts) {
+            d->done();
+            ngx_destroy_pool(d->pool);
+            return;
+        }
+
+        id = (ngx_str_t *) d->ids->elts + d->next++;
+
+        ngx_gmtime(ngx_time(), &tm);
+
+        (void) ngx_sprintf((u_char *) date, "%4d%02d%02dT%02d%02d%02dZ%Z",
+                           tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
+                           tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec);
+
+        (void) ngx_cpystrn((u_char *) host, conf->host.data,
+                           conf->host.len + 1);
+        (void) ngx_cpystrn((u_char *) akey, conf->access_key.data,
+                           conf->access_key.len + 1);
+        (void) ngx_cpystrn((u_char *) skey, conf->secret_key.data,
+                           conf->secret_key.len + 1);
+        (void) ngx_cpystrn((u_char *) region, conf->region.data,
+                           conf->region.len + 1);
+
+        if (conf->path_style) {
+            (void) ngx_sprintf((u_char *) path, "/%V/%V%Z", &conf->bucket,
+                               id);
+        } else {
+            (void) ngx_sprintf((u_char *) path, "/%V%Z", id);
+        }
+
+        req.method = "DELETE";
+        req.host = host;
+        req.path = path;
+        req.access_key = akey;
+        req.secret_key = skey;
+        req.region = region;
+        req.amz_date = date;
+        req.expires = 60;
+        req.content_type = NULL;
+        req.content_length = -1;
+
+        n = ngx_asset_sigv4_presign(&req, query, sizeof(query));
+
+        d->out = ngx_create_temp_buf(d->pool, sizeof("DELETE ? HTTP/1.1"
+                                                     CRLF "Host: " CRLF
+                                                     "Connection: close"
+                                                     CRLF CRLF)
+                                              + ngx_strlen(path) + n
+                                              + ngx_strlen(host));
+        if (n < 0 || d->out == NULL) {
+            ngx_asset_s3_finish(d, "cannot make the request");
+            continue;
+        }
+
+        d->out->last = ngx_sprintf(d->out->last,
+                                   "DELETE %s?%*s HTTP/1.1" CRLF
+                                   "Host: %s" CRLF
+                                   "Connection: close" CRLF CRLF,
+                                   path, (size_t) n, query, host);
+        d->nin = 0;
+
+        ngx_memzero(&d->peer, sizeof(ngx_peer_connection_t));
+        d->peer.sockaddr = conf->addr->sockaddr;
+        d->peer.socklen = conf->addr->socklen;
+        d->peer.name = &conf->addr->name;
+        d->peer.get = ngx_event_get_peer;
+        d->peer.log = ngx_cycle->log;
+        d->peer.log_error = NGX_ERROR_ERR;
+
+        rc = ngx_event_connect_peer(&d->peer);
+
+        if (rc == NGX_ERROR || rc == NGX_DECLINED || rc == NGX_BUSY) {
+            ngx_asset_s3_finish(d, "cannot connect");
+            continue;
+        }
+
+        d->peer.connection->data = d;
+        d->peer.connection->read->handler = ngx_asset_s3_read;
+        d->peer.connection->write->handler = ngx_asset_s3_connected;
+
+        ngx_add_timer(d->peer.connection->write, NGX_ASSET_S3_TIMEOUT);
+        ngx_add_timer(d->peer.connection->read, NGX_ASSET_S3_TIMEOUT);
+
+        if (rc == NGX_OK) {
+            ngx_asset_s3_connected(d->peer.connection->write);
+        }
+
+        return;
+    }
+}
+
+
+static void
+ngx_asset_s3_connected(ngx_event_t *ev)
+{
+    ngx_connection_t       *c = ev->data;
+    ngx_asset_s3_delete_t  *d = c->data;
+
+    if (ev->timedout) {
+        ngx_asset_s3_finish(d, "timed out connecting");
+        ngx_asset_s3_next(d);
+        return;
+    }
+
+#if (NGX_SSL)
+
+    if (d->conf->ssl) {
+        if (ngx_ssl_create_connection(d->conf->ssl, c, NGX_SSL_CLIENT)
+            != NGX_OK)
+        {
+            ngx_asset_s3_finish(d, "no TLS");
+            ngx_asset_s3_next(d);
+            return;
+        }
+
+        c->sendfile = 0;
+
+        (void) SSL_set_tlsext_host_name(c->ssl->connection,
+                                        (char *) d->conf->tls_name);
+
+        if (ngx_ssl_handshake(c) == NGX_AGAIN) {
+            c->ssl->handler = ngx_asset_s3_handshaked;
+            return;
+        }
+
+        ngx_asset_s3_handshaked(c);
+        return;
+    }
+
+#endif
+
+    c->write->handler = ngx_asset_s3_write;
+    ngx_asset_s3_write(c->write);
+}
+
+
+#if (NGX_SSL)
+
+static void
+ngx_asset_s3_handshaked(ngx_connection_t *c)
+{
+    long                    rc;
+    ngx_str_t               name;
+    ngx_asset_s3_delete_t  *d = c->data;
+
+    if (!c->ssl->handshaked) {
+        ngx_asset_s3_finish(d, "TLS handshake failed");
+        ngx_asset_s3_next(d);
+        return;
+    }
+
+    rc = SSL_get_verify_result(c->ssl->connection);
+
+    name.data = d->conf->tls_name;
+    name.len = ngx_strlen(d->conf->tls_name);
+
+    if (rc != X509_V_OK || ngx_ssl_check_host(c, &name) != NGX_OK) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "asset: the S3 endpoint's certificate does not verify "
+                      "(%l: %s)", rc, X509_verify_cert_error_string(rc));
+        ngx_asset_s3_finish(d, "untrusted certificate");
+        ngx_asset_s3_next(d);
+        return;
+    }
+
+    c->write->handler = ngx_asset_s3_write;
+    c->read->handler = ngx_asset_s3_read;
+
+    ngx_asset_s3_write(c->write);
+}
+
+#endif
+
+
+static void
+ngx_asset_s3_write(ngx_event_t *ev)
+{
+    ssize_t                 n;
+    ngx_connection_t       *c = ev->data;
+    ngx_asset_s3_delete_t  *d = c->data;
+
+    if (ev->timedout) {
+        ngx_asset_s3_finish(d, "timed out sending");
+        ngx_asset_s3_next(d);
+        return;
+    }
+
+    while (d->out->pos < d->out->last) {
+        n = c->send(c, d->out->pos, d->out->last - d->out->pos);
+
+        if (n == NGX_AGAIN) {
+            (void) ngx_handle_write_event(ev, 0);
+            return;
+        }
+
+        if (n == NGX_ERROR) {
+            ngx_asset_s3_finish(d, "cannot send");
+            ngx_asset_s3_next(d);
+            return;
+        }
+
+        d->out->pos += n;
+    }
+
+    if (ev->timer_set) {
+        ngx_del_timer(ev);
+    }
+
+    ngx_asset_s3_read(c->read);
+}
+
+
+/* "HTTP/1.1 204": the status line is all that is read */
+
+static void
+ngx_asset_s3_read(ngx_event_t *ev)
+{
+    u_char                 *eol;
+    ssize_t                 n;
+    ngx_int_t               status;
+    ngx_connection_t       *c = ev->data;
+    ngx_asset_s3_delete_t  *d = c->data;
+
+    if (ev->timedout) {
+        ngx_asset_s3_finish(d, "timed out waiting");
+        ngx_asset_s3_next(d);
+        return;
+    }
+
+    if (d->out->pos < d->out->last) {
+        return;                         /* still sending */
+    }
+
+    for ( ;; ) {
+        n = c->recv(c, d->in + d->nin, sizeof(d->in) - d->nin);
+
+        if (n == NGX_AGAIN) {
+            (void) ngx_handle_read_event(ev, 0);
+            return;
+        }
+
+        if (n == NGX_ERROR || n == 0) {
+            break;
+        }
+
+        d->nin += n;
+
+        if (ngx_strlchr(d->in, d->in + d->nin, LF)
+            || d->nin == sizeof(d->in))
+        {
+            break;
+        }
+    }
+
+    eol = ngx_strlchr(d->in, d->in + d->nin, LF);
+
+    if (eol == NULL || eol - d->in < 12
+        || ngx_strncmp(d->in, "HTTP/1.", 7) != 0)
+    {
+        ngx_asset_s3_finish(d, "no answer");
+        ngx_asset_s3_next(d);
+        return;
+    }
+
+    status = ngx_atoi(d->in + 9, 3);
+
+    /* 204, 200, or 404: the object is gone either way */
+
+    ngx_asset_s3_finish(d, (status >= 200 && status < 300) || status == 404
+                           ? NULL : "refused");
+    ngx_asset_s3_next(d);
+}
+
+
+static void
+ngx_asset_s3_finish(ngx_asset_s3_delete_t *d, const char *error)
+{
+    ngx_str_t         *id;
+    ngx_connection_t  *c;
+
+    id = (ngx_str_t *) d->ids->elts + d->next - 1;
+
+    if (error) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "asset: S3 DELETE of \"%V\": %s", id, error);
+
+    } else {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "asset: S3 object \"%V\" deleted", id);
+    }
+
+    c = d->peer.connection;
+    d->peer.connection = NULL;
+
+    if (c == NULL) {
+        return;
+    }
+
+#if (NGX_SSL)
+    if (c->ssl) {
+        c->ssl->no_wait_shutdown = 1;
+        c->ssl->no_send_shutdown = 1;
+        (void) ngx_ssl_shutdown(c);
+    }
+#endif
+
+    ngx_close_connection(c);
+}
