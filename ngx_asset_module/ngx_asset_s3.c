@@ -160,6 +160,7 @@ ngx_asset_s3_next(ngx_asset_s3_delete_t *d)
         }
 
         d->peer.connection->data = d;
+        d->peer.connection->pool = d->pool;     /* TLS allocates from it */
         d->peer.connection->read->handler = ngx_asset_s3_read;
         d->peer.connection->write->handler = ngx_asset_s3_connected;
 

@@ -298,5 +298,8 @@ END
     $_->close(1000) for $wa, $wb;
 };
 
+is_deeply [alert_lines(error_log_since(0))], [],
+          'no alert, crit, emerg or crash in the error log';
+
 nginx_stop();
 done_testing();

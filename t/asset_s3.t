@@ -24,30 +24,42 @@ plan skip_all => 'no node, or t/node/node_modules/s3rver (npm install in '
                  . 't/node)'
     unless -d 't/node/node_modules/s3rver' && `node --version 2>/dev/null`;
 
-my $probe = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
-                                  Listen => 1) or die "no port: $!";
-my $S3PORT = $probe->sockport;
-close $probe;
+sub free_port {
+    my $probe = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
+                                      LocalPort => 0, Listen => 1)
+        or die "no port: $!";
+    return $probe->sockport;
+}
 
 my $dir = tempdir(CLEANUP => 1);
-my $pid = fork // die "fork: $!";
-if ($pid == 0) {
-    open STDOUT, '>', "$dir/s3rver.log" or exit 127;
-    open STDERR, '>&', \*STDOUT or exit 127;
-    exec 'node', 't/node/s3rver.js', $S3PORT, "$dir/store", 'media';
-    exit 127;
-}
+mkdir "$dir/store";
+my @PIDS;
 END {
-    local $?;           # the child's status is not the suite's
-    if ($pid) {
+    local $?;           # the children's status is not the suite's
+    for my $pid (@PIDS) {
         kill 'TERM', $pid;
         waitpid $pid, 0;
     }
 }
-mkdir "$dir/store";
-ok wait_until(20, sub {
-       IO::Socket::INET->new(PeerAddr => "127.0.0.1:$S3PORT", Timeout => 1)
-   }), "s3rver listens on 127.0.0.1:$S3PORT"
+
+# an s3rver on the store directory; with TLS when given a key and a cert
+sub s3rver {
+    my ($port, @tls) = @_;
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        open STDOUT, '>>', "$dir/s3rver.log" or exit 127;
+        open STDERR, '>&', \*STDOUT or exit 127;
+        exec 'node', 't/node/s3rver.js', $port, "$dir/store", 'media', @tls;
+        exit 127;
+    }
+    push @PIDS, $pid;
+    return wait_until(20, sub {
+        IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port", Timeout => 1)
+    });
+}
+
+my $S3PORT = free_port();
+ok s3rver($S3PORT), "s3rver listens on 127.0.0.1:$S3PORT"
     or diag(`cat $dir/s3rver.log`);
 
 my $HTTP = <<"END";
@@ -133,6 +145,61 @@ ok wait_until(10, sub { !object($old) && !object($m->{media_id}) }),
    'after asset_ttl the sweep deletes both objects from the store';
 is api_request(GET => "/v1/media/$old", token => $me->{token})->{status},
    404, 'and the rows: 404';
+
+# The same over HTTPS: a second s3rver with a certificate of its own for
+# "localhost" (on the same store), trusted through
+# asset_s3_trusted_certificate; with another CA the sweep refuses it.
+SKIP: {
+    my $ok = system("openssl req -x509 -newkey rsa:2048 -nodes -days 1 "
+                    . "-subj /CN=localhost -addext subjectAltName=DNS:localhost "
+                    . "-keyout $dir/key.pem -out $dir/cert.pem 2>/dev/null") == 0
+             && system("openssl req -x509 -newkey rsa:2048 -nodes -days 1 "
+                       . "-subj /CN=other -keyout $dir/other.key "
+                       . "-out $dir/other.pem 2>/dev/null") == 0;
+    skip 'no openssl to make a certificate', 9 unless $ok;
+    my $TLSPORT = free_port();
+    ok s3rver($TLSPORT, "$dir/key.pem", "$dir/cert.pem"),
+       "an https s3rver on localhost:$TLSPORT";
+
+    my $tls = sub {
+        my ($ca) = @_;
+        (my $h = $HTTP) =~ s{http://127\.0\.0\.1:$S3PORT}
+                            {https://localhost:$TLSPORT};
+        return nginx_start(workers => 2, config => $CONFIG,
+                           http_config => $h . "asset_ttl 2s;\n"
+                                          . "asset_s3_trusted_certificate $ca;\n");
+    };
+    my $upload = sub {
+        my $r = api_request(POST => '/v1/media', token => $me->{token},
+                            body => { content_type => 'image/jpeg',
+                                      size => length $jpeg });
+        my $url = $r->{json}{upload}{url} // '';
+        # s3rver does not check signatures: the bytes go in over HTTP
+        $url =~ s{^https://localhost:$TLSPORT}{http://127.0.0.1:$S3PORT};
+        store(PUT => $url, body => $jpeg, type => 'image/jpeg');
+        return $r->{json}{media_id} // '';
+    };
+
+    ok $tls->("$dir/other.pem"), 'nginx with another CA';
+    my $kept = $upload->();
+    ok object($kept), 'an upload';
+    my $mark = error_log_mark();
+    ok wait_until(10, sub { error_log_since($mark)
+                            =~ /certificate does not verify/ }),
+       'the sweep refuses a certificate it cannot verify';
+    ok object($kept), '... and deletes nothing';
+
+    ok $tls->("$dir/cert.pem"), 'nginx trusting the store\'s certificate';
+    my $gone = $upload->();
+    ok object($gone), 'another upload';
+    ok wait_until(10, sub { !object($gone) }),
+       'the sweep deletes the object over HTTPS';
+    ok object($kept), 'the one refused before stays (its row is gone: '
+                      . 'a bucket lifecycle rule takes it)';
+}
+
+is_deeply [alert_lines(error_log_since(0))], [],
+          'no alert, crit, emerg or crash in the error log';
 
 nginx_stop();
 done_testing();
