@@ -15,7 +15,6 @@ use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
 use Test::Chat::Delivery qw(:devices chat_http_config chat_locations);
-use B ();
 use JSON::PP ();
 use List::Util qw(min max);
 use Time::HiRes qw(time sleep);
@@ -81,39 +80,8 @@ sub behaviour {
 
 
 # ---------------------------------------------------------------------------
-# Receipts on devices. Test::Chat::Delivery's record() sets receipts and
-# presence aside as "not what these suites are about"; here they are, so
-# they go to $d->{receipts} (and $d->{presences}), each with the JSON
-# types of its fields as decoded (_types), whether it came before
-# "synced" (_sync) and when (_at).
-
-sub json_type {
-    return 'null' unless defined $_[0];
-    return JSON::PP::is_bool($_[0]) ? 'bool' : lc ref $_[0] if ref $_[0];
-    my $f = B::svref_2object(\$_[0])->FLAGS;
-    my $num = $f & (B::SVp_IOK | B::SVp_NOK);
-    return 'string' if ($f & B::SVp_POK) && !$num;
-    return $num && !($f & B::SVp_POK) && $_[0] =~ /^-?\d+$/ ? 'int'
-                                                            : 'number';
-}
-
-{
-    no warnings 'redefine';
-    my $orig = \&Test::Chat::Delivery::record;
-    *Test::Chat::Delivery::record = sub {
-        my ($d, $ev) = @_;
-        my $t = $ev->{type} // '';
-        if ($t eq 'receipt' || $t eq 'presence') {
-            my %types = map { $_ => json_type($ev->{$_}) } keys %$ev;
-            $ev->{_types} = \%types;
-            $ev->{_sync} = $d->{synced} ? 0 : 1;
-            $ev->{_at} = time;
-            push @{ $d->{ $t eq 'receipt' ? 'receipts' : 'presences' } }, $ev;
-            return;
-        }
-        $orig->(@_);
-    };
-}
+# Receipts and presence events: Test::Chat::Delivery's record() keeps them
+# in $d->{receipts} and $d->{presences}, with _types, _sync and _at.
 
 my $JSON = JSON::PP->new->canonical->allow_nonref;
 

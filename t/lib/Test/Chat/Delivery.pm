@@ -12,6 +12,7 @@ use warnings;
 use Carp ();
 use Exporter qw(import);
 use B ();
+use JSON::PP ();
 use IO::Select;
 use List::Util qw(min);
 use Test::More ();
@@ -117,6 +118,18 @@ sub behaviour {
 # ---------------------------------------------------------------------------
 # Small things.
 
+# 'null', 'bool', 'array', 'hash', 'string', 'int' or 'number': what a
+# decoded JSON value was on the wire
+sub _json_type {
+    return 'null' unless defined $_[0];
+    return JSON::PP::is_bool($_[0]) ? 'bool' : lc ref $_[0] if ref $_[0];
+    my $f = B::svref_2object(\$_[0])->FLAGS;
+    my $num = $f & (B::SVp_IOK | B::SVp_NOK);
+    return 'string' if ($f & B::SVp_POK) && !$num;
+    return $num && !($f & B::SVp_POK) && $_[0] =~ /^-?\d+$/ ? 'int'
+                                                            : 'number';
+}
+
 sub is_json_int {
     my ($v) = @_;
     my $f = defined $v && !ref $v ? B::svref_2object(\$v)->FLAGS : 0;
@@ -187,7 +200,15 @@ sub record {
             n => $p->{n} };
     } elsif ($t eq 'error') {
         push @{ $d->{errors} }, $ev;
-    } elsif ($t eq 'receipt' || $t eq 'presence' || $t eq 'pong') {
+    } elsif ($t eq 'receipt' || $t eq 'presence') {
+        # in $d->{receipts} and $d->{presences} for the suites about them,
+        # with the JSON types of the fields as decoded (_types), whether
+        # it came before "synced" (_sync), and when (_at)
+        $ev->{_types} = { map { $_ => _json_type($ev->{$_}) } keys %$ev };
+        $ev->{_sync} = $d->{synced} ? 0 : 1;
+        $ev->{_at} = time;
+        push @{ $d->{ $t eq 'receipt' ? 'receipts' : 'presences' } }, $ev;
+    } elsif ($t eq 'pong') {
         # not what these suites are about
     } else {
         push @{ $d->{other} }, $ev;
@@ -594,7 +615,10 @@ A device is one socket of an account's device and what it was sent:
       got => { chat_id => [msg events, in arrival order] },
       sent => { chat_id => { seq => id } } (the "sent" answers), nsent,
       errors => [error events], other => [events of any other type],
-      log => [every event but receipt, presence and pong], dead }
+      receipts => [receipt events], presences => [presence events]
+      (each with _types => {field => its JSON type}, _sync => 1 if before
+      "synced", _at => when), log => [every event but receipt, presence
+      and pong], dead }
 
 C<%MSGS> (exported) is what the "sent" answers confirmed, over every
 device: C<< $MSGS{$chat}{$seq} = {from, from_device, id, text, writer
