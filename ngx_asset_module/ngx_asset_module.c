@@ -30,7 +30,6 @@
 #include <openssl/rand.h>
 
 #include "ngx_asset_module.h"
-#include "ngx_asset_sigv4.h"
 #include "ngx_chat_api.h"
 #include "ngx_chat_event.h"
 
@@ -54,15 +53,9 @@ typedef struct {
 
     ngx_uint_t                 backend;     /* NGX_ASSET_LOCAL, _S3 */
     ngx_str_t                  s3_endpoint; /* "https://host[:port]" */
-    ngx_str_t                  s3_region;
-    ngx_str_t                  s3_bucket;
-    ngx_str_t                  s3_access_key;
-    ngx_str_t                  s3_secret_key;
-    ngx_flag_t                 s3_path_style;
     ngx_str_t                  s3_scheme;   /* from the endpoint */
-    ngx_str_t                  s3_host;     /* as signed: bucket. for vhost */
     ngx_str_t                  s3_trusted;  /* CA file for https */
-    ngx_asset_s3_conf_t        s3;          /* for the sweep's DELETEs */
+    ngx_asset_s3_conf_t        s3;          /* the store, as signed */
 } ngx_asset_main_conf_t;
 
 
@@ -260,35 +253,35 @@ static ngx_command_t  ngx_asset_commands[] = {
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_str_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
-      offsetof(ngx_asset_main_conf_t, s3_region),
+      offsetof(ngx_asset_main_conf_t, s3.region),
       NULL },
 
     { ngx_string("asset_s3_bucket"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_str_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
-      offsetof(ngx_asset_main_conf_t, s3_bucket),
+      offsetof(ngx_asset_main_conf_t, s3.bucket),
       NULL },
 
     { ngx_string("asset_s3_access_key"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_str_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
-      offsetof(ngx_asset_main_conf_t, s3_access_key),
+      offsetof(ngx_asset_main_conf_t, s3.access_key),
       NULL },
 
     { ngx_string("asset_s3_secret_key"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_str_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
-      offsetof(ngx_asset_main_conf_t, s3_secret_key),
+      offsetof(ngx_asset_main_conf_t, s3.secret_key),
       NULL },
 
     { ngx_string("asset_s3_path_style"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
       ngx_conf_set_flag_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
-      offsetof(ngx_asset_main_conf_t, s3_path_style),
+      offsetof(ngx_asset_main_conf_t, s3.path_style),
       NULL },
 
     { ngx_string("asset_s3_trusted_certificate"),
@@ -595,67 +588,31 @@ static json_t *
 ngx_asset_s3_url(ngx_http_request_t *r, ngx_asset_main_conf_t *amcf,
     const char *method, ngx_str_t *id, off_t size, ngx_str_t *type)
 {
-    int                 n;
-    u_char             *url, *p;
-    char                date[17], ctype[NGX_ASSET_TYPE_MAX + 1];
-    char                path[NGX_ASSET_ID_LEN + 256], query[2048];
-    char                host[512], akey[256], skey[256], region[64];
-    time_t              now;
-    ngx_tm_t            tm;
-    ngx_uint_t          put;
-    ngx_asset_sigv4_t   req;
+    int          n;
+    u_char      *url, *p;
+    char         path[NGX_ASSET_S3_PATH_MAX], query[NGX_ASSET_S3_QUERY_MAX];
+    time_t       now;
+    ngx_uint_t   put;
 
     put = (method[0] == 'P');
     now = ngx_time();
-    ngx_gmtime(now, &tm);
 
-    (void) ngx_sprintf((u_char *) date, "%4d%02d%02dT%02d%02d%02dZ%Z",
-                       tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
-                       tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec);
-
-    /* the signer takes C strings: the lengths were checked at startup */
-
-    (void) ngx_cpystrn((u_char *) host, amcf->s3_host.data,
-                       amcf->s3_host.len + 1);
-    (void) ngx_cpystrn((u_char *) akey, amcf->s3_access_key.data,
-                       amcf->s3_access_key.len + 1);
-    (void) ngx_cpystrn((u_char *) skey, amcf->s3_secret_key.data,
-                       amcf->s3_secret_key.len + 1);
-    (void) ngx_cpystrn((u_char *) region, amcf->s3_region.data,
-                       amcf->s3_region.len + 1);
-    (void) ngx_cpystrn((u_char *) ctype, type->data,
-                       ngx_min(type->len, NGX_ASSET_TYPE_MAX) + 1);
-
-    if (amcf->s3_path_style) {
-        (void) ngx_sprintf((u_char *) path, "/%V/%V%Z", &amcf->s3_bucket,
-                           id);
-    } else {
-        (void) ngx_sprintf((u_char *) path, "/%V%Z", id);
-    }
-
-    req.method = method;
-    req.host = host;
-    req.path = path;
-    req.access_key = akey;
-    req.secret_key = skey;
-    req.region = region;
-    req.amz_date = date;
-    req.expires = (long) amcf->url_ttl;
-    req.content_type = put ? ctype : NULL;
-    req.content_length = put ? (long long) size : -1;
-
-    n = ngx_asset_sigv4_presign(&req, query, sizeof(query));
+    n = ngx_asset_s3_presign(&amcf->s3, method, id, amcf->url_ttl,
+                             put ? type : NULL, put ? size : -1,
+                             path, query);
     if (n < 0) {
         return NULL;
     }
 
     url = ngx_pnalloc(r->pool, amcf->s3_scheme.len + sizeof("://") - 1
-                               + ngx_strlen(host) + ngx_strlen(path) + 1 + n);
+                               + amcf->s3.host.len + ngx_strlen(path) + 1
+                               + n);
     if (url == NULL) {
         return NULL;
     }
 
-    p = ngx_sprintf(url, "%V://%s%s?", &amcf->s3_scheme, host, path);
+    p = ngx_sprintf(url, "%V://%V%s?", &amcf->s3_scheme, &amcf->s3.host,
+                    path);
     p = ngx_cpymem(p, query, n);
 
     if (!put) {
@@ -1217,7 +1174,7 @@ ngx_asset_create_main_conf(ngx_conf_t *cf)
     amcf->types = NGX_CONF_UNSET_PTR;
     amcf->ttl = NGX_CONF_UNSET;
     amcf->backend = NGX_CONF_UNSET_UINT;
-    amcf->s3_path_style = NGX_CONF_UNSET;
+    amcf->s3.path_style = NGX_CONF_UNSET;
 
     return amcf;
 }
@@ -1328,14 +1285,14 @@ ngx_asset_init_s3(ngx_conf_t *cf, ngx_asset_main_conf_t *amcf)
     u_char  *p, *last;
 
     ngx_conf_init_uint_value(amcf->backend, NGX_ASSET_LOCAL);
-    ngx_conf_init_value(amcf->s3_path_style, 0);
+    ngx_conf_init_value(amcf->s3.path_style, 0);
 
     if (amcf->backend != NGX_ASSET_S3) {
         return NGX_CONF_OK;
     }
 
-    if (amcf->s3_endpoint.len == 0 || amcf->s3_bucket.len == 0
-        || amcf->s3_access_key.len == 0 || amcf->s3_secret_key.len == 0)
+    if (amcf->s3_endpoint.len == 0 || amcf->s3.bucket.len == 0
+        || amcf->s3.access_key.len == 0 || amcf->s3.secret_key.len == 0)
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"asset_backend s3\" needs asset_s3_endpoint, "
@@ -1344,8 +1301,8 @@ ngx_asset_init_s3(ngx_conf_t *cf, ngx_asset_main_conf_t *amcf)
         return NGX_CONF_ERROR;
     }
 
-    if (amcf->s3_region.len == 0) {
-        ngx_str_set(&amcf->s3_region, "us-east-1");
+    if (amcf->s3.region.len == 0) {
+        ngx_str_set(&amcf->s3.region, "us-east-1");
     }
 
     p = amcf->s3_endpoint.data;
@@ -1364,8 +1321,8 @@ ngx_asset_init_s3(ngx_conf_t *cf, ngx_asset_main_conf_t *amcf)
     }
 
     if (p == NULL || ngx_strlchr(p, last, '/') != NULL
-        || amcf->s3_bucket.len > 63 || amcf->s3_access_key.len > 128
-        || amcf->s3_secret_key.len > 128 || amcf->s3_region.len > 32
+        || amcf->s3.bucket.len > 63 || amcf->s3.access_key.len > 128
+        || amcf->s3.secret_key.len > 128 || amcf->s3.region.len > 32
         || last - p > 255 - 64)
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -1377,18 +1334,18 @@ ngx_asset_init_s3(ngx_conf_t *cf, ngx_asset_main_conf_t *amcf)
 
     /* virtual-host style: the bucket is a part of the host name */
 
-    amcf->s3_host.len = (amcf->s3_path_style ? 0 : amcf->s3_bucket.len + 1)
+    amcf->s3.host.len = (amcf->s3.path_style ? 0 : amcf->s3.bucket.len + 1)
                         + (last - p);
-    amcf->s3_host.data = ngx_pnalloc(cf->pool, amcf->s3_host.len);
-    if (amcf->s3_host.data == NULL) {
+    amcf->s3.host.data = ngx_pnalloc(cf->pool, amcf->s3.host.len);
+    if (amcf->s3.host.data == NULL) {
         return NGX_CONF_ERROR;
     }
 
-    if (amcf->s3_path_style) {
-        ngx_memcpy(amcf->s3_host.data, p, last - p);
+    if (amcf->s3.path_style) {
+        ngx_memcpy(amcf->s3.host.data, p, last - p);
 
     } else {
-        ngx_sprintf(amcf->s3_host.data, "%V.%*s", &amcf->s3_bucket,
+        ngx_sprintf(amcf->s3.host.data, "%V.%*s", &amcf->s3.bucket,
                     (size_t) (last - p), p);
     }
 
@@ -1409,7 +1366,7 @@ ngx_asset_init_s3_peer(ngx_conf_t *cf, ngx_asset_main_conf_t *amcf)
     https = (amcf->s3_scheme.len == 5);
 
     ngx_memzero(&u, sizeof(ngx_url_t));
-    u.url = amcf->s3_host;
+    u.url = amcf->s3.host;
     u.default_port = https ? 443 : 80;
     u.no_resolve = 0;
 
@@ -1417,31 +1374,25 @@ ngx_asset_init_s3_peer(ngx_conf_t *cf, ngx_asset_main_conf_t *amcf)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"asset_s3_endpoint\": %s \"%V\"",
                            u.err ? u.err : "cannot resolve",
-                           &amcf->s3_host);
+                           &amcf->s3.host);
         return NGX_CONF_ERROR;
     }
 
-    s3->host = amcf->s3_host;
-    s3->bucket = amcf->s3_bucket;
-    s3->access_key = amcf->s3_access_key;
-    s3->secret_key = amcf->s3_secret_key;
-    s3->region = amcf->s3_region;
-    s3->path_style = amcf->s3_path_style;
     s3->addr = &u.addrs[0];
 
     /* the name without the port */
 
-    colon = ngx_strlchr(amcf->s3_host.data,
-                        amcf->s3_host.data + amcf->s3_host.len, ':');
+    colon = ngx_strlchr(amcf->s3.host.data,
+                        amcf->s3.host.data + amcf->s3.host.len, ':');
 
-    s3->tls_name = ngx_pnalloc(cf->pool, amcf->s3_host.len + 1);
+    s3->tls_name = ngx_pnalloc(cf->pool, amcf->s3.host.len + 1);
     if (s3->tls_name == NULL) {
         return NGX_CONF_ERROR;
     }
 
-    (void) ngx_cpystrn(s3->tls_name, amcf->s3_host.data,
-                       (colon ? (size_t) (colon - amcf->s3_host.data)
-                              : amcf->s3_host.len) + 1);
+    (void) ngx_cpystrn(s3->tls_name, amcf->s3.host.data,
+                       (colon ? (size_t) (colon - amcf->s3.host.data)
+                              : amcf->s3.host.len) + 1);
 
     if (!https) {
         return NGX_CONF_OK;

@@ -33,6 +33,12 @@ typedef struct {
 extern ngx_module_t  ngx_asset_module;
 
 
+#define NGX_ASSET_S3_PATH_MAX   256
+#define NGX_ASSET_S3_QUERY_MAX  2048
+
+int ngx_asset_s3_presign(ngx_asset_s3_conf_t *s3, const char *method,
+    ngx_str_t *id, time_t expires, ngx_str_t *type, off_t size, char *path,
+    char *query);
 ngx_int_t ngx_asset_s3_delete(ngx_asset_s3_conf_t *conf, ngx_pool_t *pool,
     ngx_array_t *ids, void (*done)(void));
 

@@ -69,16 +69,81 @@ ngx_asset_s3_delete(ngx_asset_s3_conf_t *conf, ngx_pool_t *pool,
 }
 
 
+/*
+ * The object's path (path: NGX_ASSET_S3_PATH_MAX bytes) and the query of
+ * its presigned URL, signed now (query: NGX_ASSET_S3_QUERY_MAX bytes),
+ * as C strings; the query's length, or -1.  type and size (>= 0) are
+ * signed when given.  The lengths of the settings were checked at start.
+ */
+
+int
+ngx_asset_s3_presign(ngx_asset_s3_conf_t *s3, const char *method,
+    ngx_str_t *id, time_t expires, ngx_str_t *type, off_t size, char *path,
+    char *query)
+{
+    char               date[17], ctype[128];
+    char               host[512], akey[256], skey[256], region[64];
+    ngx_tm_t           tm;
+    ngx_asset_sigv4_t  req;
+
+    if (type && type->len >= sizeof(ctype)) {
+        return -1;
+    }
+
+    ngx_gmtime(ngx_time(), &tm);
+
+    (void) ngx_sprintf((u_char *) date, "%4d%02d%02dT%02d%02d%02dZ%Z",
+                       tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
+                       tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec);
+
+    (void) ngx_cpystrn((u_char *) host, s3->host.data, s3->host.len + 1);
+    (void) ngx_cpystrn((u_char *) akey, s3->access_key.data,
+                       s3->access_key.len + 1);
+    (void) ngx_cpystrn((u_char *) skey, s3->secret_key.data,
+                       s3->secret_key.len + 1);
+    (void) ngx_cpystrn((u_char *) region, s3->region.data,
+                       s3->region.len + 1);
+
+    if (s3->path_style) {
+        (void) ngx_snprintf((u_char *) path, NGX_ASSET_S3_PATH_MAX,
+                            "/%V/%V%Z", &s3->bucket, id);
+    } else {
+        (void) ngx_snprintf((u_char *) path, NGX_ASSET_S3_PATH_MAX,
+                            "/%V%Z", id);
+    }
+
+    req.method = method;
+    req.host = host;
+    req.path = path;
+    req.access_key = akey;
+    req.secret_key = skey;
+    req.region = region;
+    req.amz_date = date;
+    req.expires = (long) expires;
+    req.content_type = NULL;
+    req.content_length = -1;
+
+    if (type) {
+        (void) ngx_cpystrn((u_char *) ctype, type->data, type->len + 1);
+        req.content_type = ctype;
+    }
+
+    if (size >= 0) {
+        req.content_length = (long long) size;
+    }
+
+    return ngx_asset_sigv4_presign(&req, query, NGX_ASSET_S3_QUERY_MAX);
+}
+
+
 static void
 ngx_asset_s3_next(ngx_asset_s3_delete_t *d)
 {
-    int                 n;
-    char                date[17], path[512], query[2048];
-    char                host[512], akey[256], skey[256], region[64];
-    ngx_tm_t            tm;
-    ngx_int_t           rc;
-    ngx_str_t          *id;
-    ngx_asset_sigv4_t   req;
+    int                  n;
+    char                 path[NGX_ASSET_S3_PATH_MAX];
+    char                 query[NGX_ASSET_S3_QUERY_MAX];
+    ngx_int_t            rc;
+    ngx_str_t           *id;
     ngx_asset_s3_conf_t *conf = d->conf;
 
     for ( ;; ) {
@@ -91,47 +156,15 @@ ngx_asset_s3_next(ngx_asset_s3_delete_t *d)
 
         id = (ngx_str_t *) d->ids->elts + d->next++;
 
-        ngx_gmtime(ngx_time(), &tm);
-
-        (void) ngx_sprintf((u_char *) date, "%4d%02d%02dT%02d%02d%02dZ%Z",
-                           tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
-                           tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec);
-
-        (void) ngx_cpystrn((u_char *) host, conf->host.data,
-                           conf->host.len + 1);
-        (void) ngx_cpystrn((u_char *) akey, conf->access_key.data,
-                           conf->access_key.len + 1);
-        (void) ngx_cpystrn((u_char *) skey, conf->secret_key.data,
-                           conf->secret_key.len + 1);
-        (void) ngx_cpystrn((u_char *) region, conf->region.data,
-                           conf->region.len + 1);
-
-        if (conf->path_style) {
-            (void) ngx_sprintf((u_char *) path, "/%V/%V%Z", &conf->bucket,
-                               id);
-        } else {
-            (void) ngx_sprintf((u_char *) path, "/%V%Z", id);
-        }
-
-        req.method = "DELETE";
-        req.host = host;
-        req.path = path;
-        req.access_key = akey;
-        req.secret_key = skey;
-        req.region = region;
-        req.amz_date = date;
-        req.expires = 60;
-        req.content_type = NULL;
-        req.content_length = -1;
-
-        n = ngx_asset_sigv4_presign(&req, query, sizeof(query));
+        n = ngx_asset_s3_presign(conf, "DELETE", id, 60, NULL, -1, path,
+                                 query);
 
         d->out = ngx_create_temp_buf(d->pool, sizeof("DELETE ? HTTP/1.1"
                                                      CRLF "Host: " CRLF
                                                      "Connection: close"
                                                      CRLF CRLF)
                                               + ngx_strlen(path) + n
-                                              + ngx_strlen(host));
+                                              + conf->host.len);
         if (n < 0 || d->out == NULL) {
             ngx_asset_s3_finish(d, "cannot make the request");
             continue;
@@ -139,9 +172,9 @@ ngx_asset_s3_next(ngx_asset_s3_delete_t *d)
 
         d->out->last = ngx_sprintf(d->out->last,
                                    "DELETE %s?%*s HTTP/1.1" CRLF
-                                   "Host: %s" CRLF
+                                   "Host: %V" CRLF
                                    "Connection: close" CRLF CRLF,
-                                   path, (size_t) n, query, host);
+                                   path, (size_t) n, query, &conf->host);
         d->nin = 0;
 
         ngx_memzero(&d->peer, sizeof(ngx_peer_connection_t));
