@@ -62,9 +62,15 @@ END
 $$;
 
 
--- chat_ack_batch (007), which now also moves the users' delivered marks
--- and returns one row per mark moved: chat, user, the new mark, and the
--- authors to tell (chat_mark_authors).
+-- p_devices[i] acked p_chats[i] up to p_seqs[i]. A cursor moves forward
+-- only, never past the chat's last seq; the users' delivered marks move
+-- with them, and one row per mark moved comes back: chat, user, the new
+-- mark, and the authors to tell (chat_mark_authors). Then every chat with
+-- a cursor moved loses the messages no device is owed any more
+-- (chat_trim's rule, with its per-chat lock, taken in chat id order so
+-- that two batches never wait for each other in a circle). Cursor and
+-- members rows are locked in key order first, for the same reason.
+-- (An earlier draft of 007 made one returning a count.)
 DROP FUNCTION IF EXISTS chat_ack_batch(bigint[], bigint[], bigint[]);
 
 CREATE FUNCTION chat_ack_batch(p_devices bigint[], p_chats bigint[],
