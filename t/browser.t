@@ -1,0 +1,128 @@
+# The web client (html/) end to end in headless Chromium: two people and a
+# second device of one of them sign up, chat, see ticks, unread counts,
+# presence, groups, an image, and a network cut, as a person would see
+# them. nginx serves html/ at / with the chat API, the WebSocket and the
+# media store, as conf/nginx.conf does; t/browser/run.mjs drives Chromium
+# through playwright-core and reports one result per scenario, which
+# become this file's tests. Screenshots of the key states go to
+# t/browser/screenshots/ (or $CHAT_SCREENSHOTS).
+#
+#   scripts/test.sh t/browser.t
+
+use strict;
+use warnings;
+use lib 't/lib';
+use Test::Chat::Nginx;
+use Cwd qw(abs_path);
+use IO::Select;
+use JSON::PP ();
+use POSIX qw(WNOHANG);
+use Time::HiRes qw(time);
+
+plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
+                 . 'scripts/test.sh)'
+    unless $ENV{CHAT_PG_DSN} && $ENV{CHAT_REDIS};
+plan skip_all => 'no /usr/bin/chromium'
+    unless -x '/usr/bin/chromium';
+plan skip_all => 'no node, or t/node/node_modules/playwright-core (npm '
+                 . 'install in t/node)'
+    unless -d 't/node/node_modules/playwright-core'
+           && `node --version 2>/dev/null`;
+
+my $REPO = abs_path('.');
+my $SHOTS = $ENV{CHAT_SCREENSHOTS} || "$REPO/t/browser/screenshots";
+my $BOUND = 180;            # seconds for the whole browser run
+
+my $BLOBS = servroot() . '/blob';
+mkdir $BLOBS;
+chmod 0777, $BLOBS;
+
+# As conf/nginx.conf, with a shorter presence debounce so that "last
+# seen" shows within a second of a person going away.
+ok nginx_start(workers => 2, http_config => <<"END", config => <<"END"),
+include $REPO/conf/mime/mime.types;
+chat_postgres "\$TEST_NGINX_PG_DSN";
+chat_redis \$TEST_NGINX_REDIS;
+chat_dev_codes on;
+chat_redis_prefix "t_browser_$$:";
+chat_presence_debounce 1s;
+END
+location / {
+    root $REPO/html;
+    index index.html;
+}
+location /v1/ { chat_api; }
+location = /v1/ws {
+    chat_ws;
+    chat_send_rate 20r/s burst=50;
+}
+location /v1/media { asset_api; }
+location /blob/ {
+    asset_blob on;
+    root ${\ servroot()};
+    dav_methods PUT;
+    client_max_body_size 64m;
+}
+END
+   'nginx serves html/, the API, the WebSocket and the blob store';
+
+my $index = http_request("GET / HTTP/1.1\r\nHost: localhost\r\n"
+                         . "Connection: close\r\n\r\n");
+like $index->{body} // '', qr{<script type="module" src="js/app\.js">},
+     'GET / is the web client';
+my $js = http_request("GET /js/chat-client.js HTTP/1.1\r\nHost: localhost\r\n"
+                      . "Connection: close\r\n\r\n");
+like $js->{headers}{'content-type'} // '', qr{^(text|application)/javascript},
+     'its modules are served as JavaScript (browsers refuse other types)';
+
+# t/browser/run.mjs prints "RESULT {json}" per scenario and anything else
+# as notes; it is killed if it outlives $BOUND.
+my $base = 'http://127.0.0.1:' . port();
+diag "screenshots: $SHOTS";
+my $pid = open(my $out, '-|') // die "fork: $!";
+if (!$pid) {
+    open STDERR, '>&', \*STDOUT;
+    exec 'node', 't/browser/run.mjs', $base, $SHOTS;
+    POSIX::_exit(127);
+}
+my $sel = IO::Select->new($out);
+my $deadline = time + $BOUND;
+my ($buf, $results, $finished) = ('', 0, 0);
+while (1) {
+    my $left = $deadline - time;
+    last if $left <= 0;
+    next unless $sel->can_read($left > 1 ? 1 : $left);
+    my $n = sysread $out, my $chunk, 65536;
+    last unless $n;
+    $buf .= $chunk;
+    while ($buf =~ s/^([^\n]*)\n//) {
+        my $line = $1;
+        if ($line =~ /^RESULT (.*)$/) {
+            my $r = eval { JSON::PP->new->decode($1) }
+                // { name => "unreadable result: $line", ok => 0 };
+            $results++;
+            ok $r->{ok}, "browser: $r->{name}"
+                or diag($r->{error} // '');
+        } elsif ($line =~ /^DONE\b/) {
+            $finished = 1;
+        } else {
+            note $line;
+        }
+    }
+}
+if (waitpid($pid, WNOHANG) == 0) {
+    kill 'TERM', $pid;
+    sleep 1;
+    kill 'KILL', $pid if waitpid($pid, WNOHANG) == 0;
+    waitpid $pid, 0;
+}
+close $out;
+ok $finished, "the browser run finished within ${BOUND}s"
+    or diag("last output: $buf");
+ok $results >= 8, "it reported every scenario ($results)";
+
+is_deeply [alert_lines(error_log_since(0))], [],
+          'no alert, crit, emerg or crash in the error log';
+
+nginx_stop();
+done_testing();
