@@ -580,7 +580,14 @@ export class ChatClient extends EventTarget {
         clearInterval(this._pingTimer);
         clearTimeout(this._pongTimer);
         this._subscribed.clear();
+        // presence is only known while connected: the watched users' state
+        // comes again with the next subscribe
+        const watched = [...this.presence.keys()];
+        this.presence.clear();
         this._setStatus('offline');
+        for (const user_id of watched) {
+            this._emit('presence', { user_id });
+        }
         if (info.code === 4001) {
             // revoked or unknown token: this device is gone
             this.logout();

@@ -570,6 +570,8 @@ await scenario('offline: a send whose answer was lost and sends typed while cut 
     await waitFor(alice, () =>
         document.querySelector('[data-testid="conn-status"]').dataset.state === 'offline',
         null, 'Alice to notice she is offline');
+    assert(await alice.textContent('[data-testid="presence"]') !== 'online',
+           'offline, Alice is not shown a stale "online" for Bob');
     await send(alice, 'typed offline 1');
     await send(alice, 'typed offline 2');
     for (const t of ['lost answer', 'typed offline 1', 'typed offline 2']) {
