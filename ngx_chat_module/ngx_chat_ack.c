@@ -74,9 +74,8 @@ ngx_chat_ack_init_worker(ngx_cycle_t *cycle)
 void
 ngx_chat_ack_message(ngx_chat_session_t *s, json_t *msg)
 {
-    int64_t                   chat_id, seq;
-    json_t                   *value;
-    ngx_chat_session_chat_t  *ch;
+    int64_t   chat_id;
+    json_t   *value;
 
     value = json_object_get(msg, "seq");
 
@@ -90,12 +89,21 @@ ngx_chat_ack_message(ngx_chat_session_t *s, json_t *msg)
         return;
     }
 
+    ngx_chat_ack_add(s, chat_id, json_integer_value(value));
+}
+
+
+/* an ack of the device's, queued for the worker's next ack batch */
+
+void
+ngx_chat_ack_add(ngx_chat_session_t *s, int64_t chat_id, int64_t seq)
+{
+    ngx_chat_session_chat_t  *ch;
+
     ch = ngx_chat_sync_chat(s, chat_id);
     if (ch == NULL) {
         return;
     }
-
-    seq = json_integer_value(value);
 
     if (seq <= ch->ack_want) {
         return;
@@ -105,7 +113,7 @@ ngx_chat_ack_message(ngx_chat_session_t *s, json_t *msg)
 
     if (ch->ack == NULL) {
         if (ngx_chat_ack_queue(ch, s->device, chat_id, seq,
-                               s->wc->connection->log)
+                               s->log)
             == NGX_OK)
         {
             s->acks++;
@@ -302,7 +310,7 @@ ngx_chat_ack_applied(void *data, PGresult *res)
                 s->acks++;
             }
 
-            if (s->close_code && s->acks == 0) {
+            if (s->acks == 0) {
                 ngx_chat_session_acks_applied(s);
             }
         }

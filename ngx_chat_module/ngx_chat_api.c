@@ -43,7 +43,6 @@ static ngx_int_t ngx_chat_api_not_allowed(ngx_http_request_t *r,
 static ngx_int_t ngx_chat_api_unauthorized(ngx_http_request_t *r);
 static void ngx_chat_api_next(ngx_chat_api_ctx_t *ctx);
 static void ngx_chat_api_run(ngx_chat_api_ctx_t *ctx);
-static void ngx_chat_api_finish(ngx_chat_api_ctx_t *ctx, ngx_int_t rc);
 static void ngx_chat_api_auth_handler(void *data, ngx_int_t rc,
     ngx_chat_auth_identity_t *identity);
 static void ngx_chat_api_pg_handler(void *data, PGresult *res);
@@ -108,6 +107,23 @@ static ngx_chat_api_route_t  ngx_chat_api_routes[] = {
 
     { NGX_HTTP_DELETE, ngx_string("chats/{id}/members/{user_id}"),
       ngx_chat_chats_remove_member, NGX_CHAT_API_AUTH },
+
+    /* the fallback for networks without WebSockets */
+
+    { NGX_HTTP_GET, ngx_string("events"),
+      ngx_chat_events_get, NGX_CHAT_API_AUTH|NGX_CHAT_API_TOKEN },
+
+    { NGX_HTTP_POST, ngx_string("send"),
+      ngx_chat_events_call, NGX_CHAT_API_AUTH|NGX_CHAT_API_BODY },
+
+    { NGX_HTTP_POST, ngx_string("ack"),
+      ngx_chat_events_call, NGX_CHAT_API_AUTH|NGX_CHAT_API_BODY },
+
+    { NGX_HTTP_POST, ngx_string("read"),
+      ngx_chat_events_call, NGX_CHAT_API_AUTH|NGX_CHAT_API_BODY },
+
+    { NGX_HTTP_POST, ngx_string("presence"),
+      ngx_chat_events_call, NGX_CHAT_API_AUTH|NGX_CHAT_API_BODY },
 
     { 0, ngx_null_string, NULL, 0 }
 };
@@ -183,9 +199,15 @@ ngx_chat_api_serve(ngx_http_request_t *r, ngx_chat_api_route_t *routes)
 
         /* a token of the wrong shape cannot be anyone's: no lookup */
 
-        if (ngx_chat_auth_bearer(r, &token) != NGX_OK
-            || !ngx_chat_auth_token_valid(&token))
+        rc = ngx_chat_auth_bearer(r, &token);
+
+        if (rc == NGX_DECLINED && (route->flags & NGX_CHAT_API_TOKEN)
+            && ngx_http_arg(r, (u_char *) "token", 5, &token) == NGX_OK)
         {
+            rc = NGX_OK;
+        }
+
+        if (rc != NGX_OK || !ngx_chat_auth_token_valid(&token)) {
             return ngx_chat_api_unauthorized(r);
         }
     }
@@ -431,7 +453,7 @@ ngx_chat_api_run(ngx_chat_api_ctx_t *ctx)
 
         /* a round trip is on its way, unless the endpoint is confused */
 
-        if (ctx->request->header_sent) {
+        if (ctx->request->header_sent && !ctx->taken) {
             ngx_log_error(NGX_LOG_ALERT, ctx->request->connection->log, 0,
                           "chat api: \"%V\" waits after its answer",
                           &ctx->route->path);
@@ -449,7 +471,7 @@ ngx_chat_api_run(ngx_chat_api_ctx_t *ctx)
  * PostgreSQL or Redis event, hence the posted requests (the SMS relay).
  */
 
-static void
+void
 ngx_chat_api_finish(ngx_chat_api_ctx_t *ctx, ngx_int_t rc)
 {
     ngx_connection_t    *c;

@@ -29,8 +29,9 @@
 #include "ngx_chat_json.h"
 
 
-#define NGX_CHAT_API_AUTH  1                /* Authorization: Bearer */
-#define NGX_CHAT_API_BODY  2                /* a JSON object */
+#define NGX_CHAT_API_AUTH   1               /* Authorization: Bearer */
+#define NGX_CHAT_API_BODY   2               /* a JSON object */
+#define NGX_CHAT_API_TOKEN  4               /* or ?token= (EventSource) */
 
 #define NGX_CHAT_API_ID_LEN  19             /* a positive bigint */
 #define NGX_CHAT_API_IDS     2              /* {...} in a path, at most */
@@ -76,6 +77,9 @@ struct ngx_chat_api_ctx_s {
     size_t                    size;
 
     unsigned                  done:1;       /* finalized */
+    unsigned                  taken:1;      /* the endpoint holds the
+                                               request and ends it with
+                                               ngx_chat_api_finish() */
 };
 
 
@@ -85,6 +89,7 @@ ngx_int_t ngx_chat_api_command(ngx_chat_api_ctx_t *ctx,
     ngx_chat_redis_cmd_t *cmd);
 void ngx_chat_api_redis_handler(void *data, redisReply *reply);
 
+void ngx_chat_api_finish(ngx_chat_api_ctx_t *ctx, ngx_int_t rc);
 ngx_int_t ngx_chat_api_unavailable(ngx_chat_api_ctx_t *ctx);
 ngx_int_t ngx_chat_api_bad_request(ngx_chat_api_ctx_t *ctx,
     const char *message);
@@ -121,6 +126,12 @@ ngx_int_t ngx_chat_chats_get(ngx_chat_api_ctx_t *ctx);
 ngx_int_t ngx_chat_chats_rename(ngx_chat_api_ctx_t *ctx);
 ngx_int_t ngx_chat_chats_add_member(ngx_chat_api_ctx_t *ctx);
 ngx_int_t ngx_chat_chats_remove_member(ngx_chat_api_ctx_t *ctx);
+
+
+/* ngx_chat_events.c: the HTTP fallback transport */
+
+ngx_int_t ngx_chat_events_get(ngx_chat_api_ctx_t *ctx);
+ngx_int_t ngx_chat_events_call(ngx_chat_api_ctx_t *ctx);
 
 
 #endif /* _NGX_CHAT_API_H_INCLUDED_ */

@@ -52,7 +52,10 @@ typedef struct {
     ngx_chat_session_t            *session;
     ngx_chat_presence_watched_t   *watched;
     ngx_chat_redis_cmd_t          *cmd;      /* the first state read */
+    int64_t                        known_seen;   /* what the client has */
     unsigned                       last_seen:1;  /* may see it */
+    unsigned                       known:1;      /* the client told us */
+    unsigned                       known_on:1;
 } ngx_chat_presence_watch_t;
 
 
@@ -62,6 +65,7 @@ typedef struct {
     ngx_chat_session_t            *session;  /* NULL: the socket is gone */
     ngx_chat_pg_query_t           *query;
     json_t                        *id;       /* the request's, for errors */
+    json_t                        *known;    /* {user: "on"|"off"|ms} */
 } ngx_chat_presence_ask_t;
 
 
@@ -120,9 +124,11 @@ static void ngx_chat_presence_sweep(ngx_event_t *ev);
 static void ngx_chat_presence_swept(void *data, redisReply *reply);
 static void ngx_chat_presence_asked(void *data, PGresult *res);
 static void ngx_chat_presence_answer(ngx_chat_session_t *s, json_t *id,
-    PGresult *res);
+    json_t *known, PGresult *res);
 static ngx_int_t ngx_chat_presence_watch(ngx_chat_session_t *s,
-    ngx_str_t *user, ngx_uint_t last_seen);
+    ngx_str_t *user, ngx_uint_t last_seen, json_t *known);
+static void ngx_chat_presence_known(ngx_chat_presence_watch_t *w,
+    json_t *known);
 static void ngx_chat_presence_read(ngx_chat_presence_watch_t *w);
 static void ngx_chat_presence_state(void *data, redisReply *reply);
 static void ngx_chat_presence_unwatch(ngx_chat_presence_watch_t *w);
@@ -513,7 +519,7 @@ ngx_chat_presence_message(ngx_chat_session_t *s, json_t *msg)
 
     ask->query = ngx_chat_pg_query(ngx_chat_presence_peers_sql, 2, params,
                                    ngx_chat_presence_asked, ask,
-                                   s->wc->connection->log);
+                                   s->log);
     ngx_free(params[1].data);
 
     if (ask->query == NULL) {
@@ -525,6 +531,7 @@ ngx_chat_presence_message(ngx_chat_session_t *s, json_t *msg)
 
     ask->session = s;
     ask->id = json_incref(json_object_get(msg, "id"));
+    ask->known = json_incref(json_object_get(msg, "known"));
     ngx_queue_insert_tail(&s->presence_asks, &ask->queue);
 
     return;
@@ -540,12 +547,13 @@ bad:
 static void
 ngx_chat_presence_asked(void *data, PGresult *res)
 {
-    json_t                   *id;
+    json_t                   *id, *known;
     ngx_chat_session_t       *s;
     ngx_chat_presence_ask_t  *ask = data;
 
     s = ask->session;
     id = ask->id;
+    known = ask->known;
 
     if (s) {
         ngx_queue_remove(&ask->queue);
@@ -553,18 +561,22 @@ ngx_chat_presence_asked(void *data, PGresult *res)
 
     ngx_free(ask);
 
-    if (s == NULL) {
-        json_decref(id);
-        return;
+    if (s) {
+        ngx_chat_presence_answer(s, id, known, res);
     }
 
-    ngx_chat_presence_answer(s, id, res);
     json_decref(id);
+    json_decref(known);
+
+    if (s) {
+        ngx_chat_session_settle(s);
+    }
 }
 
 
 static void
-ngx_chat_presence_answer(ngx_chat_session_t *s, json_t *id, PGresult *res)
+ngx_chat_presence_answer(ngx_chat_session_t *s, json_t *id, json_t *known,
+    PGresult *res)
 {
     int         i, n;
     ngx_str_t   user, shares, last_seen;
@@ -600,7 +612,8 @@ ngx_chat_presence_answer(ngx_chat_session_t *s, json_t *id, PGresult *res)
         }
 
         if (ngx_chat_presence_watch(s, &user,
-                                    last_seen.len && last_seen.data[0] == 't')
+                                    last_seen.len && last_seen.data[0] == 't',
+                                    known)
             != NGX_OK)
         {
             ngx_chat_session_error(s, id, "unavailable", "out of memory");
@@ -612,7 +625,7 @@ ngx_chat_presence_answer(ngx_chat_session_t *s, json_t *id, PGresult *res)
 
 static ngx_int_t
 ngx_chat_presence_watch(ngx_chat_session_t *s, ngx_str_t *user,
-    ngx_uint_t last_seen)
+    ngx_uint_t last_seen, json_t *known)
 {
     u_char                       buf[NGX_CHAT_PRESENCE_KEY_MAX];
     uint32_t                     hash;
@@ -624,6 +637,7 @@ ngx_chat_presence_watch(ngx_chat_session_t *s, ngx_str_t *user,
 
     if (w) {
         w->last_seen = last_seen;       /* settings as of now */
+        ngx_chat_presence_known(w, known);
         ngx_chat_presence_read(w);
         return NGX_OK;
     }
@@ -673,6 +687,7 @@ ngx_chat_presence_watch(ngx_chat_session_t *s, ngx_str_t *user,
     w->session = s;
     w->watched = wd;
     w->last_seen = last_seen;
+    ngx_chat_presence_known(w, known);
 
     ngx_queue_insert_tail(&wd->watches, &w->queue);
     ngx_queue_insert_tail(&s->watches, &w->by_session);
@@ -683,6 +698,75 @@ ngx_chat_presence_watch(ngx_chat_session_t *s, ngx_str_t *user,
     ngx_chat_presence_read(w);
 
     return NGX_OK;
+}
+
+
+/*
+ * What the client says it has of the user (the HTTP transports' "known"):
+ * the first state read is not sent if it is just that.
+ */
+
+static void
+ngx_chat_presence_known(ngx_chat_presence_watch_t *w, json_t *known)
+{
+    u_char       name[NGX_INT64_LEN + 1];
+    json_t      *v;
+    ngx_str_t   *user;
+    const char  *state;
+
+    w->known = 0;
+    user = &w->watched->user;
+
+    if (known == NULL || user->len > NGX_INT64_LEN) {
+        return;
+    }
+
+    *ngx_cpymem(name, user->data, user->len) = '\0';
+
+    v = json_object_get(known, (char *) name);
+    state = json_string_value(v);
+
+    if (state && ngx_strcmp(state, "on") == 0) {
+        w->known = 1;
+        w->known_on = 1;
+
+    } else if (state && ngx_strcmp(state, "off") == 0) {
+        w->known = 1;
+        w->known_on = 0;
+        w->known_seen = 0;
+
+    } else if (json_is_integer(v)) {
+        w->known = 1;
+        w->known_on = 0;
+        w->known_seen = json_integer_value(v);
+    }
+}
+
+
+/* a state read is on its way to one of the session's watches */
+
+ngx_uint_t
+ngx_chat_presence_pending(ngx_chat_session_t *s)
+{
+    ngx_queue_t                *q;
+    ngx_chat_presence_watch_t  *w;
+
+    if (s->watches.next == NULL) {
+        return 0;               /* never opened */
+    }
+
+    for (q = ngx_queue_head(&s->watches);
+         q != ngx_queue_sentinel(&s->watches);
+         q = ngx_queue_next(q))
+    {
+        w = ngx_queue_data(q, ngx_chat_presence_watch_t, by_session);
+
+        if (w->cmd) {
+            return 1;
+        }
+    }
+
+    return 0;
 }
 
 
@@ -710,16 +794,22 @@ static void
 ngx_chat_presence_state(void *data, redisReply *reply)
 {
     json_t                     *ev;
-    ngx_uint_t                  online;
+    int64_t                     seen;
+    ngx_uint_t                  online, known;
     redisReply                 *state, *last;
+    ngx_chat_session_t         *s;
     ngx_chat_presence_watch_t  *w = data;
 
     w->cmd = NULL;
+    s = w->session;
+
+    known = w->known;
+    w->known = 0;
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
         || reply->elements != 2)
     {
-        return;
+        goto done;
     }
 
     state = reply->element[0];
@@ -728,7 +818,21 @@ ngx_chat_presence_state(void *data, redisReply *reply)
     online = state->type == REDIS_REPLY_STRING && state->len == 2
              && ngx_strncmp(state->str, "on", 2) == 0;
 
-    if (online || !w->last_seen || last->type != REDIS_REPLY_STRING) {
+    seen = 0;
+
+    if (!online && w->last_seen && last->type == REDIS_REPLY_STRING) {
+        seen = ngx_atoof((u_char *) last->str, last->len);
+    }
+
+    /* nothing the client does not have */
+
+    if (known
+        && (online ? w->known_on : !w->known_on && seen == w->known_seen))
+    {
+        goto done;
+    }
+
+    if (seen <= 0) {
         ev = json_pack("{s:s,s:s%,s:b,s:n}", "type", "presence",
                        "user_id", w->watched->user.data,
                        w->watched->user.len, "online", (int) online,
@@ -738,14 +842,17 @@ ngx_chat_presence_state(void *data, redisReply *reply)
         ev = json_pack("{s:s,s:s%,s:b,s:I}", "type", "presence",
                        "user_id", w->watched->user.data,
                        w->watched->user.len, "online", 0,
-                       "last_seen", (json_int_t) ngx_atoof(
-                                        (u_char *) last->str, last->len));
+                       "last_seen", (json_int_t) seen);
     }
 
     if (ev) {
-        ngx_chat_session_send(w->session, ev);
+        ngx_chat_session_send(s, ev);
         json_decref(ev);
     }
+
+done:
+
+    ngx_chat_session_settle(s);
 }
 
 

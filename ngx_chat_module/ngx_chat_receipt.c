@@ -158,7 +158,7 @@ ngx_chat_receipt_read(ngx_chat_session_t *s, json_t *msg)
         return;
     }
 
-    rd = ngx_calloc(sizeof(ngx_chat_receipt_read_t), s->wc->connection->log);
+    rd = ngx_calloc(sizeof(ngx_chat_receipt_read_t), s->log);
     if (rd == NULL) {
         ngx_chat_session_error(s, id, "unavailable", "out of memory");
         return;
@@ -186,7 +186,7 @@ ngx_chat_receipt_read(ngx_chat_session_t *s, json_t *msg)
 
     rd->query = ngx_chat_pg_query(ngx_chat_receipt_read_sql, 3, params,
                                   ngx_chat_receipt_read_done, rd,
-                                  s->wc->connection->log);
+                                  s->log);
 
     if (rd->query == NULL) {
         ngx_free(rd);
@@ -259,6 +259,10 @@ done:
 
     json_decref(rd->id);
     ngx_free(rd);
+
+    if (s) {
+        ngx_chat_session_settle(s);
+    }
 }
 
 
@@ -284,7 +288,13 @@ ngx_chat_receipt_cleanup(ngx_chat_session_t *s)
 
     s->nreads = 0;
 
-    if (s->marks_had) {
+    /*
+     * A long-poll leaves marks_seen where its sync put it: the next poll
+     * gets again what moved since, the receipts this one may have had no
+     * room for included (receipts are marks: a repeat changes nothing).
+     */
+
+    if (s->marks_had && !s->poll) {
         /* the marks it will have missed are those from now on */
         (void) ngx_chat_pg_query(ngx_chat_receipt_left_sql, 1, &s->device_id,
                                  ngx_chat_receipt_ignore, NULL,
@@ -311,10 +321,10 @@ ngx_chat_receipt_sync(ngx_chat_session_t *s, void (*done)(ngx_chat_session_t *))
 
     s->query = ngx_chat_pg_query(ngx_chat_receipt_marks_sql, 1,
                                  &s->device_id, ngx_chat_receipt_marked, s,
-                                 s->wc->connection->log);
+                                 s->log);
 
     if (s->query == NULL) {
-        ngx_log_error(NGX_LOG_WARN, s->wc->connection->log, 0,
+        ngx_log_error(NGX_LOG_WARN, s->log, 0,
                       "chat session: no receipts in the sync: PostgreSQL "
                       "unavailable");
         done(s);
@@ -335,7 +345,7 @@ ngx_chat_receipt_marked(void *data, PGresult *res)
     n = ngx_chat_pg_ok(res) ? PQntuples(res) : 0;
 
     if (!ngx_chat_pg_ok(res)) {
-        ngx_log_error(NGX_LOG_WARN, s->wc->connection->log, 0,
+        ngx_log_error(NGX_LOG_WARN, s->log, 0,
                       "chat session: no receipts in the sync: PostgreSQL "
                       "failed");
     }

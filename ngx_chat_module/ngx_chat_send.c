@@ -141,7 +141,7 @@ ngx_chat_send_message(ngx_chat_session_t *s, json_t *msg)
     /* what is stored: chat_send_batch() puts the media's details in */
 
     body = json_pack("{s:O*,s:O*}", "text", text, "media", media);
-    op = ngx_calloc(sizeof(ngx_chat_session_op_t), s->wc->connection->log);
+    op = ngx_calloc(sizeof(ngx_chat_session_op_t), s->log);
 
     if (body == NULL || op == NULL) {
         json_decref(body);
@@ -242,6 +242,7 @@ ngx_chat_send_next(ngx_chat_session_t *s)
     ngx_chat_session_op_t  *op;
 
     if (ngx_queue_empty(&s->sends)) {
+        ngx_chat_session_settle(s);
         return;
     }
 
@@ -467,7 +468,10 @@ ngx_chat_send_stored(ngx_chat_session_op_t *op, PGresult *res, int row)
         ngx_chat_pg_value(res, row, 5, &json);
 
         /* this device's own order moves on even if Redis is away */
-        ngx_chat_sync_offer(s, op->chat_id, seq, 1, json.data, json.len);
+
+        if (!s->call) {
+            ngx_chat_sync_offer(s, op->chat_id, seq, 1, json.data, json.len);
+        }
 
         ngx_chat_send_publish(s, &members, &json);
     }
@@ -500,7 +504,7 @@ ngx_chat_send_publish(ngx_chat_session_t *s, ngx_str_t *members,
         if (ngx_chat_redis_user_channel_buf(buf, &user, &channel)
             != NGX_OK)
         {
-            ngx_log_error(NGX_LOG_ALERT, s->wc->connection->log, 0,
+            ngx_log_error(NGX_LOG_ALERT, s->log, 0,
                           "chat_redis_prefix too long for a channel");
             return;
         }

@@ -1,6 +1,8 @@
 
 /*
- * The chat endpoint (chat_ws): one session per WebSocket.
+ * The chat endpoint (chat_ws): one session per WebSocket; the HTTP
+ * fallback (ngx_chat_events.c) makes sessions of its own, through
+ * ngx_chat_session_init(), _identify(), _begin() and _end().
  *
  *   AUTH_WAIT  -- "auth" or a Bearer header --> AUTH_CHECK
  *   AUTH_CHECK -- token valid --> CURSORS ("ready" sent, user channel
@@ -43,7 +45,6 @@ static void ngx_chat_session_authed(void *data, ngx_int_t rc,
 static void ngx_chat_session_auth_timeout(ngx_event_t *ev);
 static ngx_int_t ngx_chat_session_join(ngx_chat_session_t *s);
 static void ngx_chat_session_leave(ngx_chat_session_t *s);
-static void ngx_chat_session_dispatch(ngx_chat_session_t *s, json_t *msg);
 static ngx_int_t ngx_chat_session_closing(ngx_chat_ws_conn_t *wc,
     ngx_uint_t code);
 static void ngx_chat_session_drained(ngx_chat_ws_conn_t *wc);
@@ -55,6 +56,11 @@ static void ngx_chat_session_receipt(ngx_chat_session_user_t *u, json_t *msg);
 static void ngx_chat_session_link(void);
 static void ngx_chat_session_link_walk(ngx_rbtree_node_t *node,
     ngx_rbtree_node_t *sentinel);
+static void ngx_chat_session_ws_send(ngx_chat_session_t *s, u_char *text,
+    size_t len);
+static void ngx_chat_session_ws_close(ngx_chat_session_t *s,
+    ngx_uint_t code, const char *reason);
+static ngx_uint_t ngx_chat_session_ws_busy(ngx_chat_session_t *s);
 
 
 static ngx_chat_ws_handler_t  ngx_chat_session_handlers = {
@@ -64,6 +70,16 @@ static ngx_chat_ws_handler_t  ngx_chat_session_handlers = {
     ngx_chat_session_drained,
     ngx_chat_session_closed,
     sizeof(ngx_chat_session_t)
+};
+
+
+static ngx_chat_session_transport_t  ngx_chat_session_ws = {
+    ngx_chat_session_ws_send,
+    ngx_chat_session_ws_close,
+    ngx_chat_session_ws_busy,
+    NULL,
+    NULL,
+    NULL
 };
 
 
@@ -111,7 +127,7 @@ ngx_chat_session_handler(ngx_http_request_t *r)
     }
 
     s = wc->data;
-    s->wc = wc;
+    s->data = wc;
     s->conf = clcf;
 
     /* the request is freed before opened(): keep the token on c->pool */
@@ -154,21 +170,8 @@ ngx_chat_session_opened(ngx_chat_ws_conn_t *wc)
 {
     ngx_chat_session_t  *s = wc->data;
 
-    ngx_queue_init(&s->queue);
-    ngx_queue_init(&s->early);
-    ngx_queue_init(&s->sends);
-    ngx_queue_init(&s->reads);
-    ngx_queue_init(&s->watches);
-    ngx_queue_init(&s->presence_asks);
-    ngx_rbtree_init(&s->chats, &s->sentinel, ngx_rbtree_insert_value);
-
-    s->auth_timer.handler = ngx_chat_session_auth_timeout;
-    s->auth_timer.data = s;
-    s->auth_timer.log = wc->connection->log;
-    s->auth_timer.cancelable = 1;
-
-    ngx_chat_session_n++;
-    ngx_chat_metrics_add(connections, 1);
+    ngx_chat_session_init(s, &ngx_chat_session_ws, wc, s->conf,
+                          wc->connection->log, wc->connection->pool);
 
     if (s->bad_header) {
         ngx_chat_session_authed(s, NGX_DECLINED, NULL);
@@ -184,11 +187,49 @@ ngx_chat_session_opened(ngx_chat_ws_conn_t *wc)
 }
 
 
+/* a session made by its transport, which keeps s->conf in it */
+
+void
+ngx_chat_session_init(ngx_chat_session_t *s,
+    ngx_chat_session_transport_t *transport, void *data,
+    ngx_chat_loc_conf_t *conf, ngx_log_t *log, ngx_pool_t *pool)
+{
+    s->transport = transport;
+    s->data = data;
+    s->conf = conf;
+    s->log = log;
+    s->pool = pool;
+
+    ngx_queue_init(&s->queue);
+    ngx_queue_init(&s->early);
+    ngx_queue_init(&s->sends);
+    ngx_queue_init(&s->reads);
+    ngx_queue_init(&s->watches);
+    ngx_queue_init(&s->presence_asks);
+    ngx_rbtree_init(&s->chats, &s->sentinel, ngx_rbtree_insert_value);
+
+    s->auth_timer.handler = ngx_chat_session_auth_timeout;
+    s->auth_timer.data = s;
+    s->auth_timer.log = log;
+    s->auth_timer.cancelable = 1;
+
+    ngx_chat_session_n++;
+    ngx_chat_metrics_add(connections, 1);
+}
+
+
 static void
 ngx_chat_session_closed(ngx_chat_ws_conn_t *wc)
 {
-    ngx_chat_session_t  *s = wc->data;
+    ngx_chat_session_end(wc->data);
+}
 
+
+/* the transport has gone: nothing calls back into the session after this */
+
+void
+ngx_chat_session_end(ngx_chat_session_t *s)
+{
     if (s->auth_timer.timer_set) {
         ngx_del_timer(&s->auth_timer);
     }
@@ -275,9 +316,6 @@ ngx_chat_session_message(ngx_chat_ws_conn_t *wc, ngx_uint_t opcode,
 static void
 ngx_chat_session_auth(ngx_chat_session_t *s, ngx_str_t *token)
 {
-    ngx_connection_t  *c;
-
-    c = s->wc->connection;
     s->state = NGX_CHAT_SESSION_AUTH_CHECK;
 
     if (!ngx_chat_auth_token_valid(token)) {
@@ -286,7 +324,7 @@ ngx_chat_session_auth(ngx_chat_session_t *s, ngx_str_t *token)
     }
 
     s->query = ngx_chat_auth_check(token, ngx_chat_session_authed, s,
-                                   c->pool, c->log);
+                                   s->pool, s->log);
 
     if (s->query == NULL) {
         ngx_chat_session_authed(s, NGX_ERROR, NULL);
@@ -297,7 +335,6 @@ ngx_chat_session_auth(ngx_chat_session_t *s, ngx_str_t *token)
 static void
 ngx_chat_session_authed(void *data, ngx_int_t rc, ngx_chat_auth_identity_t *id)
 {
-    json_t              *ready;
     ngx_chat_session_t  *s = data;
 
     s->query = NULL;
@@ -307,52 +344,93 @@ ngx_chat_session_authed(void *data, ngx_int_t rc, ngx_chat_auth_identity_t *id)
     }
 
     if (rc == NGX_ERROR) {
-        ngx_chat_ws_close(s->wc, NGX_CHAT_CLOSE_TRY_AGAIN, "unavailable");
+        ngx_chat_session_close(s, NGX_CHAT_CLOSE_TRY_AGAIN, "unavailable");
         return;
     }
 
     if (rc != NGX_OK
-        || id->user_id.len > NGX_CHAT_ID_LEN
-        || id->device_id.len > NGX_CHAT_ID_LEN)
+        || ngx_chat_session_identify(s, &id->user_id, &id->device_id)
+           != NGX_OK)
     {
-        ngx_log_error(NGX_LOG_INFO, s->wc->connection->log, 0,
+        ngx_log_error(NGX_LOG_INFO, s->log, 0,
                       "chat session: invalid token");
-        ngx_chat_ws_close(s->wc, NGX_CHAT_CLOSE_UNAUTHORIZED,
-                          "invalid token");
+        ngx_chat_session_close(s, NGX_CHAT_CLOSE_UNAUTHORIZED,
+                               "invalid token");
         return;
     }
 
+    ngx_chat_session_begin(s);
+}
+
+
+/* the device the session is for, once its token is checked */
+
+ngx_int_t
+ngx_chat_session_identify(ngx_chat_session_t *s, ngx_str_t *user,
+    ngx_str_t *device)
+{
+    if (user->len > NGX_CHAT_ID_LEN || device->len > NGX_CHAT_ID_LEN) {
+        return NGX_ERROR;
+    }
+
     s->user_id.data = s->ids;
-    s->user_id.len = id->user_id.len;
-    ngx_memcpy(s->user_id.data, id->user_id.data, id->user_id.len);
+    s->user_id.len = user->len;
+    ngx_memcpy(s->user_id.data, user->data, user->len);
 
     s->device_id.data = s->ids + NGX_CHAT_ID_LEN;
-    s->device_id.len = id->device_id.len;
-    ngx_memcpy(s->device_id.data, id->device_id.data, id->device_id.len);
+    s->device_id.len = device->len;
+    ngx_memcpy(s->device_id.data, device->data, device->len);
 
     s->device = ngx_atoof(s->device_id.data, s->device_id.len);
 
+    return NGX_OK;
+}
+
+
+/*
+ * An identified session starts: live messages, "ready", the sync.  A
+ * call (one HTTP request of the fallback) takes none of it.
+ */
+
+void
+ngx_chat_session_begin(ngx_chat_session_t *s)
+{
+    json_t  *ready;
+
+    s->begin_wait = 0;
+
+    if (s->call) {
+        s->state = NGX_CHAT_SESSION_READY;
+        return;
+    }
+
     if (ngx_chat_session_join(s) != NGX_OK) {
-        ngx_chat_ws_close(s->wc, NGX_CHAT_WS_CLOSE_ERROR, "internal error");
+        ngx_chat_session_close(s, NGX_CHAT_WS_CLOSE_ERROR, "internal error");
         return;
     }
 
     s->state = NGX_CHAT_SESSION_CURSORS;
 
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, s->wc->connection->log, 0,
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, s->log, 0,
                    "chat session state: cursors, user %V device %V",
                    &s->user_id, &s->device_id);
 
-    ready = json_pack("{s:s,s:s%,s:s%,s:I}", "type", "ready",
-                      "user_id", s->user_id.data, s->user_id.len,
-                      "device_id", s->device_id.data, s->device_id.len,
-                      "server_time", (json_int_t) ngx_time() * 1000
-                                     + (json_int_t) ngx_timeofday()->msec);
+    if (!s->poll) {
+        ready = json_pack("{s:s,s:s%,s:s%,s:I}", "type", "ready",
+                          "user_id", s->user_id.data, s->user_id.len,
+                          "device_id", s->device_id.data, s->device_id.len,
+                          "server_time", (json_int_t) ngx_time() * 1000
+                                       + (json_int_t) ngx_timeofday()->msec);
 
-    ngx_chat_session_send(s, ready);
-    json_decref(ready);
+        ngx_chat_session_send(s, ready);
+        json_decref(ready);
+    }
 
     ngx_chat_sync_start(s);
+
+    if (s->transport->begun) {
+        s->transport->begun(s);
+    }
 }
 
 
@@ -364,13 +442,20 @@ ngx_chat_session_auth_timeout(ngx_event_t *ev)
     if (s->close_code) {
         ngx_log_error(NGX_LOG_WARN, ev->log, 0,
                       "chat session: acks not applied within 1s of close");
-        ngx_chat_ws_close(s->wc, s->close_code, NULL);
+        ngx_chat_session_close(s, s->close_code, NULL);
+        return;
+    }
+
+    if (s->begin_wait) {
+        ngx_log_error(NGX_LOG_WARN, ev->log, 0,
+                      "chat session: acks not applied within 1s");
+        ngx_chat_session_begin(s);
         return;
     }
 
     ngx_log_error(NGX_LOG_INFO, ev->log, 0, "chat session: no auth in time");
 
-    ngx_chat_ws_close(s->wc, NGX_CHAT_CLOSE_AUTH_TIMEOUT, "auth timeout");
+    ngx_chat_session_close(s, NGX_CHAT_CLOSE_AUTH_TIMEOUT, "auth timeout");
 }
 
 
@@ -384,7 +469,7 @@ ngx_chat_session_join(ngx_chat_session_t *s)
     ngx_str_node_t          *sn;
     ngx_chat_session_user_t *u;
 
-    if (ngx_chat_redis_user_channel(s->wc->connection->pool, &s->user_id,
+    if (ngx_chat_redis_user_channel(s->pool, &s->user_id,
                                     &channel)
         != NGX_OK)
     {
@@ -395,8 +480,7 @@ ngx_chat_session_join(ngx_chat_session_t *s)
     sn = ngx_str_rbtree_lookup(&ngx_chat_session_users, &channel, hash);
 
     if (sn == NULL) {
-        u = ngx_alloc(sizeof(ngx_chat_session_user_t) + channel.len,
-                      s->wc->connection->log);
+        u = ngx_alloc(sizeof(ngx_chat_session_user_t) + channel.len, s->log);
         if (u == NULL) {
             return NGX_ERROR;
         }
@@ -447,7 +531,7 @@ ngx_chat_session_leave(ngx_chat_session_t *s)
 }
 
 
-static void
+void
 ngx_chat_session_dispatch(ngx_chat_session_t *s, json_t *msg)
 {
     json_t      *pong;
@@ -511,16 +595,72 @@ ngx_chat_session_closing(ngx_chat_ws_conn_t *wc, ngx_uint_t code)
 }
 
 
-/* the last pending ack of a closing device is applied: answer the close */
+static void
+ngx_chat_session_ws_send(ngx_chat_session_t *s, u_char *text, size_t len)
+{
+    /* a client too slow for its queue is closed by ngx_chat_ws_send() */
+    (void) ngx_chat_ws_send(s->data, NGX_CHAT_WS_OP_TEXT, text, len);
+}
+
+
+static void
+ngx_chat_session_ws_close(ngx_chat_session_t *s, ngx_uint_t code,
+    const char *reason)
+{
+    ngx_chat_ws_close(s->data, code, reason);
+}
+
+
+static ngx_uint_t
+ngx_chat_session_ws_busy(ngx_chat_session_t *s)
+{
+    ngx_chat_ws_conn_t  *wc = s->data;
+
+    return wc->queued != 0;
+}
+
+
+/*
+ * The session's last pending ack is applied: a closing device gets the
+ * answer to its close, a long-poll or stream waiting for the acks of its
+ * request begins.
+ */
 
 void
 ngx_chat_session_acks_applied(ngx_chat_session_t *s)
 {
-    if (s->auth_timer.timer_set) {
-        ngx_del_timer(&s->auth_timer);
+    if (s->close_code || s->begin_wait) {
+        if (s->auth_timer.timer_set) {
+            ngx_del_timer(&s->auth_timer);
+        }
+
+        if (s->close_code) {
+            ngx_chat_session_close(s, s->close_code, NULL);
+            return;
+        }
+
+        ngx_chat_session_begin(s);
+        return;
     }
 
-    ngx_chat_ws_close(s->wc, s->close_code, NULL);
+    ngx_chat_session_settle(s);
+}
+
+
+/* tells a transport that wants it that nothing asked is in flight */
+
+void
+ngx_chat_session_settle(ngx_chat_session_t *s)
+{
+    if (s->transport->settled == NULL
+        || s->nsends || s->acks || s->nreads
+        || !ngx_queue_empty(&s->presence_asks)
+        || ngx_chat_presence_pending(s))
+    {
+        return;
+    }
+
+    s->transport->settled(s);
 }
 
 
@@ -559,8 +699,7 @@ ngx_chat_session_send(ngx_chat_session_t *s, json_t *msg)
 void
 ngx_chat_session_send_text(ngx_chat_session_t *s, u_char *text, size_t len)
 {
-    /* a client too slow for its queue is closed by ngx_chat_ws_send() */
-    (void) ngx_chat_ws_send(s->wc, NGX_CHAT_WS_OP_TEXT, text, len);
+    s->transport->send(s, text, len);
 }
 
 
@@ -712,11 +851,11 @@ ngx_chat_session_revoke(ngx_chat_session_user_t *u, json_t *msg)
         if (s->device_id.len == device.len
             && ngx_strncmp(s->device_id.data, device.data, device.len) == 0)
         {
-            ngx_log_error(NGX_LOG_INFO, s->wc->connection->log, 0,
+            ngx_log_error(NGX_LOG_INFO, s->log, 0,
                           "chat session: device %V unlinked",
                           &s->device_id);
-            ngx_chat_ws_close(s->wc, NGX_CHAT_CLOSE_UNAUTHORIZED,
-                              "device unlinked");
+            ngx_chat_session_close(s, NGX_CHAT_CLOSE_UNAUTHORIZED,
+                                   "device unlinked");
         }
     }
 }

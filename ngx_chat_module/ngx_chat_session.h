@@ -1,9 +1,11 @@
 
 /*
- * A chat session: the state machine of one authenticated WebSocket
- * (PROTOCOL.md, section 4), split by job:
+ * A chat session: the state machine of one authenticated device
+ * connection (PROTOCOL.md, section 4), split by job:
  *
- *   ngx_chat_session.c  lifecycle, auth, message dispatch, Redis fan-in
+ *   ngx_chat_session.c  lifecycle, auth, message dispatch, Redis fan-in,
+ *                       the WebSocket transport
+ *   ngx_chat_events.c   the HTTP transports: long-poll, SSE, calls
  *   ngx_chat_sync.c     per-chat order: sync, live offers, gap fills
  *   ngx_chat_send.c     send
  *   ngx_chat_ack.c      ack
@@ -46,6 +48,36 @@ typedef struct ngx_chat_session_s       ngx_chat_session_t;
 typedef struct ngx_chat_ack_s           ngx_chat_ack_t;
 
 
+/*
+ * What carries a session: a WebSocket, or an HTTP request of the
+ * fallback (ngx_chat_events.c).
+ *
+ *   send     one JSON text, as the client gets it
+ *   close    ends the session with a WebSocket close code (an HTTP
+ *            transport maps it); the session is ended later, by the
+ *            transport, with ngx_chat_session_end()
+ *   busy     output waits: the sync reads no further page until the
+ *            transport calls ngx_chat_sync_drained()
+ *   settled  nothing the client asked is in flight any more (sends,
+ *            acks, reads, presence reads)
+ *   begun    "ready" went (or would have), the sync started
+ *   synced   the sync is over
+ *
+ * The last three may be NULL.
+ */
+
+typedef struct {
+    void                     (*send)(ngx_chat_session_t *s, u_char *text,
+                                     size_t len);
+    void                     (*close)(ngx_chat_session_t *s,
+                                      ngx_uint_t code, const char *reason);
+    ngx_uint_t               (*busy)(ngx_chat_session_t *s);
+    void                     (*settled)(ngx_chat_session_t *s);
+    void                     (*begun)(ngx_chat_session_t *s);
+    void                     (*synced)(ngx_chat_session_t *s);
+} ngx_chat_session_transport_t;
+
+
 /* where one chat stands for this device */
 typedef struct {
     ngx_rbtree_node_t          node;         /* key: the chat id */
@@ -76,7 +108,10 @@ typedef struct {
 
 
 struct ngx_chat_session_s {
-    ngx_chat_ws_conn_t        *wc;
+    ngx_chat_session_transport_t  *transport;
+    void                      *data;         /* the transport's */
+    ngx_log_t                 *log;
+    ngx_pool_t                *pool;         /* lives as long as the session */
     ngx_chat_loc_conf_t       *conf;
     ngx_chat_session_state_e   state;
     ngx_event_t                auth_timer;
@@ -119,12 +154,29 @@ struct ngx_chat_session_s {
     unsigned                   sync_page_wanted:1;
     unsigned                   resync:1;     /* a sync after a Redis outage */
     unsigned                   marks_had:1;  /* receipts in a sync sent */
+    unsigned                   poll:1;       /* a long-poll: no "ready", no
+                                                empty "synced" */
+    unsigned                   call:1;       /* one HTTP call: no sync, no
+                                                live messages */
+    unsigned                   begin_wait:1; /* begins once acks applied */
 };
 
 
 /* ngx_chat_session.c */
 ngx_int_t ngx_chat_session_init_worker(ngx_cycle_t *cycle);
 ngx_uint_t ngx_chat_session_count(void);
+void ngx_chat_session_init(ngx_chat_session_t *s,
+    ngx_chat_session_transport_t *transport, void *data,
+    ngx_chat_loc_conf_t *conf, ngx_log_t *log, ngx_pool_t *pool);
+ngx_int_t ngx_chat_session_identify(ngx_chat_session_t *s, ngx_str_t *user,
+    ngx_str_t *device);
+void ngx_chat_session_begin(ngx_chat_session_t *s);
+void ngx_chat_session_dispatch(ngx_chat_session_t *s, json_t *msg);
+void ngx_chat_session_end(ngx_chat_session_t *s);
+void ngx_chat_session_settle(ngx_chat_session_t *s);
+#define ngx_chat_session_close(s, code, reason)                              \
+    (s)->transport->close(s, code, reason)
+#define ngx_chat_session_busy(s)  (s)->transport->busy(s)
 void ngx_chat_session_send(ngx_chat_session_t *s, json_t *msg);
 void ngx_chat_session_send_text(ngx_chat_session_t *s, u_char *text,
     size_t len);
@@ -166,10 +218,12 @@ void ngx_chat_presence_message(ngx_chat_session_t *s, json_t *msg);
 ngx_int_t ngx_chat_presence_pubsub(ngx_str_t *channel, ngx_str_t *message);
 void ngx_chat_presence_cleanup(ngx_chat_session_t *s);
 void ngx_chat_presence_link(void);
+ngx_uint_t ngx_chat_presence_pending(ngx_chat_session_t *s);
 
 /* ngx_chat_ack.c */
 ngx_int_t ngx_chat_ack_init_worker(ngx_cycle_t *cycle);
 void ngx_chat_ack_message(ngx_chat_session_t *s, json_t *msg);
+void ngx_chat_ack_add(ngx_chat_session_t *s, int64_t chat_id, int64_t seq);
 void ngx_chat_ack_close(ngx_chat_session_t *s, ngx_chat_session_chat_t *ch);
 void ngx_chat_send_cleanup(ngx_chat_session_t *s);
 

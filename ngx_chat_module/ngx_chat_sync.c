@@ -81,10 +81,10 @@ ngx_chat_sync_start(ngx_chat_session_t *s)
 
     s->query = ngx_chat_pg_query(ngx_chat_sync_cursors_sql, 1, &param,
                                  ngx_chat_sync_cursors, s,
-                                 s->wc->connection->log);
+                                 s->log);
 
     if (s->query == NULL) {
-        ngx_chat_ws_close(s->wc, NGX_CHAT_CLOSE_TRY_AGAIN, "unavailable");
+        ngx_chat_session_close(s, NGX_CHAT_CLOSE_TRY_AGAIN, "unavailable");
     }
 }
 
@@ -102,7 +102,7 @@ ngx_chat_sync_cursors(void *data, PGresult *res)
     s->query = NULL;
 
     if (!ngx_chat_pg_ok(res)) {
-        ngx_chat_ws_close(s->wc, NGX_CHAT_CLOSE_TRY_AGAIN, "unavailable");
+        ngx_chat_session_close(s, NGX_CHAT_CLOSE_TRY_AGAIN, "unavailable");
         return;
     }
 
@@ -113,7 +113,7 @@ ngx_chat_sync_cursors(void *data, PGresult *res)
         ch = ngx_chat_sync_chat(s, ngx_atoof(v.data, v.len));
 
         if (ch == NULL) {
-            ngx_chat_ws_close(s->wc, NGX_CHAT_WS_CLOSE_ERROR, "no memory");
+            ngx_chat_session_close(s, NGX_CHAT_WS_CLOSE_ERROR, "no memory");
             return;
         }
 
@@ -128,7 +128,7 @@ ngx_chat_sync_cursors(void *data, PGresult *res)
     s->sync_seq = 0;
     s->synced = 0;
 
-    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, s->wc->connection->log, 0,
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, s->log, 0,
                    "chat session state: syncing, %d chats", n);
 
     while (!ngx_queue_empty(&s->early)) {
@@ -152,7 +152,7 @@ ngx_chat_sync_page(ngx_chat_session_t *s)
                                    s->sync_seq, ngx_chat_sync_paged, s);
 
     if (s->query == NULL) {
-        ngx_chat_ws_close(s->wc, NGX_CHAT_CLOSE_TRY_AGAIN, "unavailable");
+        ngx_chat_session_close(s, NGX_CHAT_CLOSE_TRY_AGAIN, "unavailable");
     }
 }
 
@@ -166,7 +166,7 @@ ngx_chat_sync_paged(void *data, PGresult *res)
     s->query = NULL;
 
     if (!ngx_chat_pg_ok(res)) {
-        ngx_chat_ws_close(s->wc, NGX_CHAT_CLOSE_TRY_AGAIN, "unavailable");
+        ngx_chat_session_close(s, NGX_CHAT_CLOSE_TRY_AGAIN, "unavailable");
         return;
     }
 
@@ -179,7 +179,7 @@ ngx_chat_sync_paged(void *data, PGresult *res)
 
     /* paced by the socket: the next page once this one is written */
 
-    if (s->wc->queued) {
+    if (ngx_chat_session_busy(s)) {
         s->sync_page_wanted = 1;
         return;
     }
@@ -240,8 +240,12 @@ ngx_chat_sync_finish(ngx_chat_session_t *s)
 
     s->resync = 0;
 
-    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, s->wc->connection->log, 0,
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, s->log, 0,
                    "chat session state: ready, %ui synced", s->synced);
+
+    if (s->transport->synced) {
+        s->transport->synced(s);
+    }
 }
 
 
@@ -390,7 +394,7 @@ ngx_chat_sync_chat(ngx_chat_session_t *s, int64_t id)
     }
 
     ch = ngx_calloc(sizeof(ngx_chat_session_chat_t),
-                    s->wc->connection->log);
+                    s->log);
     if (ch == NULL) {
         return NULL;
     }
@@ -402,7 +406,7 @@ ngx_chat_sync_chat(ngx_chat_session_t *s, int64_t id)
 
     ch->gap.handler = ngx_chat_sync_gap;
     ch->gap.data = ch;
-    ch->gap.log = s->wc->connection->log;
+    ch->gap.log = s->log;
     ch->gap.cancelable = 1;
 
     ngx_rbtree_insert(&s->chats, &ch->node);
@@ -675,7 +679,7 @@ ngx_chat_sync_query(ngx_chat_session_t *s, const char *sql, int64_t chat,
     params[3].len = ngx_sprintf(buf[2], "%ui", s->conf->sync_batch) - buf[2];
 
     return ngx_chat_pg_query(sql, 4, params, handler, data,
-                             s->wc->connection->log);
+                             s->log);
 }
 
 
