@@ -169,7 +169,8 @@ ngx_chat_metrics_send(ngx_http_request_t *r, PGresult *res)
     p = b->last;
 
     p = ngx_sprintf(p,
-            "# HELP chat_connections Chat WebSockets open.\n"
+            "# HELP chat_connections Chat sessions open (WebSockets, "
+            "fallback requests).\n"
             "# TYPE chat_connections gauge\n"
             "chat_connections %uA\n"
             "# HELP chat_messages_sent_total Messages stored by send.\n"
