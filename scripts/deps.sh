@@ -14,6 +14,7 @@ packages=(
     libprotocol-websocket-perl
     curl procps iproute2    # curl, pgrep, ss
     python3-botocore        # reference AWS SigV4 signatures (t/asset_sigv4.t)
+    chromium                # the web client's browser suite (t/browser.t)
 )
 
 # Installed when the archive has them.

@@ -42,14 +42,17 @@ for m in ngx_chat_module ngx_asset_module; do
     [ -f "$CHAT_MODULES_DIR/$m.so" ] || log "warning: no $CHAT_MODULES_DIR/$m.so"
 done
 
-# Node.js tools of the suites (t/node: s3rver for t/asset_s3.t), when the
-# machine has node and npm; the suites that need them skip otherwise.
+# Node.js tools of the suites (t/node: s3rver for t/asset_s3.t,
+# playwright-core for t/browser.t), when the machine has node and npm; the
+# suites that need them skip otherwise.
 if command -v npm >/dev/null && command -v node >/dev/null \
-   && [ ! -d t/node/node_modules/s3rver ]
+   && { [ ! -d t/node/node_modules/s3rver ] \
+        || [ ! -d t/node/node_modules/playwright-core ]; }
 then
     log "installing t/node's packages (npm)"
     (cd t/node && npm install --no-audit --no-fund --silent) \
-        || log "warning: npm install in t/node failed: t/asset_s3.t skips"
+        || log "warning: npm install in t/node failed: t/asset_s3.t and" \
+               "t/browser.t skip"
 fi
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/chat-test.XXXXXX")
