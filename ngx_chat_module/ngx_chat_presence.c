@@ -758,8 +758,9 @@ ngx_chat_presence_fetch(ngx_str_t *user, ngx_chat_redis_handler_pt handler,
 
 
 /*
- * Whether the user is online, and last_seen in epoch ms: -1 while
- * online, or when never seen.  NGX_ERROR: not such a reply.
+ * The answer to ngx_chat_presence_fetch(): whether the user is online,
+ * and last_seen in epoch ms, -1 while online or when never seen.
+ * NGX_ERROR: no answer, or not one of that shape.
  */
 
 ngx_int_t
