@@ -3,7 +3,8 @@
  * Accounts and devices (PROTOCOL.md, section 1): a mobile number is
  * registered, then verified with the code sent to it, which makes its
  * user and a first device; more devices are linked with one-use codes;
- * devices are listed and unlinked; users are looked up by number.
+ * devices are listed and unlinked; users are looked up by number, and
+ * seen (their "about" and presence) by those who share a chat with them.
  *
  * Redis keeps what is short-lived (codes, the register rate limit), each
  * check-and-change in one EVAL; PostgreSQL keeps users and devices, each
@@ -29,6 +30,7 @@
 #define NGX_CHAT_LINK_TTL           120         /* s */
 #define NGX_CHAT_DEVICE_NAME_LEN    64          /* characters */
 #define NGX_CHAT_MOBILE_LEN         16          /* "+" and 15 digits */
+#define NGX_CHAT_ABOUT_LEN          140         /* characters */
 
 /* the body fields an endpoint takes */
 #define NGX_CHAT_ACCOUNTS_MOBILE    1
@@ -40,7 +42,8 @@
 typedef enum {
     NGX_CHAT_ACCOUNTS_START = 0,
     NGX_CHAT_ACCOUNTS_CODE,                     /* Redis answered */
-    NGX_CHAT_ACCOUNTS_ROWS                      /* PostgreSQL answered */
+    NGX_CHAT_ACCOUNTS_ROWS,                     /* PostgreSQL answered */
+    NGX_CHAT_ACCOUNTS_PRESENCE                  /* Redis, after PostgreSQL */
 } ngx_chat_accounts_step_e;
 
 
@@ -53,6 +56,8 @@ typedef struct {
     ngx_str_t                 token;
     ngx_str_t                 hash;
     ngx_str_t                 user_id;
+    ngx_str_t                 about;            /* of a user looked at */
+    ngx_uint_t                last_seen;        /* ... may be shown */
 } ngx_chat_accounts_ctx_t;
 
 
@@ -142,8 +147,16 @@ static const char  ngx_chat_accounts_unlink_sql[] =
     "RETURNING id";
 
 static const char  ngx_chat_accounts_me_sql[] =
-    "SELECT id::text, mobile, chat_ms(created_at) "
-    "FROM users WHERE id = $1::bigint";
+    "SELECT id::text, mobile, chat_ms(created_at), coalesce(about, ''), "
+    "false FROM users WHERE id = $1::bigint";
+
+/* the same columns, the last: whether "about" changed */
+static const char  ngx_chat_accounts_about_sql[] =
+    "WITH o AS (SELECT id, about FROM users WHERE id = $1::bigint "
+    "           FOR UPDATE) "
+    "UPDATE users u SET about = nullif($2, '') FROM o WHERE u.id = o.id "
+    "RETURNING u.id::text, u.mobile, chat_ms(u.created_at), "
+    "coalesce(u.about, ''), u.about IS DISTINCT FROM o.about";
 
 /* a GET passes NULLs: nothing is written */
 static const char  ngx_chat_accounts_privacy_sql[] =
@@ -159,6 +172,12 @@ static const char  ngx_chat_accounts_privacy_sql[] =
 
 static const char  ngx_chat_accounts_lookup_sql[] =
     "SELECT id::text FROM users WHERE mobile = $1";
+
+/* out_shares false: no such user, as far as the caller may know */
+static const char  ngx_chat_accounts_user_sql[] =
+    "SELECT p.out_shares, p.out_last_seen, coalesce(u.about, '') "
+    "FROM chat_presence_peers($1::bigint, ARRAY[$2::bigint]) p "
+    "LEFT JOIN users u ON u.id = p.out_user";
 
 
 /* POST /v1/register {"mobile"} */
@@ -595,17 +614,41 @@ ngx_chat_accounts_unlink(ngx_chat_api_ctx_t *ctx)
 }
 
 
-/* GET /v1/me (auth) */
+/*
+ * GET /v1/me (auth), PATCH /v1/me {"about"} (auth): {"user_id","mobile",
+ * "created_at","about"}.  A change of "about" is told to the user's
+ * watchers once it is committed.
+ */
 
 ngx_int_t
 ngx_chat_accounts_me(ngx_chat_api_ctx_t *ctx)
 {
-    ngx_str_t  id, mobile;
+    ngx_str_t  id, mobile, about, changed, params[2];
 
     if (ctx->step == NGX_CHAT_ACCOUNTS_START) {
         ctx->step = NGX_CHAT_ACCOUNTS_ROWS;
-        return ngx_chat_api_query(ctx, ngx_chat_accounts_me_sql, 1,
-                                  &ctx->user_id);
+
+        if (ctx->body == NULL) {
+            return ngx_chat_api_query(ctx, ngx_chat_accounts_me_sql, 1,
+                                      &ctx->user_id);
+        }
+
+        /* "" clears it */
+
+        if (ngx_chat_api_string(ctx, "about", &about) != NGX_OK
+            || (about.len
+                && !ngx_chat_api_text_valid(&about, NGX_CHAT_ABOUT_LEN)))
+        {
+            return ngx_chat_api_bad_request(ctx,
+                              "about: a string of at most 140 characters "
+                              "is required");
+        }
+
+        params[0] = ctx->user_id;
+        params[1] = about;
+
+        return ngx_chat_api_query(ctx, ngx_chat_accounts_about_sql, 2,
+                                  params);
     }
 
     /* the user went away with the device since the token was checked */
@@ -617,14 +660,25 @@ ngx_chat_accounts_me(ngx_chat_api_ctx_t *ctx)
 
     ngx_chat_pg_value(ctx->res, 0, 0, &id);
     ngx_chat_pg_value(ctx->res, 0, 1, &mobile);
+    ngx_chat_pg_value(ctx->res, 0, 3, &about);
+    ngx_chat_pg_value(ctx->res, 0, 4, &changed);
+
+    if (changed.len && changed.data[0] == 't') {
+        ngx_log_error(NGX_LOG_INFO, ctx->request->connection->log, 0,
+                      "chat: user %V changed their about", &id);
+
+        ngx_chat_presence_profile(&id, &about,
+                                  ctx->request->connection->log);
+    }
 
     return ngx_chat_json_reply(ctx->request, NGX_HTTP_OK,
-                               json_pack("{s:s%,s:s%,s:o}",
+                               json_pack("{s:s%,s:s%,s:o,s:s%}",
                                          "user_id", id.data, id.len,
                                          "mobile", mobile.data, mobile.len,
                                          "created_at",
                                          ngx_chat_accounts_ms(ctx->res,
-                                                              0, 2)));
+                                                              0, 2),
+                                         "about", about.data, about.len));
 }
 
 
@@ -755,6 +809,101 @@ ngx_chat_accounts_lookup(ngx_chat_api_ctx_t *ctx)
     return ngx_chat_json_reply(r, NGX_HTTP_OK,
                                json_pack("{s:s%}", "user_id",
                                          id.data, id.len));
+}
+
+
+/*
+ * GET /v1/users/{user_id} (auth): {"user_id","about","online",
+ * "last_seen"} of a user who shares a chat with the caller (or is the
+ * caller), last_seen shown as to a watcher (chat_presence_peers()); 404
+ * for anyone else, as for no such user.  The state is the presence hash
+ * in Redis.
+ */
+
+ngx_int_t
+ngx_chat_accounts_user(ngx_chat_api_ctx_t *ctx)
+{
+    int64_t                   last_seen;
+    ngx_str_t                 v, params[2];
+    ngx_uint_t                online;
+    ngx_http_request_t       *r;
+    ngx_chat_accounts_ctx_t  *ac;
+
+    r = ctx->request;
+    ac = ngx_chat_accounts_ctx(ctx);
+
+    if (ac == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    switch (ctx->step) {
+
+    case NGX_CHAT_ACCOUNTS_START:
+        params[0] = ctx->user_id;
+        params[1] = ctx->id;
+
+        ctx->step = NGX_CHAT_ACCOUNTS_ROWS;
+
+        return ngx_chat_api_query(ctx, ngx_chat_accounts_user_sql, 2,
+                                  params);
+
+    case NGX_CHAT_ACCOUNTS_ROWS:
+        if (PQntuples(ctx->res) != 1) {
+            return ngx_chat_json_error(r, NGX_HTTP_NOT_FOUND, "not_found",
+                                       "no such user");
+        }
+
+        ngx_chat_pg_value(ctx->res, 0, 0, &v);
+
+        if (v.len == 0 || v.data[0] != 't') {
+            return ngx_chat_json_error(r, NGX_HTTP_NOT_FOUND, "not_found",
+                                       "no such user");
+        }
+
+        ngx_chat_pg_value(ctx->res, 0, 1, &v);
+        ac->last_seen = v.len && v.data[0] == 't';
+
+        ngx_chat_pg_value(ctx->res, 0, 2, &v);
+        ac->about.len = v.len;
+        ac->about.data = ngx_pstrdup(r->pool, &v);
+
+        if (ac->about.data == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ctx->step = NGX_CHAT_ACCOUNTS_PRESENCE;
+
+        return ngx_chat_api_command(ctx,
+                   ngx_chat_presence_fetch(&ctx->id,
+                                           ngx_chat_api_redis_handler, ctx,
+                                           r->connection->log));
+
+    default: /* NGX_CHAT_ACCOUNTS_PRESENCE */
+        if (ngx_chat_presence_parse(ctx->reply, &online, &last_seen)
+            != NGX_OK)
+        {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "chat user %V: unexpected Redis reply %d",
+                          &ctx->id, ctx->reply->type);
+            return ngx_chat_api_unavailable(ctx);
+        }
+
+        if (!ac->last_seen) {
+            last_seen = -1;
+        }
+
+        return ngx_chat_json_reply(r, NGX_HTTP_OK,
+                                   json_pack("{s:s%,s:s%,s:b,s:o}",
+                                             "user_id", ctx->id.data,
+                                             ctx->id.len,
+                                             "about", ac->about.data,
+                                             ac->about.len,
+                                             "online", (int) online,
+                                             "last_seen",
+                                             last_seen >= 0
+                                             ? json_integer(last_seen)
+                                             : json_null()));
+    }
 }
 
 

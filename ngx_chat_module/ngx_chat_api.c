@@ -81,6 +81,9 @@ static ngx_chat_api_route_t  ngx_chat_api_routes[] = {
     { NGX_HTTP_GET, ngx_string("me"),
       ngx_chat_accounts_me, NGX_CHAT_API_AUTH },
 
+    { NGX_HTTP_PATCH, ngx_string("me"),
+      ngx_chat_accounts_me, NGX_CHAT_API_AUTH|NGX_CHAT_API_BODY },
+
     { NGX_HTTP_GET, ngx_string("me/privacy"),
       ngx_chat_accounts_privacy, NGX_CHAT_API_AUTH },
 
@@ -89,6 +92,9 @@ static ngx_chat_api_route_t  ngx_chat_api_routes[] = {
 
     { NGX_HTTP_GET, ngx_string("users/lookup"),
       ngx_chat_accounts_lookup, NGX_CHAT_API_AUTH },
+
+    { NGX_HTTP_GET, ngx_string("users/{id}"),
+      ngx_chat_accounts_user, NGX_CHAT_API_AUTH },
 
     { NGX_HTTP_POST, ngx_string("chats"),
       ngx_chat_chats_create, NGX_CHAT_API_AUTH|NGX_CHAT_API_BODY },
@@ -100,7 +106,7 @@ static ngx_chat_api_route_t  ngx_chat_api_routes[] = {
       ngx_chat_chats_get, NGX_CHAT_API_AUTH },
 
     { NGX_HTTP_PATCH, ngx_string("chats/{id}"),
-      ngx_chat_chats_rename, NGX_CHAT_API_AUTH|NGX_CHAT_API_BODY },
+      ngx_chat_chats_update, NGX_CHAT_API_AUTH|NGX_CHAT_API_BODY },
 
     { NGX_HTTP_POST, ngx_string("chats/{id}/members"),
       ngx_chat_chats_add_member, NGX_CHAT_API_AUTH|NGX_CHAT_API_BODY },

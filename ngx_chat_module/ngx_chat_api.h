@@ -116,6 +116,7 @@ ngx_int_t ngx_chat_accounts_unlink(ngx_chat_api_ctx_t *ctx);
 ngx_int_t ngx_chat_accounts_me(ngx_chat_api_ctx_t *ctx);
 ngx_int_t ngx_chat_accounts_privacy(ngx_chat_api_ctx_t *ctx);
 ngx_int_t ngx_chat_accounts_lookup(ngx_chat_api_ctx_t *ctx);
+ngx_int_t ngx_chat_accounts_user(ngx_chat_api_ctx_t *ctx);
 
 
 /* ngx_chat_chats.c */
@@ -123,7 +124,7 @@ ngx_int_t ngx_chat_accounts_lookup(ngx_chat_api_ctx_t *ctx);
 ngx_int_t ngx_chat_chats_create(ngx_chat_api_ctx_t *ctx);
 ngx_int_t ngx_chat_chats_list(ngx_chat_api_ctx_t *ctx);
 ngx_int_t ngx_chat_chats_get(ngx_chat_api_ctx_t *ctx);
-ngx_int_t ngx_chat_chats_rename(ngx_chat_api_ctx_t *ctx);
+ngx_int_t ngx_chat_chats_update(ngx_chat_api_ctx_t *ctx);
 ngx_int_t ngx_chat_chats_add_member(ngx_chat_api_ctx_t *ctx);
 ngx_int_t ngx_chat_chats_remove_member(ngx_chat_api_ctx_t *ctx);
 
@@ -132,6 +133,16 @@ ngx_int_t ngx_chat_chats_remove_member(ngx_chat_api_ctx_t *ctx);
 
 ngx_int_t ngx_chat_events_get(ngx_chat_api_ctx_t *ctx);
 ngx_int_t ngx_chat_events_call(ngx_chat_api_ctx_t *ctx);
+
+
+/* ngx_chat_presence.c: what the API reads and tells of a user */
+
+ngx_chat_redis_cmd_t *ngx_chat_presence_fetch(ngx_str_t *user,
+    ngx_chat_redis_handler_pt handler, void *data, ngx_log_t *log);
+ngx_int_t ngx_chat_presence_parse(redisReply *reply, ngx_uint_t *online,
+    int64_t *last_seen);
+void ngx_chat_presence_profile(ngx_str_t *user, ngx_str_t *about,
+    ngx_log_t *log);
 
 
 #endif /* _NGX_CHAT_API_H_INCLUDED_ */

@@ -1,14 +1,15 @@
 
 /*
  * Chats (PROTOCOL.md, section 2): direct chats, one per pair of users,
- * and groups, with admins, a title and up to chat_max_group_size members.
+ * and groups, with admins, a title, an icon (a media) and up to
+ * chat_max_group_size members.
  *
  * Each call that writes is one call of a function of
- * sql/004_chats_api.sql: one round trip, all or nothing.  A change to a
- * group is also a system message in the chat's own seq, appended by that
- * function; once it is committed it is published on the user channel of
- * every member, as the "msg" that sessions forward to the member's
- * devices, the acting device excepted, as for a message sent on a socket.
+ * sql/004_chats_api.sql (or 011_profile.sql): one round trip, all or
+ * nothing.  A change to a group is also a system message in the chat's
+ * own seq, appended by that function; once it is committed it is
+ * published on the user channel of every member, as the "msg" that
+ * sessions forward to the member's devices.
  */
 
 #include <ngx_config.h>
@@ -28,7 +29,10 @@ typedef enum {
 } ngx_chat_chats_step_e;
 
 
-/* the columns of the answer of every function that writes */
+/*
+ * The columns of the answer of every function that writes: one row, or
+ * one per system message appended (chat_update()), each with the chat.
+ */
 
 enum {
     NGX_CHAT_CHATS_STATUS = 0,                  /* "ok", or why not */
@@ -55,6 +59,8 @@ static ngx_int_t ngx_chat_chats_user(ngx_chat_api_ctx_t *ctx,
     ngx_str_t *user);
 static ngx_int_t ngx_chat_chats_title(ngx_chat_api_ctx_t *ctx,
     ngx_str_t *title);
+static ngx_int_t ngx_chat_chats_icon(ngx_chat_api_ctx_t *ctx,
+    json_t *icon, ngx_str_t *media);
 static ngx_int_t ngx_chat_chats_members(ngx_chat_api_ctx_t *ctx,
     ngx_str_t *array);
 static void ngx_chat_chats_max(ngx_chat_api_ctx_t *ctx, u_char *buf,
@@ -65,7 +71,7 @@ static ngx_int_t ngx_chat_chats_refused(ngx_chat_api_ctx_t *ctx,
     ngx_str_t *status);
 static ngx_int_t ngx_chat_chats_reply(ngx_chat_api_ctx_t *ctx,
     ngx_uint_t status, int col);
-static void ngx_chat_chats_publish(ngx_chat_api_ctx_t *ctx);
+static void ngx_chat_chats_publish(ngx_chat_api_ctx_t *ctx, int row);
 static void ngx_chat_chats_published(void *data, redisReply *reply);
 
 
@@ -75,7 +81,7 @@ static ngx_chat_chats_refusal_t  ngx_chat_chats_refusals[] = {
       "user_id: a direct chat is with another user" },
 
     { ngx_string("direct"), NGX_HTTP_BAD_REQUEST, "bad_request",
-      "a direct chat has no title and no member changes" },
+      "a direct chat has no title, no icon and no member changes" },
 
     { ngx_string("no_user"), NGX_HTTP_NOT_FOUND, "not_found",
       "no such user" },
@@ -91,6 +97,9 @@ static ngx_chat_chats_refusal_t  ngx_chat_chats_refusals[] = {
 
     { ngx_string("full"), NGX_HTTP_CONFLICT, "conflict",
       "a group holds at most chat_max_group_size members" },
+
+    { ngx_string("no_media"), NGX_HTTP_BAD_REQUEST, "unknown_media",
+      "icon: no uploaded media of that id that you may use" },
 
     { ngx_null_string, 0, NULL, NULL }
 };
@@ -112,9 +121,9 @@ static const char  ngx_chat_chats_group_sql[] =
     "chat_create_group($1::bigint, $2::bigint, $3, $4::bigint[], "
     "$5::bigint)";
 
-static const char  ngx_chat_chats_rename_sql[] =
+static const char  ngx_chat_chats_update_sql[] =
     NGX_CHAT_CHATS_OUT
-    "chat_rename($1::bigint, $2::bigint, $3::bigint, $4)";
+    "chat_update($1::bigint, $2::bigint, $3::bigint, $4, $5::boolean, $6)";
 
 static const char  ngx_chat_chats_add_sql[] =
     NGX_CHAT_CHATS_OUT
@@ -251,22 +260,44 @@ ngx_chat_chats_get(ngx_chat_api_ctx_t *ctx)
 }
 
 
-/* PATCH /v1/chats/{id} {"title"} (auth, admin): the renamed group */
+/*
+ * PATCH /v1/chats/{id} {"title"?,"icon"?} (auth, admin): the group, with
+ * the title and the icon (a media id, or null for none) that are given.
+ */
 
 ngx_int_t
-ngx_chat_chats_rename(ngx_chat_api_ctx_t *ctx)
+ngx_chat_chats_update(ngx_chat_api_ctx_t *ctx)
 {
-    ngx_int_t  rc;
-    ngx_str_t  params[4];
+    json_t     *icon;
+    ngx_int_t   rc;
+    ngx_str_t   params[6];
 
     if (ctx->step != NGX_CHAT_CHATS_START) {
         return ngx_chat_chats_changed(ctx, NGX_HTTP_OK);
     }
 
-    rc = ngx_chat_chats_title(ctx, &params[3]);
+    ngx_str_null(&params[3]);
+    ngx_str_set(&params[4], "f");
+    ngx_str_null(&params[5]);
 
-    if (rc != NGX_DECLINED) {
-        return rc;
+    icon = json_object_get(ctx->body, "icon");
+
+    if (icon == NULL || json_object_get(ctx->body, "title") != NULL) {
+        rc = ngx_chat_chats_title(ctx, &params[3]);
+
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+    }
+
+    if (icon) {
+        rc = ngx_chat_chats_icon(ctx, icon, &params[5]);
+
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+
+        ngx_str_set(&params[4], "t");
     }
 
     params[0] = ctx->id;
@@ -275,7 +306,7 @@ ngx_chat_chats_rename(ngx_chat_api_ctx_t *ctx)
 
     ctx->step = NGX_CHAT_CHATS_ROWS;
 
-    return ngx_chat_api_query(ctx, ngx_chat_chats_rename_sql, 4, params);
+    return ngx_chat_api_query(ctx, ngx_chat_chats_update_sql, 6, params);
 }
 
 
@@ -367,6 +398,29 @@ ngx_chat_chats_title(ngx_chat_api_ctx_t *ctx, ngx_str_t *title)
 }
 
 
+/* "icon": a media id (an opaque key), or null for none (media NULL) */
+
+static ngx_int_t
+ngx_chat_chats_icon(ngx_chat_api_ctx_t *ctx, json_t *icon, ngx_str_t *media)
+{
+    if (json_is_null(icon)) {
+        return NGX_DECLINED;
+    }
+
+    if (json_is_string(icon)) {
+        media->data = (u_char *) json_string_value(icon);
+        media->len = json_string_length(icon);
+
+        if (ngx_chat_api_key_valid(media) == NGX_OK) {
+            return NGX_DECLINED;
+        }
+    }
+
+    return ngx_chat_api_bad_request(ctx, "icon: a media id or null is "
+                                         "required");
+}
+
+
 /*
  * "members": user IDs (absent or null: none), as a PostgreSQL array.
  * More of them than a group may hold is refused before they are looked
@@ -455,12 +509,14 @@ ngx_chat_chats_max(ngx_chat_api_ctx_t *ctx, u_char *buf, ngx_str_t *max)
 static ngx_int_t
 ngx_chat_chats_changed(ngx_chat_api_ctx_t *ctx, ngx_uint_t status)
 {
+    int        row, rows;
     ngx_str_t  outcome;
     PGresult  *res;
 
     res = ctx->res;
+    rows = PQntuples(res);
 
-    if (PQntuples(res) != 1 || PQnfields(res) != NGX_CHAT_CHATS_COLUMNS) {
+    if (rows < 1 || PQnfields(res) != NGX_CHAT_CHATS_COLUMNS) {
         ngx_log_error(NGX_LOG_ALERT, ctx->request->connection->log, 0,
                       "chat api: \"%V\": unexpected answer from PostgreSQL",
                       &ctx->route->path);
@@ -473,8 +529,12 @@ ngx_chat_chats_changed(ngx_chat_api_ctx_t *ctx, ngx_uint_t status)
         return ngx_chat_chats_refused(ctx, &outcome);
     }
 
-    if (!PQgetisnull(res, 0, NGX_CHAT_CHATS_SEQ)) {
-        ngx_chat_chats_publish(ctx);
+    /* in seq order: each member's devices get them in order */
+
+    for (row = 0; row < rows; row++) {
+        if (!PQgetisnull(res, row, NGX_CHAT_CHATS_SEQ)) {
+            ngx_chat_chats_publish(ctx, row);
+        }
     }
 
     if (status == NGX_HTTP_NO_CONTENT) {
@@ -538,7 +598,7 @@ ngx_chat_chats_reply(ngx_chat_api_ctx_t *ctx, ngx_uint_t status, int col)
  */
 
 static void
-ngx_chat_chats_publish(ngx_chat_api_ctx_t *ctx)
+ngx_chat_chats_publish(ngx_chat_api_ctx_t *ctx, int row)
 {
     u_char              *p, *comma, *last;
     PGresult            *res;
@@ -548,10 +608,10 @@ ngx_chat_chats_publish(ngx_chat_api_ctx_t *ctx)
     r = ctx->request;
     res = ctx->res;
 
-    ngx_chat_pg_value(res, 0, NGX_CHAT_CHATS_CHAT_ID, &chat);
-    ngx_chat_pg_value(res, 0, NGX_CHAT_CHATS_SEQ, &seq);
-    ngx_chat_pg_value(res, 0, NGX_CHAT_CHATS_MSG, &msg);
-    ngx_chat_pg_value(res, 0, NGX_CHAT_CHATS_USERS, &users);
+    ngx_chat_pg_value(res, row, NGX_CHAT_CHATS_CHAT_ID, &chat);
+    ngx_chat_pg_value(res, row, NGX_CHAT_CHATS_SEQ, &seq);
+    ngx_chat_pg_value(res, row, NGX_CHAT_CHATS_MSG, &msg);
+    ngx_chat_pg_value(res, row, NGX_CHAT_CHATS_USERS, &users);
 
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                   "chat %V: system message %V by user %V device %V",

@@ -18,7 +18,9 @@
  *
  * Watchers: a worker subscribes "<prefix>pc:<user>" while one of its
  * sessions watches the user, and forwards what comes to each of them,
- * with last_seen hidden where privacy says so.
+ * with last_seen hidden where privacy says so.  The API publishes there
+ * too: a change of the user's "about" ({"type":"profile"}), and reads
+ * the hash for GET /v1/users/{id}.
  */
 
 #include <ngx_config.h>
@@ -27,6 +29,7 @@
 
 #include "ngx_chat_session.h"
 #include "ngx_chat_event.h"
+#include "ngx_chat_api.h"
 
 
 #define NGX_CHAT_PRESENCE_IDS      256    /* ids in one subscribe */
@@ -140,6 +143,7 @@ static ngx_int_t ngx_chat_presence_key(u_char *buf, const char *name,
     ngx_str_t *user, ngx_str_t *key);
 static int64_t ngx_chat_presence_now(void);
 static void ngx_chat_presence_ignore(void *data, redisReply *reply);
+static void ngx_chat_presence_published(void *data, redisReply *reply);
 
 
 static ngx_chat_main_conf_t  *ngx_chat_presence_conf;
@@ -773,20 +777,11 @@ ngx_chat_presence_pending(ngx_chat_session_t *s)
 static void
 ngx_chat_presence_read(ngx_chat_presence_watch_t *w)
 {
-    u_char     buf[NGX_CHAT_PRESENCE_KEY_MAX];
-    ngx_str_t  key;
-
-    if (w->cmd
-        || ngx_chat_presence_key(buf, "p:", &w->watched->user, &key)
-           != NGX_OK)
-    {
-        return;
+    if (w->cmd == NULL) {
+        w->cmd = ngx_chat_presence_fetch(&w->watched->user,
+                                         ngx_chat_presence_state, w,
+                                         ngx_cycle->log);
     }
-
-    w->cmd = ngx_chat_redis_command(ngx_chat_presence_state, w,
-                                    ngx_cycle->log,
-                                    "HMGET %b state last_seen",
-                                    key.data, key.len);
 }
 
 
@@ -796,7 +791,6 @@ ngx_chat_presence_state(void *data, redisReply *reply)
     json_t                     *ev;
     int64_t                     seen;
     ngx_uint_t                  online, known;
-    redisReply                 *state, *last;
     ngx_chat_session_t         *s;
     ngx_chat_presence_watch_t  *w = data;
 
@@ -806,33 +800,24 @@ ngx_chat_presence_state(void *data, redisReply *reply)
     known = w->known;
     w->known = 0;
 
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
-        || reply->elements != 2)
-    {
+    if (ngx_chat_presence_parse(reply, &online, &seen) != NGX_OK) {
         goto done;
     }
 
-    state = reply->element[0];
-    last = reply->element[1];
-
-    online = state->type == REDIS_REPLY_STRING && state->len == 2
-             && ngx_strncmp(state->str, "on", 2) == 0;
-
-    seen = 0;
-
-    if (!online && w->last_seen && last->type == REDIS_REPLY_STRING) {
-        seen = ngx_atoof((u_char *) last->str, last->len);
+    if (!w->last_seen) {
+        seen = -1;
     }
 
     /* nothing the client does not have */
 
     if (known
-        && (online ? w->known_on : !w->known_on && seen == w->known_seen))
+        && (online ? w->known_on
+                   : !w->known_on && ngx_max(seen, 0) == w->known_seen))
     {
         goto done;
     }
 
-    if (seen <= 0) {
+    if (seen < 0) {
         ev = json_pack("{s:s,s:s%,s:b,s:n}", "type", "presence",
                        "user_id", w->watched->user.data,
                        w->watched->user.len, "online", (int) online,
@@ -841,7 +826,7 @@ ngx_chat_presence_state(void *data, redisReply *reply)
     } else {
         ev = json_pack("{s:s,s:s%,s:b,s:I}", "type", "presence",
                        "user_id", w->watched->user.data,
-                       w->watched->user.len, "online", 0,
+                       w->watched->user.len, "online", (int) online,
                        "last_seen", (json_int_t) seen);
     }
 
@@ -853,6 +838,113 @@ ngx_chat_presence_state(void *data, redisReply *reply)
 done:
 
     ngx_chat_session_settle(s);
+}
+
+
+/*
+ * Reads a user's state (watchers, GET /v1/users/{id}): the handler gets
+ * the reply that ngx_chat_presence_parse() reads, or NULL.
+ */
+
+ngx_chat_redis_cmd_t *
+ngx_chat_presence_fetch(ngx_str_t *user, ngx_chat_redis_handler_pt handler,
+    void *data, ngx_log_t *log)
+{
+    u_char     buf[NGX_CHAT_PRESENCE_KEY_MAX];
+    ngx_str_t  key;
+
+    if (ngx_chat_presence_key(buf, "p:", user, &key) != NGX_OK) {
+        return NULL;
+    }
+
+    return ngx_chat_redis_command(handler, data, log,
+                                  "HMGET %b state last_seen",
+                                  key.data, key.len);
+}
+
+
+/*
+ * The answer to ngx_chat_presence_fetch(): whether the user is online,
+ * and last_seen in epoch ms, -1 while online or when never seen.
+ * NGX_ERROR: no answer, or not one of that shape.
+ */
+
+ngx_int_t
+ngx_chat_presence_parse(redisReply *reply, ngx_uint_t *online,
+    int64_t *last_seen)
+{
+    off_t        ms;
+    redisReply  *state, *last;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements != 2)
+    {
+        return NGX_ERROR;
+    }
+
+    state = reply->element[0];
+    last = reply->element[1];
+
+    *online = state->type == REDIS_REPLY_STRING && state->len == 2
+              && ngx_strncmp(state->str, "on", 2) == 0;
+    *last_seen = -1;
+
+    if (!*online && last->type == REDIS_REPLY_STRING) {
+        ms = ngx_atoof((u_char *) last->str, last->len);
+
+        if (ms != NGX_ERROR) {
+            *last_seen = (int64_t) ms;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * A user's "about" changed, and the change is committed: watchers hear
+ * of it on the user's presence channel as {"type":"profile","user_id",
+ * "about"}.  Nobody waits for the PUBLISH: a watcher that misses it
+ * reads the profile with GET /v1/users/{id}.
+ */
+
+void
+ngx_chat_presence_profile(ngx_str_t *user, ngx_str_t *about, ngx_log_t *log)
+{
+    char       *text;
+    u_char      buf[NGX_CHAT_PRESENCE_KEY_MAX];
+    json_t     *ev;
+    ngx_str_t   channel;
+
+    if (ngx_chat_presence_key(buf, "pc:", user, &channel) != NGX_OK) {
+        return;
+    }
+
+    ev = json_pack("{s:s,s:s%,s:s%}", "type", "profile",
+                   "user_id", user->data, user->len,
+                   "about", about->data, about->len);
+
+    text = ev ? json_dumps(ev, JSON_COMPACT) : NULL;
+    json_decref(ev);
+
+    if (text == NULL) {
+        ngx_log_error(NGX_LOG_ALERT, log, 0,
+                      "chat profile: user %V: no memory for the event",
+                      user);
+        return;
+    }
+
+    if (ngx_chat_redis_command(ngx_chat_presence_published, NULL,
+                               ngx_cycle->log, "PUBLISH %b %s",
+                               channel.data, channel.len, text)
+        == NULL)
+    {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "chat profile: change of user %V not published: "
+                      "Redis is down", user);
+    }
+
+    free(text);
 }
 
 
@@ -876,7 +968,10 @@ ngx_chat_presence_pubsub(ngx_str_t *channel, ngx_str_t *message)
         return NGX_DECLINED;
     }
 
-    /* who may not see last_seen gets null: made once, when needed */
+    /*
+     * Who may not see last_seen gets null: made once, when needed, and
+     * only for events that have one (not "profile").
+     */
 
     hidden = NULL;
     ev = NULL;
@@ -888,21 +983,25 @@ ngx_chat_presence_pubsub(ngx_str_t *channel, ngx_str_t *message)
         next = ngx_queue_next(q);
         w = ngx_queue_data(q, ngx_chat_presence_watch_t, queue);
 
-        if (w->last_seen) {
-            ngx_chat_session_send_text(w->session, message->data,
-                                       message->len);
-            continue;
-        }
-
-        if (hidden == NULL && ev == NULL) {
+        if (!w->last_seen && ev == NULL) {
             ev = json_loadb((char *) message->data, message->len, 0, NULL);
 
-            if (ev == NULL
-                || json_object_set_new(ev, "last_seen", json_null()) != 0
-                || (hidden = json_dumps(ev, JSON_COMPACT)) == NULL)
+            if (ev == NULL) {
+                break;
+            }
+
+            if (json_object_get(ev, "last_seen") != NULL
+                && (json_object_set_new(ev, "last_seen", json_null()) != 0
+                    || (hidden = json_dumps(ev, JSON_COMPACT)) == NULL))
             {
                 break;
             }
+        }
+
+        if (w->last_seen || hidden == NULL) {
+            ngx_chat_session_send_text(w->session, message->data,
+                                       message->len);
+            continue;
         }
 
         ngx_chat_session_send_text(w->session, (u_char *) hidden,
@@ -1062,5 +1161,15 @@ ngx_chat_presence_ignore(void *data, redisReply *reply)
         ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
                       "chat presence: Redis: %*s", (size_t) reply->len,
                       reply->str);
+    }
+}
+
+
+static void
+ngx_chat_presence_published(void *data, redisReply *reply)
+{
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "chat profile: change not published");
     }
 }

@@ -184,8 +184,10 @@ my %SYSTEM;     # chat_id => seq => from_device of a system message seen
 sub record {
     my ($d, $ev) = @_;
     my $t = $ev->{type};
+    my %kept = (receipt => 'receipts', presence => 'presences',
+                profile => 'profiles');
     push @{ $d->{log} }, $ev
-        unless $t eq 'receipt' || $t eq 'presence' || $t eq 'pong';
+        unless $kept{$t} || $t eq 'pong';
     if ($t eq 'msg') {
         push @{ $d->{got}{ $ev->{chat_id} // '' } }, $ev;
         $SYSTEM{ $ev->{chat_id} }{ $ev->{seq} } = $ev->{from_device} // ''
@@ -200,14 +202,14 @@ sub record {
             n => $p->{n} };
     } elsif ($t eq 'error') {
         push @{ $d->{errors} }, $ev;
-    } elsif ($t eq 'receipt' || $t eq 'presence') {
-        # in $d->{receipts} and $d->{presences} for the suites about them,
-        # with the JSON types of the fields as decoded (_types), whether
-        # it came before "synced" (_sync), and when (_at)
+    } elsif ($kept{$t}) {
+        # in $d->{receipts}, $d->{presences} and $d->{profiles} for the
+        # suites about them, with the JSON types of the fields as decoded
+        # (_types), whether it came before "synced" (_sync), and when (_at)
         $ev->{_types} = { map { $_ => _json_type($ev->{$_}) } keys %$ev };
         $ev->{_sync} = $d->{synced} ? 0 : 1;
         $ev->{_at} = time;
-        push @{ $d->{ $t eq 'receipt' ? 'receipts' : 'presences' } }, $ev;
+        push @{ $d->{ $kept{$t} } }, $ev;
     } elsif ($t eq 'pong') {
         # not what these suites are about
     } else {
@@ -615,10 +617,10 @@ A device is one socket of an account's device and what it was sent:
       got => { chat_id => [msg events, in arrival order] },
       sent => { chat_id => { seq => id } } (the "sent" answers), nsent,
       errors => [error events], other => [events of any other type],
-      receipts => [receipt events], presences => [presence events]
-      (each with _types => {field => its JSON type}, _sync => 1 if before
-      "synced", _at => when), log => [every event but receipt, presence
-      and pong], dead }
+      receipts => [receipt events], presences => [presence events],
+      profiles => [profile events] (each with _types => {field => its
+      JSON type}, _sync => 1 if before "synced", _at => when), log =>
+      [every event but receipt, presence, profile and pong], dead }
 
 C<%MSGS> (exported) is what the "sent" answers confirmed, over every
 device: C<< $MSGS{$chat}{$seq} = {from, from_device, id, text, writer
