@@ -58,6 +58,8 @@ typedef struct {
     u_char                    *sending;     /* SSE: what nginx writes */
     ngx_buf_t                  buf;
     ngx_uint_t                 events;      /* poll: objects collected */
+    ngx_uint_t                 owed;        /* poll: ... by the sync */
+    ngx_event_handler_pt       read;        /* the connection's, before */
 
     unsigned                   closing:1;   /* no more output; end it */
     unsigned                   ended:1;     /* the session has ended */
@@ -82,6 +84,7 @@ static ngx_int_t ngx_chat_events_sse_wanted(ngx_http_request_t *r);
 static ngx_int_t ngx_chat_events_sse_start(ngx_http_request_t *r);
 static ngx_str_t *ngx_chat_events_last_id(ngx_http_request_t *r);
 static void ngx_chat_events_start(ngx_chat_events_t *e);
+static void ngx_chat_events_read(ngx_event_t *rev);
 static void ngx_chat_events_cleanup(void *data);
 static void ngx_chat_events_end(ngx_chat_events_t *e);
 static void ngx_chat_events_post(ngx_chat_events_t *e);
@@ -148,6 +151,8 @@ static ngx_chat_session_transport_t  ngx_chat_events_call_transport = {
 
 static ngx_str_t  ngx_chat_events_type = ngx_string("text/event-stream");
 static u_char     ngx_chat_events_synced[] = "{\"type\":\"synced\"";
+static u_char     ngx_chat_events_presence_type[] = "{\"type\":\"presence\"";
+static u_char     ngx_chat_events_profile_type[] = "{\"type\":\"profile\"";
 
 
 /* GET /v1/events: a long-poll, or a stream of Server-Sent Events */
@@ -240,9 +245,16 @@ ngx_chat_events_get(ngx_chat_api_ctx_t *ctx)
         (void) ngx_chat_events_acks(e, last, 1);
     }
 
-    /* a client that goes away ends it; so do a reload and a shutdown */
+    /*
+     * A client that goes away ends it (ngx_http_test_reading).  A reload
+     * or a shutdown ends it too: ngx_close_idle_connections() calls the
+     * connection's read handler with c->close set, which we see first.
+     */
 
     r->read_event_handler = ngx_http_test_reading;
+
+    e->read = r->connection->read->handler;
+    r->connection->read->handler = ngx_chat_events_read;
     r->connection->idle = 1;
 
     ngx_chat_events_start(e);
@@ -670,12 +682,57 @@ ngx_chat_events_begun(ngx_chat_session_t *s)
 }
 
 
+/*
+ * The worker is told to exit (reload, shutdown): a stream ends with its
+ * last chunk, a long-poll answers what it has, instead of being cut.
+ */
+
+static void
+ngx_chat_events_read(ngx_event_t *rev)
+{
+    ngx_connection_t    *c;
+    ngx_chat_events_t   *e;
+    ngx_http_request_t  *r;
+    ngx_chat_api_ctx_t  *ctx;
+
+    c = rev->data;
+    r = c->data;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_chat_module);
+    e = ctx->data;
+
+    if (!c->close || e->answered) {
+        e->read(rev);
+        return;
+    }
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                   "chat events: the worker exits");
+
+    c->close = 0;
+    c->idle = 0;
+    r->keepalive = 0;
+
+    e->closing = 1;
+    e->waited = 1;
+    e->synced = 1;
+
+    e->ev.handler(&e->ev);
+}
+
+
 /* the request goes: the session with it, if still there */
 
 static void
 ngx_chat_events_cleanup(void *data)
 {
     ngx_chat_events_t  *e = data;
+
+    if (e->read && e->request->connection->read->handler
+                   == ngx_chat_events_read)
+    {
+        e->request->connection->read->handler = e->read;
+    }
 
     ngx_chat_events_end(e);
 
@@ -864,12 +921,18 @@ ngx_chat_events_error_status(json_t *error)
 
 
 static ngx_uint_t
+ngx_chat_events_prefix(u_char *text, size_t len, u_char *prefix, size_t n)
+{
+    return len >= n && ngx_strncmp(text, prefix, n) == 0;
+}
+
+
+static ngx_uint_t
 ngx_chat_events_is_error(u_char *text, size_t len)
 {
     static u_char  prefix[] = "{\"type\":\"error\"";
 
-    return len >= sizeof(prefix) - 1
-           && ngx_strncmp(text, prefix, sizeof(prefix) - 1) == 0;
+    return ngx_chat_events_prefix(text, len, prefix, sizeof(prefix) - 1);
 }
 
 
@@ -892,7 +955,7 @@ ngx_chat_events_poll_send(ngx_chat_session_t *s, u_char *text, size_t len)
 
     /* a sync that found nothing owed: the poll waits for live ones */
 
-    if (e->events == 0 && s->state == NGX_CHAT_SESSION_READY
+    if (e->owed == 0 && s->state == NGX_CHAT_SESSION_READY
         && len > sizeof(ngx_chat_events_synced) - 1
         && ngx_strncmp(text, ngx_chat_events_synced,
                        sizeof(ngx_chat_events_synced) - 1)
@@ -928,6 +991,15 @@ ngx_chat_events_poll_send(ngx_chat_session_t *s, u_char *text, size_t len)
     }
 
     e->events++;
+
+    if (s->state != NGX_CHAT_SESSION_READY
+        && !ngx_chat_events_prefix(text, len, ngx_chat_events_presence_type,
+                                   sizeof(ngx_chat_events_presence_type) - 1)
+        && !ngx_chat_events_prefix(text, len, ngx_chat_events_profile_type,
+                                   sizeof(ngx_chat_events_profile_type) - 1))
+    {
+        e->owed++;                  /* the sync's: msg, expired, receipt */
+    }
 
     if (s->state == NGX_CHAT_SESSION_READY) {
         ngx_chat_events_post(e);    /* live: those of this pass together */

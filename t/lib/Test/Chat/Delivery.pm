@@ -126,8 +126,9 @@ sub _json_type {
     my $f = B::svref_2object(\$_[0])->FLAGS;
     my $num = $f & (B::SVp_IOK | B::SVp_NOK);
     return 'string' if ($f & B::SVp_POK) && !$num;
-    return $num && !($f & B::SVp_POK) && $_[0] =~ /^-?\d+$/ ? 'int'
-                                                            : 'number';
+    my $v = $_[0];      # a match on the value itself would make it a string
+    return $num && !($f & B::SVp_POK) && $v =~ /^-?\d+$/ ? 'int'
+                                                         : 'number';
 }
 
 sub is_json_int {
