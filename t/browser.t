@@ -2,7 +2,11 @@
 # second device of one of them sign up, chat, see ticks, unread counts,
 # presence, groups, an image, and a network cut, as a person would see
 # them. nginx serves html/ at / with the chat API, the WebSocket and the
-# media store, as conf/nginx.conf does; t/browser/run.mjs drives Chromium
+# media store, as conf/nginx.conf does; a second port of the same nginx
+# serves the page and the API but refuses the WebSocket upgrade (403, as a
+# hostile proxy would), for a person whose client has to fall back to
+# the HTTP transport (long-poll GET /v1/events, POST /v1/send...) and
+# still chat with the others. t/browser/run.mjs drives Chromium
 # through playwright-core and reports one result per scenario, which
 # become this file's tests. Screenshots of the key states go to
 # t/browser/screenshots/ (or $CHAT_SCREENSHOTS).
@@ -38,7 +42,9 @@ mkdir $BLOBS;
 chmod 0777, $BLOBS;
 
 # As conf/nginx.conf, with a shorter presence debounce so that "last
-# seen" shows within a second of a person going away.
+# seen" shows within a second of a person going away; port2 is the
+# network that refuses WebSockets.
+my $PORT2 = port2();
 ok nginx_start(workers => 2, http_config => <<"END", config => <<"END"),
 include $REPO/conf/mime/mime.types;
 chat_postgres "\$TEST_NGINX_PG_DSN";
@@ -46,6 +52,17 @@ chat_redis \$TEST_NGINX_REDIS;
 chat_dev_codes on;
 chat_redis_prefix "t_browser_$$:";
 chat_presence_debounce 1s;
+
+server {
+    listen 127.0.0.1:$PORT2;
+    server_name localhost;
+    location / {
+        root $REPO/html;
+        index index.html;
+    }
+    location /v1/ { chat_api; }
+    location = /v1/ws { return 403; }
+}
 END
 location / {
     root $REPO/html;
@@ -64,7 +81,8 @@ location /blob/ {
     client_max_body_size 64m;
 }
 END
-   'nginx serves html/, the API, the WebSocket and the blob store';
+   'nginx serves html/, the API, the WebSocket and the blob store, and '
+   . 'on a second port all but the WebSocket';
 
 my $index = http_request("GET / HTTP/1.1\r\nHost: localhost\r\n"
                          . "Connection: close\r\n\r\n");
@@ -75,14 +93,22 @@ my $js = http_request("GET /js/chat-client.js HTTP/1.1\r\nHost: localhost\r\n"
 like $js->{headers}{'content-type'} // '', qr{^(text|application)/javascript},
      'its modules are served as JavaScript (browsers refuse other types)';
 
+my $refused = http_request("GET /v1/ws HTTP/1.1\r\nHost: localhost\r\n"
+                           . "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                           . "Sec-WebSocket-Version: 13\r\n"
+                           . "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                           . "\r\n", port => $PORT2);
+is $refused->{status}, 403, 'the second port refuses the WebSocket upgrade';
+
 # t/browser/run.mjs prints "RESULT {json}" per scenario and anything else
 # as notes; it is killed if it outlives $BOUND.
 my $base = 'http://127.0.0.1:' . port();
+my $fallback_base = "http://127.0.0.1:$PORT2";
 diag "screenshots: $SHOTS";
 my $pid = open(my $out, '-|') // die "fork: $!";
 if (!$pid) {
     open STDERR, '>&', \*STDOUT;
-    exec 'node', 't/browser/run.mjs', $base, $SHOTS;
+    { exec 'node', 't/browser/run.mjs', $base, $SHOTS, $fallback_base; }
     POSIX::_exit(127);
 }
 my $sel = IO::Select->new($out);

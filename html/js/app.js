@@ -167,6 +167,10 @@ function renderStatus() {
     }
     c.textContent = text;
     $('retry').hidden = s !== 'offline';
+    // discreetly: which transport carries the connection
+    const t = $('conn-transport');
+    t.dataset.transport = client.transportKind;
+    t.hidden = client.transportKind !== 'http' || s === 'offline';
 }
 
 function renderChats() {

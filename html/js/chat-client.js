@@ -15,9 +15,21 @@
 //
 // What it does for its user:
 // - REST: accounts, devices and link codes, lookup, chats and groups, media.
-// - The connection: a transport (WebSocket by default, see
-//   transport-ws.js) per attempt, reconnect with exponential backoff and
-//   jitter, an application ping to notice a dead socket.
+// - The connection: a transport per attempt, reconnect with exponential
+//   backoff and jitter, an application ping to notice a dead socket.
+//   WebSocket first (transport-ws.js); after FALLBACK_AFTER connects in a
+//   row that never opened a socket (a proxy or firewall that refuses the
+//   upgrade) the HTTP fallback (transport-http.js: long-poll GET
+//   /v1/events, POST /v1/send|ack|read|presence). On the fallback every
+//   WS_RETRY_EVERY-th connect tries the WebSocket again, and a fallback
+//   that stays up probes for it (a bare WebSocket opened and closed) after
+//   `wsProbe` ms, doubling up to 8 times that: once the network lets
+//   WebSockets through again the client goes back to them. An HTTP
+//   connect that fails too is no sign of a hostile proxy (the network is
+//   down): the next connect is a WebSocket again. `transportKind` says
+//   which is in use ('ws' | 'http'). The option `transport` forces one:
+//   'ws', 'http', or a factory (client) => transport (see transport-ws.js
+//   for the five members; a `kind` member names it, 'ws' if absent).
 // - Delivery: every `msg` is stored (deduplicated by chat_id and seq) before
 //   it is acked; acks are cumulative per chat and batched.
 // - Sending: an outbox kept in the store; each message has a random client
@@ -26,7 +38,8 @@
 // - Receipts, read marks, unread counts, presence.
 //
 // Events (CustomEvent, details in `detail`):
-//   status    {status: 'offline'|'connecting'|'syncing'|'online'}
+//   status    {status: 'offline'|'connecting'|'syncing'|'online',
+//              transport: 'ws'|'http'}  (the one in use or being tried)
 //   account   {account} (null after logout)
 //   chats     {}                  the chat list or an unread count changed
 //   messages  {chat_id}           a chat's messages, ticks or outbox changed
@@ -34,6 +47,7 @@
 //   error     {code, message, id?, chat_id?}
 
 import { WebSocketTransport } from './transport-ws.js';
+import { HttpTransport } from './transport-http.js';
 
 export class ApiError extends Error {
     constructor(status, code, message, retryAfter) {
@@ -59,6 +73,10 @@ const PING_EVERY = 25000;       // ms between application pings
 const PING_TIMEOUT = 10000;     // no pong by then: the socket is dead
 const ACK_DELAY = 200;          // acks are batched for this long
 const RETRY_SEND = 2000;        // after rate_limited / unavailable
+const FALLBACK_AFTER = 3;       // connects without an open socket: HTTP
+const WS_RETRY_EVERY = 5;       // on the fallback, every 5th connect: WS
+const WS_PROBE = 60000;         // first probe for WebSockets on a fallback
+const PROBE_TIMEOUT = 10000;    // a probe that neither opens nor fails
 
 export class ChatClient extends EventTarget {
     constructor(opts = {}) {
@@ -66,8 +84,12 @@ export class ChatClient extends EventTarget {
         const base = opts.baseUrl ?? globalThis.location?.origin ?? '';
         this.baseUrl = base.replace(/\/$/, '');
         this.store = opts.store;
-        this.makeTransport = opts.transport
-            || (() => new WebSocketTransport(wsUrl(this.baseUrl)));
+        const forced = opts.transport;
+        this.makeTransport = typeof forced === 'function' ? forced
+            : forced === 'http' ? () => this._newTransport('http')
+            : forced === 'ws' ? () => this._newTransport('ws')
+            : null;             // null: WebSocket first, then the fallback
+        this.wsProbe = opts.wsProbe ?? WS_PROBE;
         this.backoff = { base: 500, max: 15000, ...(opts.backoff || {}) };
 
         this.account = null;
@@ -84,6 +106,12 @@ export class ChatClient extends EventTarget {
         this.ready = false;
         this.failures = 0;              // connects in a row that failed
         this.upgradeFailures = 0;       // ... without ever opening a socket
+        this.transportKind = 'ws';      // of the transport in use or tried
+        this.fallback = false;          // WebSockets refused: HTTP for now
+        this._fallbackConnects = 0;     // connects since the fallback began
+        this._probeTimer = null;
+        this._probeDelay = this.wsProbe;
+        this._probe = null;
         this.activeChat = null;
         this.visible = true;
         this.stopped = true;
@@ -532,9 +560,15 @@ export class ChatClient extends EventTarget {
             return;
         }
         clearTimeout(this._reconnectTimer);
-        this._setStatus('connecting');
-        const t = this.makeTransport(this);
+        let t;
+        if (this.makeTransport) {
+            t = this.makeTransport(this);
+            this.transportKind = t.kind || 'ws';
+        } else {
+            t = this._newTransport(this._chooseKind());
+        }
         this.transport = t;
+        this._setStatus('connecting', true);
         t.onmessage = obj => {
             if (this.transport === t) {
                 this._queue = this._queue.then(() => this._onServer(obj))
@@ -550,6 +584,93 @@ export class ChatClient extends EventTarget {
         t.connect(this.account.token);
     }
 
+    _newTransport(kind) {
+        this.transportKind = kind;
+        return kind === 'http' ? new HttpTransport(this.baseUrl, this.account)
+                               : new WebSocketTransport(wsUrl(this.baseUrl));
+    }
+
+    // WebSocket or the HTTP fallback for the next connect.
+    _chooseKind() {
+        if (!this.fallback) {
+            if (this.upgradeFailures < FALLBACK_AFTER) {
+                return 'ws';
+            }
+            this.fallback = true;
+            this._fallbackConnects = 0;
+            this._probeDelay = this.wsProbe;
+        }
+        this._fallbackConnects++;
+        return this._fallbackConnects % WS_RETRY_EVERY === 0 ? 'ws' : 'http';
+    }
+
+    // On a fallback that is up: now and then, see whether a WebSocket
+    // opens (no auth: it is closed at once); if it does, leave the
+    // fallback for a WebSocket session.
+    _scheduleProbe() {
+        clearTimeout(this._probeTimer);
+        if (!this.fallback || this.makeTransport || !(this._probeDelay > 0)) {
+            return;
+        }
+        this._probeTimer = setTimeout(() => this._runProbe(),
+                                      this._probeDelay);
+    }
+
+    _runProbe() {
+        const t = this.transport;
+        if (!t || t.kind !== 'http' || !this.ready) {
+            return;
+        }
+        let ws;
+        try {
+            ws = new WebSocket(wsUrl(this.baseUrl));
+        } catch {
+            return;
+        }
+        const done = opened => {
+            clearTimeout(timer);
+            ws.onopen = ws.onclose = ws.onerror = null;
+            try {
+                ws.close(1000);
+            } catch {
+                // closing already
+            }
+            if (this._probe !== ws) {
+                return;
+            }
+            this._probe = null;
+            if (opened && this.transport === t) {
+                this.fallback = false;
+                this.upgradeFailures = 0;
+                this.failures = 0;
+                this._drop('a WebSocket opens again', 0);
+            } else {
+                this._probeDelay = Math.min(this._probeDelay * 2,
+                                            this.wsProbe * 8);
+                this._scheduleProbe();
+            }
+        };
+        const timer = setTimeout(() => done(false), PROBE_TIMEOUT);
+        this._probe = ws;
+        ws.onopen = () => done(true);
+        ws.onclose = () => done(false);
+    }
+
+    _stopProbe() {
+        clearTimeout(this._probeTimer);
+        this._probeTimer = null;
+        if (this._probe) {
+            const ws = this._probe;
+            this._probe = null;
+            ws.onopen = ws.onclose = ws.onerror = null;
+            try {
+                ws.close(1000);
+            } catch {
+                // closing already
+            }
+        }
+    }
+
     // Reconnects at once (the browser says it is online again, or the
     // person asked), resetting the backoff.
     reconnectNow() {
@@ -560,14 +681,14 @@ export class ChatClient extends EventTarget {
     }
 
     // Gives up the current connection as if it had failed (then reconnects
-    // with the backoff).
-    _drop(reason) {
+    // with the backoff, or after `delay` ms).
+    _drop(reason, delay) {
         const t = this.transport;
         if (!t) {
             return;
         }
         t.close();
-        this._closed({ code: 1006, reason, opened: true, local: true });
+        this._closed({ code: 1006, reason, opened: true, local: true, delay });
     }
 
     _closed(info) {
@@ -579,6 +700,7 @@ export class ChatClient extends EventTarget {
         this._acks.clear();
         clearInterval(this._pingTimer);
         clearTimeout(this._pongTimer);
+        this._stopProbe();
         this._subscribed.clear();
         // presence is only known while connected: the watched users' state
         // comes again with the next subscribe
@@ -596,15 +718,32 @@ export class ChatClient extends EventTarget {
         if (this.stopped) {
             return;
         }
+        let soon = false;
         if (!wasReady) {
             this.failures++;
-            this.upgradeFailures = info.opened ? 0 : this.upgradeFailures + 1;
+            if (this.transportKind === 'http') {
+                if (!info.opened && this.fallback) {
+                    // HTTP fails as well: the network is down, not just
+                    // closed to WebSockets; start over with a WebSocket
+                    this.fallback = false;
+                    this.upgradeFailures = 0;
+                }
+            } else {
+                this.upgradeFailures = info.opened ? 0
+                                                   : this.upgradeFailures + 1;
+                // refused WebSockets: the fallback at once, not after the
+                // backoff (a WebSocket retry on the fallback too)
+                soon = !info.opened && !this.makeTransport
+                    && (this.fallback
+                        || this.upgradeFailures === FALLBACK_AFTER);
+            }
         }
         // exponential backoff with "equal jitter": half fixed, half random
         const exp = Math.min(this.backoff.max,
                              this.backoff.base * 2 ** Math.min(this.failures, 16));
-        const delay = wasReady ? this.backoff.base * Math.random()
-                               : exp / 2 + Math.random() * exp / 2;
+        const delay = info.delay !== undefined ? info.delay
+            : wasReady || soon ? this.backoff.base * Math.random()
+            : exp / 2 + Math.random() * exp / 2;
         this.nextRetry = Date.now() + delay;
         this._reconnectTimer = setTimeout(() => this.connect(), delay);
     }
@@ -615,6 +754,11 @@ export class ChatClient extends EventTarget {
             this.ready = true;
             this.failures = 0;
             this.upgradeFailures = 0;
+            if (this.transportKind === 'ws') {
+                this.fallback = false;
+            } else {
+                this._scheduleProbe();
+            }
             this._setStatus('syncing');
             this._flushOutbox();
             this._startPing();
@@ -858,10 +1002,10 @@ export class ChatClient extends EventTarget {
         return m;
     }
 
-    _setStatus(s) {
-        if (this.status !== s) {
+    _setStatus(s, always = false) {
+        if (this.status !== s || always) {
             this.status = s;
-            this._emit('status', { status: s });
+            this._emit('status', { status: s, transport: this.transportKind });
         }
     }
 

@@ -1,12 +1,16 @@
 // The HTTP fallback transport of ChatClient, for networks that refuse
 // WebSockets (docs/protocol.md, "HTTP fallback transport"): long-polls of
 // GET /v1/events for what the server sends, POST /v1/send, /v1/read and
-// /v1/presence for what the client sends. It has the five members of
-// transport-ws.js, so ChatClient sees the same objects either way:
+// /v1/presence for what the client sends. It has the members of
+// transport-ws.js (`kind` is 'http'), so ChatClient sees the same objects
+// either way:
 //
 // - `ready` is made here when the first poll answers (long-polls carry
-//   none), and `synced` too when that poll found nothing owed (a poll
-//   leaves out an empty `synced`).
+//   none). Until the sync is over the polls do not wait (`wait=0`): a
+//   sync page without `synced` is followed by the next at once, and a
+//   poll that brings no `msg`, `expired` or `synced` means the sync is
+//   over (a poll leaves out an empty `synced`): `synced` is made here.
+//   Then the polls wait WAIT seconds.
 // - Acks ride on the next poll (`?ack=<chat_id>:<seq>,...`): that poll
 //   waits until ChatClient has acked what the previous answer brought
 //   (it stores a message before it acks it), at most ACK_WAIT ms; past
@@ -15,9 +19,14 @@
 // - Presence: a subscribe is a POST (the current states come back), then
 //   every poll names the watched users with what the client knows of
 //   each (`?presence=<id>:on|off|<last_seen>`), so a change between two
-//   polls is not lost.
-// - `ping` is answered here: a failed poll is what tells of a dead
-//   connection.
+//   polls is not lost. A subscribe that adds users ends the poll under
+//   way (aborted; nothing is lost, its answer comes again) so that the
+//   next one watches them. A poll refused (403: a watched user shares no
+//   chat any more) ends the transport; ChatClient subscribes anew.
+// - `ping` is answered here: a failed poll (or one unanswered for
+//   WAIT + 10 s) is what tells of a dead connection.
+// - `opened` (for ChatClient's onclose) is true once a poll answered:
+//   false means the server could not be reached over HTTP either.
 
 const WAIT = 25;                // seconds a poll waits on the server
 const ACK_WAIT = 2000;          // ms a poll waits for the previous acks
@@ -25,6 +34,7 @@ const POLL_TIMEOUT = (WAIT + 10) * 1000;
 
 export class HttpTransport {
     constructor(baseUrl, account) {
+        this.kind = 'http';
         this.base = baseUrl.replace(/\/$/, '');
         this.account = account;
         this.opened = false;
@@ -37,6 +47,8 @@ export class HttpTransport {
         this.owed = new Map();          // chat_id -> seq of the last answer
         this.known = new Map();         // user_id -> 'on' | 'off' | ms
         this._ackWaiter = null;
+        this._pollAbort = null;         // the poll under way, while it waits
+        this._restart = false;          // ... was ended for a new one
     }
 
     connect(token) {
@@ -82,6 +94,7 @@ export class HttpTransport {
 
     async _loop() {
         let first = true;
+        let synced = false;
         while (!this.closed) {
             if (!first) {
                 await this._waitForAcks();
@@ -92,11 +105,16 @@ export class HttpTransport {
             let answer;
             const acks = new Map(this.acks);
             try {
-                answer = await this._poll(first ? 0 : WAIT, acks);
+                answer = await this._poll(synced ? WAIT : 0, acks);
             } catch (e) {
+                if (this._restart && !this.closed) {
+                    this._restart = false;  // the acks stay for the next
+                    continue;
+                }
                 this._fail(e);
                 return;
             }
+            this._restart = false;  // (too late to end it: it answered)
             // the acks went with the poll: keep only those raised since
             for (const [chat, seq] of acks) {
                 if (this.acks.get(chat) === seq) {
@@ -108,6 +126,7 @@ export class HttpTransport {
                 this._emit({ type: 'ready', user_id: this.account.user_id,
                              device_id: this.account.device_id,
                              server_time: Date.now() });
+                first = false;
             }
             this.owed.clear();
             for (const obj of answer) {
@@ -120,11 +139,15 @@ export class HttpTransport {
                 }
                 this._emit(obj);
             }
-            if (first && !answer.some(o => ['msg', 'expired', 'synced']
-                                           .includes(o.type))) {
-                this._emit({ type: 'synced', count: 0 });
+            if (!synced) {
+                if (answer.some(o => o.type === 'synced')) {
+                    synced = true;
+                } else if (!answer.some(o => o.type === 'msg'
+                                             || o.type === 'expired')) {
+                    synced = true;
+                    this._emit({ type: 'synced', count: 0 });
+                }
             }
-            first = false;
         }
     }
 
@@ -137,9 +160,16 @@ export class HttpTransport {
             q.set('presence', [...this.known]
                 .map(([u, k]) => `${u}:${k}`).join(','));
         }
-        const res = await this._fetch('GET', `/v1/events?${q}`, null,
-                                      POLL_TIMEOUT);
-        const body = await res.json();
+        const abort = new AbortController();
+        this._pollAbort = wait ? abort : null;
+        let body;
+        try {
+            const res = await this._fetch('GET', `/v1/events?${q}`, null,
+                                          POLL_TIMEOUT, abort.signal);
+            body = await res.json();
+        } finally {
+            this._pollAbort = null;
+        }
         if (!Array.isArray(body)) {
             throw Object.assign(new Error('not an array'), { code: 1006 });
         }
@@ -187,7 +217,9 @@ export class HttpTransport {
         try {
             const res = await this._fetch('POST', '/v1/presence', obj);
             const states = await res.json();
+            let added = false;
             for (const p of states) {
+                added = added || !this.known.has(p.user_id);
                 this._know(p);
                 this._emit(p);
             }
@@ -195,6 +227,11 @@ export class HttpTransport {
                 for (const u of obj.unsubscribe) {
                     this.known.delete(u);
                 }
+            }
+            if (added && this._pollAbort && !this.closed) {
+                // the waiting poll does not watch them: a new one will
+                this._restart = true;
+                this._pollAbort.abort();
             }
         } catch (e) {
             this._answerError(obj, e);
@@ -223,10 +260,13 @@ export class HttpTransport {
         this._fail(e);
     }
 
-    async _fetch(method, path, body, timeout = 15000) {
+    async _fetch(method, path, body, timeout = 15000, signal = null) {
         const abort = new AbortController();
         const onAbort = () => abort.abort();
         this.abort.signal.addEventListener('abort', onAbort);
+        if (signal) {
+            signal.addEventListener('abort', onAbort);
+        }
         const timer = setTimeout(() => abort.abort(), timeout);
         try {
             const res = await fetch(this.base + path, {
@@ -256,6 +296,9 @@ export class HttpTransport {
         } finally {
             clearTimeout(timer);
             this.abort.signal.removeEventListener('abort', onAbort);
+            if (signal) {
+                signal.removeEventListener('abort', onAbort);
+            }
         }
     }
 

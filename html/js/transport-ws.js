@@ -1,7 +1,8 @@
 // The WebSocket transport of ChatClient (PROTOCOL.md section 4).
 //
 // A transport is one connection attempt. ChatClient makes a new one for
-// every (re)connect through its `transport` factory and only uses:
+// every (re)connect (WebSocket or HTTP fallback, or through its
+// `transport` option's factory) and only uses:
 //
 //   t.connect(token)    open and authenticate
 //   t.send(obj)         send one protocol object; false if it cannot
@@ -10,16 +11,18 @@
 //   t.onclose({code, reason, opened})
 //                       once, when the connection is gone; `opened` is
 //                       false when it never got as far as an open socket
-//                       (ChatClient counts those: the later HTTP
-//                       long-poll/SSE transport is chosen after repeated
-//                       upgrade failures)
+//                       (ChatClient counts those: the HTTP fallback is
+//                       chosen after repeated upgrade failures)
 //
-// An HTTP fallback (GET /v1/events, POST /v1/send|ack|read|presence) fits
-// the same five members: it authenticates with a Bearer header instead of
-// an `auth` message.
+//   t.kind              'ws' (ChatClient's `transportKind`)
+//
+// The HTTP fallback (transport-http.js: GET /v1/events, POST
+// /v1/send|ack|read|presence) has the same members (kind 'http'): it
+// authenticates with a Bearer header instead of an `auth` message.
 
 export class WebSocketTransport {
     constructor(url) {
+        this.kind = 'ws';
         this.url = url;
         this.ws = null;
         this.opened = false;

@@ -1,5 +1,5 @@
 // The browser scenarios of t/browser.t: node t/browser/run.mjs <base-url>
-// <screenshot-dir>. Prints "RESULT {"name","ok","error"}" per scenario,
+// <screenshot-dir> [<fallback-base-url>]. Prints "RESULT {"name","ok","error"}" per scenario,
 // notes otherwise, and "DONE" at the end. Every wait is bounded; the
 // scenarios build on each other (the same people go through all of them).
 //
@@ -9,6 +9,13 @@
 //   bob    on nginx directly
 //   bob2   a second device of Bob, linked with a link code
 //   carol  signed up through the API only, to be added to a group
+//   dave   his page comes from <fallback-base-url>, the same nginx on a
+//          port whose /v1/ws answers 403 (a network that refuses
+//          WebSockets): his client falls back to HTTP long-polls
+//   erin   on nginx directly (WebSocket), chats with Dave
+//
+// Console errors and page errors are kept per person (`consoleErrors`);
+// the fallback scenarios require none but Dave's refused upgrades.
 
 import { createRequire } from 'node:module';
 import fs from 'node:fs';
@@ -23,6 +30,7 @@ const { chromium } = require('playwright-core');
 
 const BASE = process.argv[2] || 'http://127.0.0.1:8080';
 const SHOTS = process.argv[3] || path.join(here, 'screenshots');
+const FALLBACK_BASE = process.argv[4] || null;
 const WAIT = 15000;                 // the bound of one wait
 const RUN_BOUND = 160000;           // the whole run (t/browser.t kills at 180 s)
 const started = Date.now();
@@ -54,11 +62,18 @@ function randomMobile() {
 //              is lost, as on a network that dies mid-request
 //   cut()      every connection is reset and new ones are refused
 //              (reset at once), as with no network at all
+//   noUpgrade() new connections whose first request asks for a WebSocket
+//              upgrade are answered 403 (plain HTTP still goes through),
+//              as behind a proxy that refuses WebSockets; existing
+//              connections are not touched
+//   dropAll()  every connection is reset (new ones go through)
 //   restore()  back to normal
 class Proxy {
     constructor(target) {
         this.target = new URL(target);
         this.mode = 'up';
+        this.refuseUpgrades = false;
+        this.refused = 0;
         this.pairs = new Set();
     }
 
@@ -77,7 +92,38 @@ class Proxy {
             c.resetAndDestroy();
             return;
         }
+        if (this.refuseUpgrades) {
+            // look at the first request's head before choosing
+            let head = Buffer.alloc(0);
+            const onData = d => {
+                head = Buffer.concat([head, d]);
+                const end = head.indexOf('\r\n\r\n');
+                if (end < 0 && head.length < 16384) {
+                    return;
+                }
+                c.off('data', onData);
+                c.pause();
+                if (/^upgrade:\s*websocket/im.test(head.toString('latin1', 0, end < 0 ? head.length : end))) {
+                    this.refused++;
+                    c.end('HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\n'
+                          + 'Content-Length: 10\r\nConnection: close\r\n\r\nno sockets');
+                    return;
+                }
+                this._pipe(c, head);
+                c.resume();
+            };
+            c.on('data', onData);
+            c.on('error', () => c.destroy());
+            return;
+        }
+        this._pipe(c, null);
+    }
+
+    _pipe(c, first) {
         const s = net.connect(Number(this.target.port), this.target.hostname);
+        if (first) {
+            s.write(first);
+        }
         const pair = { c, s };
         this.pairs.add(pair);
         c.on('data', d => s.write(d));
@@ -103,6 +149,11 @@ class Proxy {
 
     cut() {
         this.mode = 'cut';
+        this.dropAll();
+    }
+
+    // every connection is reset (new ones are not refused)
+    dropAll() {
         for (const { c, s } of this.pairs) {
             c.resetAndDestroy();
             s.destroy();
@@ -110,8 +161,13 @@ class Proxy {
         this.pairs.clear();
     }
 
+    noUpgrade() {
+        this.refuseUpgrades = true;
+    }
+
     restore() {
         this.mode = 'up';
+        this.refuseUpgrades = false;
     }
 
     close() {
@@ -319,15 +375,26 @@ const C = {};                       // contexts
 const M = { alice: randomMobile(), bob: randomMobile(), carol: randomMobile() };
 let failedSetup = null;
 
-async function newPerson(name, base) {
-    C[name] = await browser.newContext({ viewport: { width: 1000, height: 700 } });
-    P[name] = await C[name].newPage();
-    P[name].on('pageerror', e => note(`${name} page error: ${e.message}`));
-    P[name].on('console', m => {
+const consoleErrors = {};           // name -> ["console: ...", "page error: ..."]
+
+function watchPage(name, page) {
+    consoleErrors[name] ||= [];
+    page.on('pageerror', e => {
+        consoleErrors[name].push(`page error: ${e.message}`);
+        note(`${name} page error: ${e.message}`);
+    });
+    page.on('console', m => {
         if (m.type() === 'error') {
+            consoleErrors[name].push(`console: ${m.text()}`);
             note(`${name} console: ${m.text()}`);
         }
     });
+}
+
+async function newPerson(name, base) {
+    C[name] = await browser.newContext({ viewport: { width: 1000, height: 700 } });
+    P[name] = await C[name].newPage();
+    watchPage(name, P[name]);
     await P[name].goto(base + '/', { timeout: WAIT });
     await waitFor(P[name], () => document.body.dataset.ready === '1', null,
                   'the page to start');
@@ -658,6 +725,237 @@ await scenario('presence: "last seen" once every device of the other has gone', 
         document.querySelector('[data-testid="presence"]').textContent),
         null, 'Alice to see Bob "last seen today at ..."');
     await shot(alice, '14-alice-sees-last-seen');
+});
+
+// ----------------------------------------------------------------------
+// The HTTP fallback: Dave's network refuses WebSockets
+
+// Dave's console holds the refused upgrades (Chromium reports each failed
+// WebSocket handshake) and nothing else; the others' hold nothing.
+const REFUSED_UPGRADE = /^console: WebSocket connection to 'ws:\/\/[^']*\/v1\/ws' failed: Error during WebSocket handshake: Unexpected response code: 403$/;
+
+function consoleTrouble(name) {
+    return (consoleErrors[name] || []).filter(e => !(name === 'dave' && REFUSED_UPGRADE.test(e)));
+}
+
+function presenceText(page) {
+    return page.textContent('[data-testid="presence"]', { timeout: WAIT });
+}
+
+// Dave's page, opened anew in his browser profile, with the events of
+// its client recorded from the start (window.__statuses).
+async function openFallbackPage() {
+    P.dave = await C.dave.newPage();
+    watchPage('dave', P.dave);
+    await P.dave.addInitScript(() => {
+        // app.js sets window.chat before it starts the client
+        window.__statuses = [];
+        const t0 = Date.now();
+        let client = null;
+        Object.defineProperty(window, 'chat', {
+            configurable: true,
+            get: () => client,
+            set: c => {
+                client = c;
+                c.addEventListener('status', e =>
+                    window.__statuses.push({ ...e.detail, at: Date.now() - t0 }));
+            },
+        });
+    });
+    P.dave.__sockets = [];
+    P.dave.on('websocket', ws => P.dave.__sockets.push(ws.url()));
+    await P.dave.goto(FALLBACK_BASE + '/', { timeout: WAIT });
+    await waitFor(P.dave, () => document.body.dataset.ready === '1', null, 'the page to start');
+}
+
+async function waitFallback(page) {
+    await waitFor(page, () =>
+        document.querySelector('[data-testid="conn-status"]').dataset.state === 'online'
+        && window.chat.transportKind === 'http'
+        && !document.querySelector('[data-testid="conn-transport"]').hidden,
+        null, 'the connection to be online over the HTTP fallback');
+    assert(await page.textContent('[data-testid="conn-transport"]') === '(HTTP fallback)',
+           'the header says "(HTTP fallback)"');
+}
+
+// What the client went through on its way to the fallback: WebSockets
+// first, refused, then HTTP.
+async function checkFallbackPath(page) {
+    const statuses = await page.evaluate(() => window.__statuses);
+    const tries = statuses.filter(s => s.status === 'connecting').map(s => s.transport);
+    assert(JSON.stringify(tries) === JSON.stringify(['ws', 'ws', 'ws', 'http']),
+           `three WebSocket connects, then HTTP: ${JSON.stringify(statuses)}`);
+    const online = statuses.filter(s => s.status === 'online');
+    assert(online.length === 1 && online[0].transport === 'http',
+           `online once, over http: ${JSON.stringify(statuses)}`);
+    assert(page.__sockets.length === 3
+           && page.__sockets.every(u => u === FALLBACK_BASE.replace(/^http/, 'ws') + '/v1/ws'),
+           `the page tried three WebSockets: ${JSON.stringify(page.__sockets)}`);
+    note(`fallback: online over HTTP ${online[0].at} ms after the page started`);
+}
+
+if (FALLBACK_BASE) {
+    await scenario('HTTP fallback: WebSockets refused, the client falls back to HTTP and says so', async () => {
+        M.dave = randomMobile();
+        M.erin = randomMobile();
+        C.dave = await browser.newContext({ viewport: { width: 1000, height: 700 } });
+        await openFallbackPage();
+        await newPerson('erin', BASE);
+        await P.dave.fill('[data-testid="phone-input"]', M.dave);
+        await P.dave.click('[data-testid="send-code"]');
+        await waitFor(P.dave, () => !document.querySelector('[data-testid="dev-code"]').hidden,
+                      null, 'the development code');
+        await P.dave.fill('[data-testid="device-name-input"]', 'Dave at the airport');
+        await P.dave.click('[data-testid="verify"]');
+        await waitFallback(P.dave);
+        await checkFallbackPath(P.dave);
+        await signup('erin', 'Erin desktop');
+        assert(await P.erin.evaluate(() => window.chat.transportKind) === 'ws',
+               'Erin is on a WebSocket');
+        assert(await P.erin.isHidden('[data-testid="conn-transport"]'),
+               'Erin\'s header says nothing of a fallback');
+        await shot(P.dave, '15-dave-http-fallback');
+    }, { setup: true });
+
+    await scenario('HTTP fallback: messages both ways, ticks turn blue both ways, presence online', async () => {
+        const { dave, erin } = P;
+        await erin.click('[data-testid="new-chat"]');
+        await erin.fill('[data-testid="new-chat-phone"]', M.dave);
+        await erin.click('[data-testid="new-chat-submit"]');
+        await waitFor(erin, t => document.querySelector('[data-testid="chat-title"]').textContent === t,
+                      M.dave, 'the chat with Dave to open');
+        await send(erin, 'can you hear me, dave?');
+        // Dave's poll brought it and acked it: two grey ticks, not blue
+        await waitUnread(dave, 'User', 1);
+        await waitTick(erin, 'can you hear me, dave?', 'delivered');
+        await erin.waitForTimeout(500);
+        assert(await tickOf(erin, 'can you hear me, dave?') === 'delivered',
+               'still two grey ticks while Dave has not opened the chat');
+        await openChat(dave, 'User');
+        await waitText(dave, 'can you hear me, dave?');
+        // Dave's POST /v1/read
+        await waitTick(erin, 'can you hear me, dave?', 'read');
+        await waitUnread(dave, 'User', 0);
+        // Dave's POST /v1/send, then the receipts come to him over his polls
+        await send(dave, 'loud and clear, over http');
+        await waitText(erin, 'loud and clear, over http');
+        await waitTick(dave, 'loud and clear, over http', 'read');
+        await send(erin, 'and back again');
+        await waitText(dave, 'and back again');
+        await waitTick(erin, 'and back again', 'read');
+        const seen = (await visibleMessages(dave)).map(m => [m.dir, m.text]);
+        assert(JSON.stringify(seen) === JSON.stringify([
+            ['in', 'can you hear me, dave?'], ['out', 'loud and clear, over http'],
+            ['in', 'and back again']]), `Dave's chat shows ${JSON.stringify(seen)}`);
+        const erinSeen = (await visibleMessages(erin)).map(m => [m.dir, m.text]);
+        assert(JSON.stringify(erinSeen) === JSON.stringify([
+            ['out', 'can you hear me, dave?'], ['in', 'loud and clear, over http'],
+            ['out', 'and back again']]), `Erin's chat shows ${JSON.stringify(erinSeen)}`);
+        // presence, both ways
+        await waitFor(erin, () => document.querySelector('[data-testid="presence"]').textContent === 'online',
+                      null, 'Erin to see Dave (long-polling) online');
+        await waitFor(dave, () => document.querySelector('[data-testid="presence"]').textContent === 'online',
+                      null, 'Dave to see Erin online');
+        // between polls Dave stays online (each answer is followed by the
+        // next poll within the debounce)
+        await erin.waitForTimeout(1500);
+        assert(await presenceText(erin) === 'online', 'Dave stays online between his polls');
+        assert(await dave.evaluate(() => window.chat.transportKind) === 'http',
+               'Dave is still on the fallback');
+        await shot(dave, '16-dave-blue-ticks-over-http');
+        await shot(erin, '17-erin-chat-with-dave');
+    });
+
+    await scenario('HTTP fallback: Dave closes the page ("last seen"), what came meanwhile arrives once and in order, and after a reload', async () => {
+        const { erin } = P;
+        await P.dave.close();
+        await waitFor(erin, () => /^last seen (today|\d+ \w+) at /.test(
+            document.querySelector('[data-testid="presence"]').textContent),
+            null, 'Erin to see Dave "last seen" once his page is closed');
+        await shot(erin, '18-erin-sees-dave-last-seen');
+        const away = ['while you were away 1', 'while you were away 2', 'while you were away 3'];
+        for (const t of away) {
+            await send(erin, t);
+            await waitTick(erin, t, 'sent');
+        }
+        await erin.waitForTimeout(300);
+        for (const t of away) {
+            assert(await tickOf(erin, t) === 'sent', `"${t}" is only stored (one grey tick) while Dave is away`);
+        }
+        await openFallbackPage();
+        const dave = P.dave;
+        await waitFallback(dave);
+        await checkFallbackPath(dave);
+        await openChat(dave, 'User');
+        for (const t of away) {
+            await waitText(dave, t);
+            await waitTick(erin, t, 'read');
+        }
+        await waitFor(erin, () => document.querySelector('[data-testid="presence"]').textContent === 'online',
+                      null, 'Erin to see Dave online again');
+        await dave.waitForTimeout(1000);     // a duplicate would have come by now
+        const want = ['can you hear me, dave?', 'loud and clear, over http', 'and back again', ...away];
+        const before = await visibleMessages(dave);
+        assert(JSON.stringify(before.map(m => m.text)) === JSON.stringify(want),
+               `Dave's chat after reopening: ${JSON.stringify(before)}`);
+        const seqs = before.map(m => Number(m.seq));
+        assert(seqs.every((q, i) => i === 0 || q > seqs[i - 1]), `Dave's chat in seq order: ${seqs}`);
+        await shot(dave, '19-dave-back-with-what-came');
+        // and it all stays across a reload (IndexedDB)
+        await dave.reload({ timeout: WAIT });
+        await waitFor(dave, () => document.body.dataset.ready === '1', null, 'the page to start');
+        await waitFallback(dave);
+        await openChat(dave, 'User');
+        await waitFor(dave, n => document.querySelectorAll('[data-testid="messages"] [data-testid="message"]').length >= n,
+                      before.length, 'the history');
+        await dave.waitForTimeout(500);
+        const after = await visibleMessages(dave);
+        const key = ms => JSON.stringify(ms.map(m => [m.dir, m.text, m.seq, m.tick]));
+        assert(key(after) === key(before), `Dave's chat after reload: ${key(after)}, before: ${key(before)}`);
+    });
+
+    await scenario('HTTP fallback: no errors in the pages\' consoles (but Dave\'s refused upgrades)', async () => {
+        const refused = (consoleErrors.dave || []).filter(e => REFUSED_UPGRADE.test(e)).length;
+        assert(refused >= 9, `Dave's console reports each refused upgrade (${refused} of at least 9)`);
+        for (const who of ['dave', 'erin']) {
+            const bad = consoleTrouble(who);
+            assert(bad.length === 0, `${who}'s console: ${JSON.stringify(bad)}`);
+        }
+    });
+} else {
+    note('no fallback base URL: the HTTP fallback scenarios are not run');
+}
+
+await scenario('the network heals: a client on the fallback goes back to WebSockets', async () => {
+    const { alice } = P;
+    // Alice's proxy starts refusing upgrades; her WebSocket is cut
+    await alice.evaluate(() => {
+        window.chat.wsProbe = 1000;         // probe after 1 s, not 1 min
+        window.__statuses = [];
+        window.__statusHook = e => window.__statuses.push(e.detail);
+        window.chat.addEventListener('status', window.__statusHook);
+    });
+    proxy.noUpgrade();
+    proxy.dropAll();
+    await alice.waitForFunction(() =>
+        window.chat.transportKind === 'http' && window.chat.status === 'online'
+        && !document.querySelector('[data-testid="conn-transport"]').hidden,
+        null, { timeout: 30000, polling: 100 });
+    assert(proxy.refused >= 3, `the proxy refused ${proxy.refused} upgrades`);
+    await send(alice, 'sent over the fallback');
+    await waitTick(alice, 'sent over the fallback', 'sent');
+    await shot(alice, '20-alice-on-the-fallback');
+    // the proxy lets WebSockets through again: the probe finds it
+    proxy.restore();
+    await waitFor(alice, () =>
+        window.chat.transportKind === 'ws' && window.chat.status === 'online'
+        && document.querySelector('[data-testid="conn-transport"]').hidden,
+        null, 'Alice back on a WebSocket');
+    const kinds = await alice.evaluate(() => window.__statuses
+        .filter(s => s.status === 'connecting').map(s => s.transport));
+    assert(JSON.stringify(kinds) === JSON.stringify(['ws', 'ws', 'ws', 'http', 'ws']),
+           `Alice's connects: ${JSON.stringify(kinds)}`);
+    await alice.evaluate(() => window.chat.removeEventListener('status', window.__statusHook));
 });
 
 clearTimeout(killer);
