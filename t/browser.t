@@ -60,7 +60,13 @@ server {
         root $REPO/html;
         index index.html;
     }
-    location /v1/ { chat_api; }
+    # sync pages of 3: the 3 messages Dave is sent while away fill one
+    # page exactly, so his client has to tell the end of the sync by a
+    # poll that finds nothing (no "synced" comes)
+    location /v1/ {
+        chat_api;
+        chat_sync_batch 3;
+    }
     location = /v1/ws { return 403; }
 }
 END

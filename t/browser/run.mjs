@@ -914,6 +914,23 @@ if (FALLBACK_BASE) {
         assert(key(after) === key(before), `Dave's chat after reload: ${key(after)}, before: ${key(before)}`);
     });
 
+    await scenario('HTTP fallback: Dave\'s polls watch Erin from the start: she closes her page, he sees "last seen" within seconds', async () => {
+        const { dave, erin } = P;
+        // Dave's page was just reloaded: his first waiting poll went out
+        // before he subscribed to Erin (the subscribe must renew it, or
+        // he would hear of her only when it ends, up to 25 s later)
+        await waitFor(dave, () => document.querySelector('[data-testid="presence"]').textContent === 'online',
+                      null, 'Dave to see Erin online');
+        await erin.close();
+        const t0 = Date.now();
+        await dave.waitForFunction(() => /^last seen (today|\d+ \w+) at /.test(
+            document.querySelector('[data-testid="presence"]').textContent),
+            null, { timeout: 6000, polling: 100 })
+            .catch(() => { throw new Error('Dave did not see Erin "last seen" within 6 s'); });
+        note(`Dave saw Erin go after ${Date.now() - t0} ms (debounce 1 s)`);
+        await shot(dave, '19b-dave-sees-erin-last-seen');
+    });
+
     await scenario('HTTP fallback: no errors in the pages\' consoles (but Dave\'s refused upgrades)', async () => {
         const refused = (consoleErrors.dave || []).filter(e => REFUSED_UPGRADE.test(e)).length;
         assert(refused >= 9, `Dave's console reports each refused upgrade (${refused} of at least 9)`);
