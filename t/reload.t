@@ -117,6 +117,9 @@ END
     $new->send_binary('x' x 2048);
     my $c = $new->recv_close(3);
     is $c && $c->{code}, 1009, 'new socket: the new 1k limit applies (1009)';
+    # answered, as RFC 6455 asks: otherwise the worker waits for it up to
+    # chat_ws_close_timeout (5s), as long as nginx_stop() waits
+    $new->close(1009);
     ok nginx_stop(), 'nginx stops gracefully';
     check_error_log(name => 'HUP new config', since => $mark,
                     no_error_log => ['[error]']);
