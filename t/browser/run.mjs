@@ -37,6 +37,13 @@ const started = Date.now();
 
 fs.mkdirSync(SHOTS, { recursive: true });
 
+// this run's screenshots only: an earlier run's FAILED-* would mislead
+for (const f of fs.readdirSync(SHOTS)) {
+    if (f.endsWith('.png')) {
+        fs.unlinkSync(path.join(SHOTS, f));
+    }
+}
+
 function note(s) {
     console.log(`# ${s}`);
 }
