@@ -39,7 +39,7 @@ fs.mkdirSync(SHOTS, { recursive: true });
 
 // this run's screenshots only: an earlier run's FAILED-* would mislead
 for (const f of fs.readdirSync(SHOTS)) {
-    if (f.endsWith('.png')) {
+    if (/^([0-9]+[a-z]?-|FAILED-).*\.png$/.test(f)) {
         fs.unlinkSync(path.join(SHOTS, f));
     }
 }
