@@ -31,6 +31,9 @@
 //   --concurrency C    parallel signups, chat creations and socket opens [16]
 //   --deflate          offer permessage-deflate (off: the server then
 //                      compresses nothing)
+//   --transport T      ws, or poll: the HTTP fallback, each user long-polling
+//                      GET /v1/events (acking what it got on the next poll)
+//                      and sending with POST /v1/send [ws]
 //
 // Users are paired for direct chats (0-1, 2-3, ...; an odd last user pairs
 // with user 0). Phone numbers are random (+1 and 10 digits), so reruns do
@@ -74,6 +77,7 @@ const opt = {
     drain: 10,
     concurrency: 16,
     deflate: false,
+    transport: 'ws',
 };
 
 (function parseArgs(argv) {
@@ -123,11 +127,14 @@ const CONC = Math.max(1, Math.floor(opt.concurrency));
 if (N < 2) die('--users must be at least 2');
 if (G > 0 && (K < 2 || K > N)) die('--group-size must be between 2 and --users');
 if (RATIO > 1) die('--group-ratio is a share: 0 to 1');
+if (opt.transport !== 'ws' && opt.transport !== 'poll') die('--transport: ws or poll');
 
 const base = new URL(opt.base);
 if (base.protocol !== 'http:' && base.protocol !== 'https:') die('--base: http:// or https://');
 const httpMod = base.protocol === 'https:' ? https : http;
 const agent = new httpMod.Agent({ keepAlive: true, maxSockets: CONC });
+// --transport poll: a poll and a send at a time per user, each its own socket
+const pollAgent = new httpMod.Agent({ keepAlive: true, maxSockets: Infinity });
 const wsUrl = (base.protocol === 'https:' ? 'wss://' : 'ws://') + base.host + opt['ws-path'];
 
 function die(msg) {
@@ -190,7 +197,7 @@ const storeLat = new Samples(); // send -> `sent` on the sender
 
 // --------------------------------------------------------------------- HTTP
 
-function api(method, path, body, token) {
+function api(method, path, body, token, via = agent, timeout = 15000) {
     return new Promise((resolve) => {
         const data = body === undefined ? null : Buffer.from(JSON.stringify(body));
         const headers = { Accept: 'application/json' };
@@ -200,13 +207,13 @@ function api(method, path, body, token) {
         }
         if (token) headers.Authorization = `Bearer ${token}`;
         const req = httpMod.request({
-            agent,
+            agent: via,
             hostname: base.hostname,
             port: base.port,
             method,
             path,
             headers,
-            timeout: 15000,
+            timeout,
         }, (res) => {
             const parts = [];
             res.on('data', (c) => parts.push(c));
@@ -499,7 +506,99 @@ function onFrame(u, data) {
     }
 }
 
+// --transport poll: what stands for a user's WebSocket. Sends are POSTs
+// whose answers are fed to onFrame() as frames; acks ride on the next
+// poll (everything received until then); a poll answers the objects the
+// WebSocket would have sent.
+class PollConn {
+    constructor(u) {
+        this.u = u;
+        this.readyState = WebSocket.OPEN;
+        this.onClose = [];
+        this.syncing = true;
+    }
+
+    send(frame) {
+        const m = JSON.parse(frame);
+        if (m.type !== 'send') return;      // acks: see loop()
+        api('POST', '/v1/send', m, this.u.token, pollAgent).then((r) => {
+            if (this.readyState !== WebSocket.OPEN) return;
+            const code = r.status === 0 ? r.err
+                : (r.json && r.json.error && r.json.error.code) || `HTTP ${r.status}`;
+            onFrame(this.u, r.status === 200 ? JSON.stringify(r.json)
+                : JSON.stringify({ type: 'error', id: m.id, code }));
+        });
+    }
+
+    async loop(fail) {
+        const u = this.u;
+        while (this.readyState === WebSocket.OPEN) {
+            const acks = [];
+            for (const rs of u.chats.values()) {
+                if (rs.last > rs.acked) {
+                    rs.acked = rs.last;
+                    acks.push(`${rs.chat.id}:${rs.last}`);
+                }
+            }
+            const wait = this.syncing ? 0 : 25;
+            const r = await api('GET', `/v1/events?wait=${wait}`
+                                + (acks.length ? `&ack=${acks.join(',')}` : ''),
+                                undefined, u.token, pollAgent, (wait + 10) * 1000);
+            if (this.readyState !== WebSocket.OPEN) return;
+            if (r.status !== 200 || !Array.isArray(r.json)) {
+                countError(`poll: ${r.status === 0 ? r.err : `HTTP ${r.status}`}`);
+                this.close();
+                fail(new Error(`user ${u.i}: poll failed`));
+                return;
+            }
+            let brought = false;
+            for (const m of r.json) {
+                if (m.type === 'msg' || m.type === 'expired') brought = true;
+                if (m.type === 'synced') this.syncing = false;
+                onFrame(u, JSON.stringify(m));
+            }
+            if (this.syncing && !brought) {
+                // the backlog ended on a page boundary (docs/protocol.md)
+                this.syncing = false;
+                onFrame(u, '{"type":"synced","count":0}');
+            }
+        }
+    }
+
+    once(event, fn) {
+        if (event === 'close') this.onClose.push(fn);
+    }
+
+    close() {
+        if (this.readyState === WebSocket.CLOSED) return;
+        this.readyState = WebSocket.CLOSED;
+        for (const fn of this.onClose.splice(0)) fn();
+    }
+
+    terminate() {
+        this.close();
+    }
+}
+
 function connect(u) {
+    if (opt.transport === 'poll') {
+        return new Promise((resolve, reject) => {
+            u.ws = new PollConn(u);
+            const timer = setTimeout(() => {
+                reject(new Error(`user ${u.i}: no "synced" within 15 s`));
+                u.ws.close();
+            }, 15000);
+            u.onSynced = () => {
+                clearTimeout(timer);
+                u.onSynced = null;
+                resolve();
+            };
+            u.ws.loop((e) => {
+                clearTimeout(timer);
+                reject(e);
+            });
+        });
+    }
     return new Promise((resolve, reject) => {
         const ws = new WebSocket(wsUrl, { perMessageDeflate: opt.deflate });
         u.ws = ws;
@@ -632,7 +731,9 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 async function main() {
     const mode = opt.rate > 0 ? `${opt.rate} msgs/s target` : 'as fast as possible';
-    console.log(`server ${opt.base} (WebSocket ${wsUrl}${opt.deflate ? ', deflate' : ''})`);
+    console.log(`server ${opt.base} (` + (opt.transport === 'poll'
+        ? 'HTTP fallback: long-polls and POST /v1/send'
+        : `WebSocket ${wsUrl}${opt.deflate ? ', deflate' : ''}`) + ')');
     console.log(`${N} users, ${Math.ceil(N / 2)} direct chats, ${G} groups of ${K}, `
         + `${RATIO * 100}% of sends to groups; ${opt.seconds} s, ${mode}, `
         + `window ${WINDOW} per socket`);
@@ -732,6 +833,7 @@ async function main() {
         }, 3000);
     })));
     agent.destroy();
+    pollAgent.destroy();
 
     // report
     const missing = missingSeqs();
