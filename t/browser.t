@@ -41,6 +41,12 @@ my $BLOBS = servroot() . '/blob';
 mkdir $BLOBS;
 chmod 0777, $BLOBS;
 
+# nginx's workers run as nobody, who may not enter the checkout (a clone
+# under a 0700 mktemp directory): they serve a copy in the server root.
+my $HTML = servroot() . '/client';
+system('cp', '-R', "$REPO/html", $HTML) == 0
+    or BAIL_OUT("cannot copy html/ to $HTML");
+
 # As conf/nginx.conf, with a shorter presence debounce so that "last
 # seen" shows within a second of a person going away; port2 is the
 # network that refuses WebSockets.
@@ -57,7 +63,7 @@ server {
     listen 127.0.0.1:$PORT2;
     server_name localhost;
     location / {
-        root $REPO/html;
+        root $HTML;
         index index.html;
     }
     # sync pages of 3: the 3 messages Dave is sent while away fill one
@@ -71,7 +77,7 @@ server {
 }
 END
 location / {
-    root $REPO/html;
+    root $HTML;
     index index.html;
 }
 location /v1/ { chat_api; }
