@@ -31,9 +31,10 @@
 //   --concurrency C    parallel signups, chat creations and socket opens [16]
 //   --deflate          offer permessage-deflate (off: the server then
 //                      compresses nothing)
-//   --transport T      ws, or poll: the HTTP fallback, each user long-polling
+//   --transport T      ws; poll: the HTTP fallback, each user long-polling
 //                      GET /v1/events (acking what it got on the next poll)
-//                      and sending with POST /v1/send [ws]
+//                      and sending with POST /v1/send; sse: a Server-Sent
+//                      Events stream each, POST /v1/send and /v1/ack [ws]
 //
 // Users are paired for direct chats (0-1, 2-3, ...; an odd last user pairs
 // with user 0). Phone numbers are random (+1 and 10 digits), so reruns do
@@ -127,7 +128,7 @@ const CONC = Math.max(1, Math.floor(opt.concurrency));
 if (N < 2) die('--users must be at least 2');
 if (G > 0 && (K < 2 || K > N)) die('--group-size must be between 2 and --users');
 if (RATIO > 1) die('--group-ratio is a share: 0 to 1');
-if (opt.transport !== 'ws' && opt.transport !== 'poll') die('--transport: ws or poll');
+if (!['ws', 'poll', 'sse'].includes(opt.transport)) die('--transport: ws, poll or sse');
 
 const base = new URL(opt.base);
 if (base.protocol !== 'http:' && base.protocol !== 'https:') die('--base: http:// or https://');
@@ -516,11 +517,23 @@ class PollConn {
         this.readyState = WebSocket.OPEN;
         this.onClose = [];
         this.syncing = true;
+        this.sse = false;
+        this.acks = new Map();          // a poll's: chat id -> seq
     }
 
     send(frame) {
         const m = JSON.parse(frame);
-        if (m.type !== 'send') return;      // acks: see loop()
+        if (m.type === 'ack' && this.sse) {
+            api('POST', '/v1/ack', m, this.u.token, pollAgent).then((r) => {
+                if (r.status !== 204) countError(`ack: ${r.status === 0 ? r.err : r.status}`);
+            });
+            return;
+        }
+        if (m.type === 'ack') {             // goes with the next poll
+            this.acks.set(m.chat_id, Math.max(m.seq, this.acks.get(m.chat_id) || 0));
+            return;
+        }
+        if (m.type !== 'send') return;
         api('POST', '/v1/send', m, this.u.token, pollAgent).then((r) => {
             if (this.readyState !== WebSocket.OPEN) return;
             const code = r.status === 0 ? r.err
@@ -533,13 +546,14 @@ class PollConn {
     async loop(fail) {
         const u = this.u;
         while (this.readyState === WebSocket.OPEN) {
-            const acks = [];
             for (const rs of u.chats.values()) {
                 if (rs.last > rs.acked) {
                     rs.acked = rs.last;
-                    acks.push(`${rs.chat.id}:${rs.last}`);
+                    this.acks.set(rs.chat.id, rs.last);
                 }
             }
+            const acks = [...this.acks].map(([c, seq]) => `${c}:${seq}`);
+            this.acks.clear();
             const wait = this.syncing ? 0 : 25;
             const r = await api('GET', `/v1/events?wait=${wait}`
                                 + (acks.length ? `&ack=${acks.join(',')}` : ''),
@@ -565,6 +579,52 @@ class PollConn {
         }
     }
 
+    // --transport sse: one stream, events as the WebSocket's frames
+    stream(fail) {
+        const u = this.u;
+        this.sse = true;
+        const req = httpMod.request({
+            agent: pollAgent,
+            hostname: base.hostname,
+            port: base.port,
+            path: '/v1/events',
+            headers: { Accept: 'text/event-stream', Authorization: `Bearer ${u.token}` },
+        }, (res) => {
+            if (res.statusCode !== 200) {
+                countError(`sse: HTTP ${res.statusCode}`);
+                fail(new Error(`user ${u.i}: stream refused`));
+                res.resume();
+                return;
+            }
+            let buf = '';
+            res.setEncoding('utf8');
+            res.on('data', (chunk) => {
+                buf += chunk;
+                let end;
+                while ((end = buf.indexOf('\n\n')) >= 0) {
+                    for (const line of buf.slice(0, end).split('\n')) {
+                        if (line.startsWith('data: ')) onFrame(u, line.slice(6));
+                    }
+                    buf = buf.slice(end + 2);
+                }
+            });
+            res.on('end', () => {
+                if (this.readyState === WebSocket.OPEN) {
+                    st.closed++;
+                    countError('sse: stream ended by the server');
+                }
+            });
+        });
+        req.on('error', (e) => {
+            if (this.readyState === WebSocket.OPEN) {
+                countError(`sse: ${e.message}`);
+                fail(e);
+            }
+        });
+        req.end();
+        this.req = req;
+    }
+
     once(event, fn) {
         if (event === 'close') this.onClose.push(fn);
     }
@@ -572,6 +632,7 @@ class PollConn {
     close() {
         if (this.readyState === WebSocket.CLOSED) return;
         this.readyState = WebSocket.CLOSED;
+        if (this.req) this.req.destroy();
         for (const fn of this.onClose.splice(0)) fn();
     }
 
@@ -581,7 +642,7 @@ class PollConn {
 }
 
 function connect(u) {
-    if (opt.transport === 'poll') {
+    if (opt.transport !== 'ws') {
         return new Promise((resolve, reject) => {
             u.ws = new PollConn(u);
             const timer = setTimeout(() => {
@@ -593,10 +654,15 @@ function connect(u) {
                 u.onSynced = null;
                 resolve();
             };
-            u.ws.loop((e) => {
+            const fail = (e) => {
                 clearTimeout(timer);
                 reject(e);
-            });
+            };
+            if (opt.transport === 'sse') {
+                u.ws.stream(fail);
+            } else {
+                u.ws.loop(fail);
+            }
         });
     }
     return new Promise((resolve, reject) => {
@@ -731,9 +797,12 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 async function main() {
     const mode = opt.rate > 0 ? `${opt.rate} msgs/s target` : 'as fast as possible';
-    console.log(`server ${opt.base} (` + (opt.transport === 'poll'
-        ? 'HTTP fallback: long-polls and POST /v1/send'
-        : `WebSocket ${wsUrl}${opt.deflate ? ', deflate' : ''}`) + ')');
+    const via = {
+        poll: 'HTTP fallback: long-polls and POST /v1/send',
+        sse: 'HTTP fallback: Server-Sent Events, POST /v1/send and /v1/ack',
+        ws: `WebSocket ${wsUrl}${opt.deflate ? ', deflate' : ''}`,
+    };
+    console.log(`server ${opt.base} (${via[opt.transport]})`);
     console.log(`${N} users, ${Math.ceil(N / 2)} direct chats, ${G} groups of ${K}, `
         + `${RATIO * 100}% of sends to groups; ${opt.seconds} s, ${mode}, `
         + `window ${WINDOW} per socket`);
