@@ -20,6 +20,8 @@ ngx_int_t ngx_chat_json_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, const char *message);
 ngx_int_t ngx_chat_http_header(ngx_http_request_t *r, const char *name,
     u_char *value, size_t len);
+ngx_table_elt_t *ngx_chat_http_header_in(ngx_http_request_t *r,
+    ngx_str_t *name);
 ngx_int_t ngx_chat_json_send(ngx_http_request_t *r, ngx_uint_t status,
     u_char *body, size_t len);
 

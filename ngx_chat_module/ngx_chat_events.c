@@ -29,7 +29,7 @@
 
 
 #define NGX_CHAT_EVENTS_WAIT_MAX   60       /* seconds of a long-poll */
-#define NGX_CHAT_EVENTS_ACKS       256      /* acks in ?ack= */
+#define NGX_CHAT_EVENTS_ITEMS      256      /* in ?ack=, in ?presence= */
 
 
 typedef enum {
@@ -78,8 +78,6 @@ static ngx_int_t ngx_chat_events_presence(ngx_chat_events_t *e,
     ngx_str_t *list);
 static ngx_int_t ngx_chat_events_arg(ngx_http_request_t *r, char *name,
     ngx_str_t *value);
-static ngx_table_elt_t *ngx_chat_events_header(ngx_http_request_t *r,
-    ngx_str_t *name);
 static ngx_int_t ngx_chat_events_sse_wanted(ngx_http_request_t *r);
 static ngx_int_t ngx_chat_events_sse_start(ngx_http_request_t *r);
 static ngx_str_t *ngx_chat_events_last_id(ngx_http_request_t *r);
@@ -403,7 +401,7 @@ ngx_chat_events_acks(ngx_chat_events_t *e, ngx_str_t *list, ngx_uint_t apply)
 
         colon = ngx_strlchr(p, comma, ':');
 
-        if (n == NGX_CHAT_EVENTS_ACKS || colon == NULL
+        if (n == NGX_CHAT_EVENTS_ITEMS || colon == NULL
             || colon - p > NGX_CHAT_ID_LEN - 1
             || comma - colon - 1 > NGX_CHAT_ID_LEN - 1)
         {
@@ -471,7 +469,7 @@ ngx_chat_events_presence(ngx_chat_events_t *e, ngx_str_t *list)
         id = (colon - p <= NGX_CHAT_ID_LEN - 1) ? ngx_atoof(p, colon - p)
                                                 : NGX_ERROR;
 
-        if (n == NGX_CHAT_EVENTS_ACKS || id <= 0
+        if (n == NGX_CHAT_EVENTS_ITEMS || id <= 0
             || json_array_append_new(users, json_stringn((char *) p,
                                                          colon - p))
                != 0)
@@ -557,7 +555,7 @@ ngx_chat_events_sse_wanted(ngx_http_request_t *r)
         return v.len == 1 && v.data[0] == '1';
     }
 
-    h = ngx_chat_events_header(r, &accept);
+    h = ngx_chat_http_header_in(r, &accept);
 
     return h != NULL
            && ngx_strlcasestrn(h->value.data, h->value.data + h->value.len,
@@ -586,7 +584,7 @@ ngx_chat_events_last_id(ngx_http_request_t *r)
         return id->len ? id : NULL;
     }
 
-    h = ngx_chat_events_header(r, &name);
+    h = ngx_chat_http_header_in(r, &name);
 
     if (h == NULL || h->value.len == 0) {
         return NULL;
@@ -595,37 +593,6 @@ ngx_chat_events_last_id(ngx_http_request_t *r)
     *id = h->value;
 
     return id;
-}
-
-
-static ngx_table_elt_t *
-ngx_chat_events_header(ngx_http_request_t *r, ngx_str_t *name)
-{
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
-
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return NULL;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == name->len
-            && ngx_strncasecmp(h[i].key.data, name->data, name->len) == 0)
-        {
-            return &h[i];
-        }
-    }
 }
 
 

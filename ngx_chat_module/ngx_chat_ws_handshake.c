@@ -23,8 +23,6 @@ static ngx_int_t ngx_chat_ws_refuse(ngx_http_request_t *r, ngx_uint_t status,
     const char *message);
 static ngx_uint_t ngx_chat_ws_header_token(ngx_http_request_t *r,
     ngx_str_t *name, ngx_str_t *token);
-static ngx_table_elt_t *ngx_chat_ws_header(ngx_http_request_t *r,
-    ngx_str_t *name);
 static ngx_int_t ngx_chat_ws_negotiate(ngx_http_request_t *r,
     ngx_chat_ws_conn_t *wc);
 static void ngx_chat_ws_upgrade_handler(ngx_event_t *wev);
@@ -85,7 +83,7 @@ ngx_chat_ws_upgrade(ngx_http_request_t *r, ngx_chat_ws_conf_t *conf,
     wc->handler = handler;
     wc->data = handler->data_size ? (u_char *) (wc + 1) : NULL;
 
-    key = ngx_chat_ws_header(r, &ngx_chat_ws_key);
+    key = ngx_chat_http_header_in(r, &ngx_chat_ws_key);
     ngx_chat_ws_accept_key(&key->value, accept);
 
     r->headers_out.status = NGX_HTTP_SWITCHING_PROTOCOLS;
@@ -160,7 +158,7 @@ ngx_chat_ws_check_request(ngx_http_request_t *r, const char **message)
         return NGX_HTTP_UPGRADE_REQUIRED;
     }
 
-    h = ngx_chat_ws_header(r, &ngx_chat_ws_version);
+    h = ngx_chat_http_header_in(r, &ngx_chat_ws_version);
 
     if (h == NULL || h->value.len != 2
         || ngx_strncmp(h->value.data, "13", 2) != 0)
@@ -169,7 +167,7 @@ ngx_chat_ws_check_request(ngx_http_request_t *r, const char **message)
         return NGX_HTTP_UPGRADE_REQUIRED;
     }
 
-    h = ngx_chat_ws_header(r, &ngx_chat_ws_key);
+    h = ngx_chat_http_header_in(r, &ngx_chat_ws_key);
 
     if (h == NULL || ngx_chat_ws_key_valid(&h->value) != NGX_OK) {
         *message = "invalid Sec-WebSocket-Key";
@@ -296,38 +294,6 @@ ngx_chat_ws_negotiate(ngx_http_request_t *r, ngx_chat_ws_conn_t *wc)
         if (name) {
             return ngx_chat_http_header(r, "Sec-WebSocket-Protocol",
                                           name->data, name->len);
-        }
-    }
-}
-
-
-
-static ngx_table_elt_t *
-ngx_chat_ws_header(ngx_http_request_t *r, ngx_str_t *name)
-{
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
-
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return NULL;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == name->len
-            && ngx_strncasecmp(h[i].key.data, name->data, name->len) == 0)
-        {
-            return &h[i];
         }
     }
 }
