@@ -13,6 +13,7 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
+use Test::Chat::Delivery qw(chat_media_locations chat_blob_dir);
 use Digest::SHA qw(sha256_hex);
 use JSON::PP ();
 use Time::HiRes qw(time sleep);
@@ -21,21 +22,8 @@ plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
                  . 'scripts/test.sh)'
     unless $ENV{CHAT_PG_DSN} && $ENV{CHAT_REDIS};
 
-my $BLOBS = servroot() . '/blob';
-mkdir $BLOBS;
-chmod 0777, $BLOBS;
-
-my $CONFIG = <<"END";
-location /v1/ { chat_api; }
-location = /v1/ws { chat_ws; }
-location /v1/media { asset_api; }
-location /blob/ {
-    asset_blob on;
-    root ${\ servroot()};
-    dav_methods PUT;
-    client_max_body_size 1m;
-}
-END
+my $BLOBS = chat_blob_dir();
+my $CONFIG = chat_media_locations();
 
 sub http_config {
     my ($extra) = @_;

@@ -10,27 +10,15 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
+use Test::Chat::Delivery qw(chat_media_locations chat_blob_dir);
 use Digest::SHA qw(sha256_hex);
 
 plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
                  . 'scripts/test.sh)'
     unless $ENV{CHAT_PG_DSN} && $ENV{CHAT_REDIS};
 
-my $BLOBS = servroot() . '/blob';
-mkdir $BLOBS;
-chmod 0777, $BLOBS;
-
-my $CONFIG = <<"END";
-location /v1/ { chat_api; }
-location = /v1/ws { chat_ws; }
-location /v1/media { asset_api; }
-location /blob/ {
-    asset_blob on;
-    root ${\ servroot()};
-    dav_methods PUT;
-    client_max_body_size 1m;
-}
-END
+my $BLOBS = chat_blob_dir();
+my $CONFIG = chat_media_locations();
 
 ok nginx_start(workers => 2, http_config => <<"END", config => $CONFIG),
 chat_postgres "\$TEST_NGINX_PG_DSN";
