@@ -21,6 +21,13 @@
 #define NGX_CHAT_WS_READ_ROUNDS  16       /* reads per event, then yield */
 #define NGX_CHAT_WS_BLOCK_SIZE   4096
 
+/*
+ * A worker that exits (reload, shutdown) waits this long at most for a
+ * peer's close frame: a peer in the middle of a frame cannot send one
+ * before it finishes that frame, and may never.
+ */
+#define NGX_CHAT_WS_EXIT_CLOSE_WAIT  1000
+
 
 struct ngx_chat_ws_block_s {
     ngx_chat_ws_block_t    *next;
@@ -194,7 +201,10 @@ ngx_chat_ws_close(ngx_chat_ws_conn_t *wc, ngx_uint_t code, const char *reason)
 
     /* the peer gets close_timeout to answer, the flush included */
 
-    ngx_add_timer(c->read, wc->conf->close_timeout);
+    ngx_add_timer(c->read, ngx_exiting
+                           ? ngx_min(wc->conf->close_timeout,
+                                     NGX_CHAT_WS_EXIT_CLOSE_WAIT)
+                           : wc->conf->close_timeout);
 }
 
 
@@ -537,6 +547,14 @@ ngx_chat_ws_frame_start(ngx_chat_ws_conn_t *wc)
                                 "reserved opcode");
     }
 
+    if (wc->state != NGX_CHAT_WS_OPEN) {
+        /*
+         * Closing: data frames are skipped whole, the rest of a message
+         * our close cut included; only the peer's close frame matters.
+         */
+        return NGX_OK;
+    }
+
     if (f->opcode == NGX_CHAT_WS_OP_CONT) {
 
         if (wc->msg_opcode == 0) {
@@ -565,17 +583,18 @@ ngx_chat_ws_frame_start(ngx_chat_ws_conn_t *wc)
         wc->msg_compressed = f->rsv1;
     }
 
-    if (wc->state != NGX_CHAT_WS_OPEN) {
-        return NGX_OK;          /* closing: the payload is skipped */
-    }
-
     max = wc->conf->max_message_size;
 
-    /* refused on the declared length, before a byte of it is read */
+    /*
+     * Refused on the declared length, before a byte of it is read; the
+     * framing is sound, so the frame is skipped and the peer's answer to
+     * our close is still read.
+     */
 
     if (f->len > (uint64_t) (max - wc->msg_wire)) {
-        return ngx_chat_ws_fail(wc, NGX_CHAT_WS_CLOSE_TOO_BIG,
+        (void) ngx_chat_ws_fail(wc, NGX_CHAT_WS_CLOSE_TOO_BIG,
                                 "message too big");
+        return NGX_OK;
     }
 
     wc->msg_wire += (size_t) f->len;
@@ -782,8 +801,11 @@ ngx_chat_ws_control(ngx_chat_ws_conn_t *wc, u_char *p, size_t n)
 
 /*
  * Fails the connection (RFC 6455, section 7.1.7): a close frame with the
- * code, and whatever the peer sends after the fault is discarded.
- * Returns NGX_DECLINED so callers can stop with one statement.
+ * code.  After a protocol error the framing cannot be trusted: whatever
+ * the peer sends is discarded and its close is not waited for.  After a
+ * message that is too big or not UTF-8 the frames still parse, so the
+ * peer's answer to our close is read.  Returns NGX_DECLINED so callers
+ * can stop with one statement.
  */
 
 static ngx_int_t
@@ -794,7 +816,10 @@ ngx_chat_ws_fail(ngx_chat_ws_conn_t *wc, ngx_uint_t code, const char *reason)
                   reason, code);
 
     ngx_chat_ws_close(wc, code, reason);
-    wc->broken = 1;
+
+    if (code == NGX_CHAT_WS_CLOSE_PROTOCOL) {
+        wc->broken = 1;
+    }
 
     return NGX_DECLINED;
 }

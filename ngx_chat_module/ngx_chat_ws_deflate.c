@@ -196,7 +196,6 @@ ngx_chat_ws_inflate(ngx_chat_ws_conn_t *wc, u_char *data, size_t len,
         {
             ngx_chat_ws_close(wc, NGX_CHAT_WS_CLOSE_BAD_DATA,
                               "invalid UTF-8 in a text message");
-            wc->broken = 1;
             return NGX_OK;
         }
 
@@ -212,7 +211,6 @@ ngx_chat_ws_inflate(ngx_chat_ws_conn_t *wc, u_char *data, size_t len,
                           rc);
             ngx_chat_ws_close(wc, NGX_CHAT_WS_CLOSE_BAD_DATA,
                               "invalid compressed data");
-            wc->broken = 1;
             return NGX_OK;
         }
 
@@ -226,7 +224,6 @@ ngx_chat_ws_inflate(ngx_chat_ws_conn_t *wc, u_char *data, size_t len,
                       "websocket client error: inflated message over %uz "
                       "bytes, closing with 1009", max);
         ngx_chat_ws_close(wc, NGX_CHAT_WS_CLOSE_TOO_BIG, "message too big");
-        wc->broken = 1;
     }
 
     return NGX_OK;
