@@ -1,6 +1,7 @@
 # The two commands a newcomer needs are `make run` and `make test`; see README.md.
 
-SOURCES := config $(wildcard ngx_chat_module/*.[ch] ngx_asset_module/*.[ch] \
+SOURCES := config $(wildcard ngx_chat_module/*.[ch] ngx_chat_module/*/*.[ch] \
+                             ngx_asset_module/*.[ch] \
                              common/*.[ch])
 
 .PHONY: all modules run test deps clean

@@ -50,7 +50,29 @@ ngx_uint_t ngx_chat_pg_up(void);
 
 /* a text column of a row, as ngx_str_t (NULL columns are empty) */
 void ngx_chat_pg_value(PGresult *res, int row, int col, ngx_str_t *value);
+int64_t ngx_chat_pg_int(PGresult *res, int row, int col);
 ngx_uint_t ngx_chat_pg_ok(PGresult *res);
+void ngx_chat_pg_ignore(void *data, PGresult *res);
+
+
+/*
+ * A bigint[] parameter ("{1,2,3}"):
+ *
+ *     if (ngx_chat_pg_array_init(&a, n, log) != NGX_OK) -> no memory
+ *     ngx_chat_pg_array_add(&a, v);             at most n times
+ *     q = ngx_chat_pg_query(sql, 1, ngx_chat_pg_array_value(&a), ...);
+ *     ngx_chat_pg_array_free(&a);
+ */
+
+typedef struct {
+    ngx_str_t               value;
+} ngx_chat_pg_array_t;
+
+ngx_int_t ngx_chat_pg_array_init(ngx_chat_pg_array_t *a, ngx_uint_t n,
+    ngx_log_t *log);
+void ngx_chat_pg_array_add(ngx_chat_pg_array_t *a, int64_t value);
+ngx_str_t *ngx_chat_pg_array_value(ngx_chat_pg_array_t *a);
+void ngx_chat_pg_array_free(ngx_chat_pg_array_t *a);
 
 
 #endif /* _NGX_CHAT_PG_H_INCLUDED_ */

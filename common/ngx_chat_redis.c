@@ -6,13 +6,14 @@
  * hiredis' event hooks only say whether it wants to write; both events
  * are armed edge-triggered, so a read drains the socket in a loop and a
  * wish to write is served by a posted write event.  hiredis 0.14 has no
- * timers: connects and commands are timed with nginx timers, and a
- * command that times out drops the link (its reply can no longer be
- * matched), which fails every command pending on it.
+ * timers: connects and commands are timed with nginx timers.  Commands
+ * are answered in the order they were sent, so they wait in a FIFO with
+ * their deadlines and one timer watches the oldest; a command that times
+ * out drops the link (its reply can no longer be matched), which fails
+ * every command pending on it.
  *
- * Channels are counted: the first user subscribes, and a channel nobody
- * wants any more is unsubscribed by a periodic sweep, so a user whose
- * phone flaps between networks does not churn SUBSCRIBE/UNSUBSCRIBE.
+ * Each channel has one owner, the handler it subscribed with; a channel
+ * whose owner let go stays subscribed until the sweep.
  */
 
 #include <ngx_config.h>
@@ -30,12 +31,18 @@
 #define NGX_CHAT_REDIS_SWEEP        10000
 
 
+#define NGX_CHAT_REDIS_LINK_HANDLERS  4
+
+
 typedef struct {
     redisAsyncContext      *ac;
     ngx_connection_t       *connection;
     ngx_event_t             timer;           /* reconnect, connect timeout */
     ngx_msec_t              backoff;
     const char             *name;
+    ngx_queue_t             pending;         /* commands, oldest first */
+    ngx_uint_t              npending;
+    ngx_event_t             expire;          /* the oldest command's time */
     unsigned                up:1;
     unsigned                subscriber:1;
     unsigned                want_write:1;
@@ -44,18 +51,21 @@ typedef struct {
 
 
 struct ngx_chat_redis_cmd_s {
-    ngx_event_t                 timer;
+    ngx_queue_t                 queue;       /* in link->pending */
+    ngx_msec_t                  deadline;
     ngx_chat_redis_handler_pt   handler;
     void                       *data;
     ngx_log_t                  *log;
     unsigned                    cancelled:1;
-    unsigned                    answered:1;  /* timed out before the reply */
 };
 
 
 typedef struct {
-    ngx_str_node_t          node;
-    ngx_uint_t              refs;
+    ngx_str_node_t              node;
+    ngx_chat_redis_message_pt   handler;     /* the owner; NULL: none */
+    void                       *data;
+    unsigned                    quiet:1;     /* first SUBSCRIBE in flight:
+                                                its owner is not told */
 } ngx_chat_redis_channel_t;
 
 
@@ -70,9 +80,12 @@ static void ngx_chat_redis_cleanup(void *privdata);
 static void ngx_chat_redis_connected(const redisAsyncContext *ac, int status);
 static void ngx_chat_redis_disconnected(const redisAsyncContext *ac,
     int status);
+static ngx_chat_redis_cmd_t *ngx_chat_redis_cmd_alloc(
+    ngx_chat_redis_handler_pt handler, void *data, ngx_log_t *log);
+static void ngx_chat_redis_cmd_sent(ngx_chat_redis_cmd_t *cmd);
 static void ngx_chat_redis_reply(redisAsyncContext *ac, void *reply,
     void *privdata);
-static void ngx_chat_redis_cmd_timeout(ngx_event_t *ev);
+static void ngx_chat_redis_expire(ngx_event_t *ev);
 static void ngx_chat_redis_pubsub(redisAsyncContext *ac, void *reply,
     void *privdata);
 static void ngx_chat_redis_resubscribe(ngx_rbtree_node_t *node,
@@ -89,8 +102,8 @@ static ngx_chat_redis_link_t       ngx_chat_redis_sub_link;
 static ngx_rbtree_t                ngx_chat_redis_channels;
 static ngx_rbtree_node_t           ngx_chat_redis_sentinel;
 static ngx_event_t                 ngx_chat_redis_sweep_ev;
-static ngx_chat_redis_message_pt   ngx_chat_redis_message_handler;
-static ngx_chat_redis_link_pt      ngx_chat_redis_link_handler;
+static ngx_chat_redis_link_pt      ngx_chat_redis_link_handlers[
+                                       NGX_CHAT_REDIS_LINK_HANDLERS];
 static ngx_uint_t                  ngx_chat_redis_exiting;
 
 
@@ -123,6 +136,12 @@ ngx_chat_redis_init_worker(ngx_chat_redis_conf_t *conf, ngx_cycle_t *cycle)
         links[i]->timer.log = cycle->log;
         links[i]->timer.cancelable = 1;
         links[i]->backoff = NGX_CHAT_REDIS_BACKOFF_MIN;
+        ngx_queue_init(&links[i]->pending);
+
+        /* not cancelable: a graceful shutdown waits for commands */
+        links[i]->expire.handler = ngx_chat_redis_expire;
+        links[i]->expire.data = links[i];
+        links[i]->expire.log = cycle->log;
 
         ngx_chat_redis_connect(links[i]);
     }
@@ -157,6 +176,10 @@ ngx_chat_redis_exit_worker(void)
         if (links[i]->ac) {
             redisAsyncFree(links[i]->ac);
         }
+
+        if (links[i]->expire.timer_set) {
+            ngx_del_timer(&links[i]->expire);
+        }
     }
 
     if (ngx_chat_redis_sweep_ev.timer_set) {
@@ -173,18 +196,10 @@ ngx_chat_redis_command(ngx_chat_redis_handler_pt handler, void *data,
     va_list                args;
     ngx_chat_redis_cmd_t  *cmd;
 
-    if (!ngx_chat_redis_cmd_link.up) {
-        return NULL;
-    }
-
-    cmd = ngx_calloc(sizeof(ngx_chat_redis_cmd_t), log);
+    cmd = ngx_chat_redis_cmd_alloc(handler, data, log);
     if (cmd == NULL) {
         return NULL;
     }
-
-    cmd->handler = handler;
-    cmd->data = data;
-    cmd->log = log;
 
     va_start(args, format);
     rc = redisvAsyncCommand(ngx_chat_redis_cmd_link.ac, ngx_chat_redis_reply,
@@ -196,14 +211,86 @@ ngx_chat_redis_command(ngx_chat_redis_handler_pt handler, void *data,
         return NULL;
     }
 
-    /* not cancelable: a graceful shutdown waits for commands in flight */
-
-    cmd->timer.handler = ngx_chat_redis_cmd_timeout;
-    cmd->timer.data = cmd;
-    cmd->timer.log = log;
-    ngx_add_timer(&cmd->timer, ngx_chat_redis_conf->timeout);
+    ngx_chat_redis_cmd_sent(cmd);
 
     return cmd;
+}
+
+
+ngx_chat_redis_cmd_t *
+ngx_chat_redis_command_argv(ngx_chat_redis_handler_pt handler, void *data,
+    ngx_log_t *log, int argc, const char **argv, const size_t *argvlen)
+{
+    ngx_chat_redis_cmd_t  *cmd;
+
+    cmd = ngx_chat_redis_cmd_alloc(handler, data, log);
+    if (cmd == NULL) {
+        return NULL;
+    }
+
+    if (redisAsyncCommandArgv(ngx_chat_redis_cmd_link.ac,
+                              ngx_chat_redis_reply, cmd, argc, argv, argvlen)
+        != REDIS_OK)
+    {
+        ngx_free(cmd);
+        return NULL;
+    }
+
+    ngx_chat_redis_cmd_sent(cmd);
+
+    return cmd;
+}
+
+
+static ngx_chat_redis_cmd_t *
+ngx_chat_redis_cmd_alloc(ngx_chat_redis_handler_pt handler, void *data,
+    ngx_log_t *log)
+{
+    ngx_chat_redis_cmd_t   *cmd;
+    ngx_chat_redis_link_t  *link;
+
+    link = &ngx_chat_redis_cmd_link;
+
+    if (!link->up) {
+        return NULL;
+    }
+
+    if (link->npending >= ngx_chat_redis_conf->max_pending) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "redis: %ui commands in flight, refusing more",
+                      link->npending);
+        return NULL;
+    }
+
+    cmd = ngx_alloc(sizeof(ngx_chat_redis_cmd_t), log);
+    if (cmd == NULL) {
+        return NULL;
+    }
+
+    cmd->handler = handler;
+    cmd->data = data;
+    cmd->log = log;
+    cmd->cancelled = 0;
+
+    return cmd;
+}
+
+
+static void
+ngx_chat_redis_cmd_sent(ngx_chat_redis_cmd_t *cmd)
+{
+    ngx_chat_redis_link_t  *link;
+
+    link = &ngx_chat_redis_cmd_link;
+
+    cmd->deadline = ngx_current_msec + ngx_chat_redis_conf->timeout;
+
+    ngx_queue_insert_tail(&link->pending, &cmd->queue);
+    link->npending++;
+
+    if (!link->expire.timer_set) {
+        ngx_add_timer(&link->expire, ngx_chat_redis_conf->timeout);
+    }
 }
 
 
@@ -215,12 +302,24 @@ ngx_chat_redis_cancel(ngx_chat_redis_cmd_t *cmd)
 
     /* the owner's log may go with the owner */
     cmd->log = ngx_cycle->log;
-    cmd->timer.log = ngx_cycle->log;
+}
+
+
+/* for commands whose outcome nobody waits for */
+
+void
+ngx_chat_redis_ignore(void *data, redisReply *reply)
+{
+    if (reply && reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_WARN, ngx_chat_redis_log, 0,
+                      "redis: %*s", (size_t) reply->len, reply->str);
+    }
 }
 
 
 ngx_int_t
-ngx_chat_redis_subscribe(ngx_str_t *channel)
+ngx_chat_redis_subscribe(ngx_str_t *channel,
+    ngx_chat_redis_message_pt handler, void *data)
 {
     uint32_t                   hash;
     ngx_chat_redis_channel_t  *ch;
@@ -229,8 +328,18 @@ ngx_chat_redis_subscribe(ngx_str_t *channel)
     ch = ngx_chat_redis_channel(channel, hash);
 
     if (ch) {
-        /* with refs at 0 it is still subscribed: the sweep has not run */
-        ch->refs++;
+        if (ch->handler) {
+            ngx_log_error(NGX_LOG_ALERT, ngx_chat_redis_log, 0,
+                          "redis: channel \"%V\" has an owner already",
+                          channel);
+            return NGX_ERROR;
+        }
+
+        /* its owner let go, but the sweep has not run: still subscribed */
+
+        ch->handler = handler;
+        ch->data = data;
+
         return NGX_OK;
     }
 
@@ -244,14 +353,25 @@ ngx_chat_redis_subscribe(ngx_str_t *channel)
     ch->node.str.len = channel->len;
     ch->node.str.data = (u_char *) (ch + 1);
     ngx_memcpy(ch->node.str.data, channel->data, channel->len);
-    ch->refs = 1;
+    ch->handler = handler;
+    ch->data = data;
+    ch->quiet = 0;
 
     ngx_rbtree_insert(&ngx_chat_redis_channels, &ch->node.node);
 
-    if (ngx_chat_redis_sub_link.up) {
-        (void) redisAsyncCommand(ngx_chat_redis_sub_link.ac,
-                                 ngx_chat_redis_pubsub, NULL, "SUBSCRIBE %b",
-                                 channel->data, channel->len);
+    /*
+     * Subscribed with the link up, its owner reads PostgreSQL after this:
+     * the confirmation is not news.  Subscribed with the link down, its
+     * owner is told once the link is back and the channel subscribed.
+     */
+
+    if (ngx_chat_redis_sub_link.up
+        && redisAsyncCommand(ngx_chat_redis_sub_link.ac,
+                             ngx_chat_redis_pubsub, NULL, "SUBSCRIBE %b",
+                             channel->data, channel->len)
+           == REDIS_OK)
+    {
+        ch->quiet = 1;
     }
 
     return NGX_OK;
@@ -266,23 +386,26 @@ ngx_chat_redis_unsubscribe(ngx_str_t *channel)
     ch = ngx_chat_redis_channel(channel,
                                 ngx_crc32_long(channel->data, channel->len));
 
-    if (ch && ch->refs) {
-        ch->refs--;
+    if (ch) {
+        ch->handler = NULL;
+        ch->data = NULL;
     }
 }
 
 
-void
-ngx_chat_redis_on_message(ngx_chat_redis_message_pt handler)
-{
-    ngx_chat_redis_message_handler = handler;
-}
-
-
-void
+ngx_int_t
 ngx_chat_redis_on_link(ngx_chat_redis_link_pt handler)
 {
-    ngx_chat_redis_link_handler = handler;
+    ngx_uint_t  i;
+
+    for (i = 0; i < NGX_CHAT_REDIS_LINK_HANDLERS; i++) {
+        if (ngx_chat_redis_link_handlers[i] == NULL) {
+            ngx_chat_redis_link_handlers[i] = handler;
+            return NGX_OK;
+        }
+    }
+
+    return NGX_ERROR;
 }
 
 
@@ -578,6 +701,7 @@ ngx_chat_redis_cleanup(void *privdata)
 static void
 ngx_chat_redis_connected(const redisAsyncContext *ac, int status)
 {
+    ngx_uint_t              i;
     ngx_chat_redis_link_t  *link = ac->ev.data;
 
     if (status != REDIS_OK) {
@@ -597,15 +721,16 @@ ngx_chat_redis_connected(const redisAsyncContext *ac, int status)
     ngx_log_error(NGX_LOG_INFO, ngx_chat_redis_log, 0,
                   "redis: %s: connected", link->name);
 
-    if (!link->subscriber) {
+    if (link->subscriber) {
+        ngx_chat_redis_resubscribe(ngx_chat_redis_channels.root,
+                                   ngx_chat_redis_channels.sentinel);
         return;
     }
 
-    ngx_chat_redis_resubscribe(ngx_chat_redis_channels.root,
-                               ngx_chat_redis_channels.sentinel);
-
-    if (ngx_chat_redis_link_handler) {
-        ngx_chat_redis_link_handler();
+    for (i = 0; i < NGX_CHAT_REDIS_LINK_HANDLERS; i++) {
+        if (ngx_chat_redis_link_handlers[i]) {
+            ngx_chat_redis_link_handlers[i]();
+        }
     }
 }
 
@@ -625,16 +750,24 @@ ngx_chat_redis_disconnected(const redisAsyncContext *ac, int status)
 }
 
 
+/* replies come in the order commands went: cmd is the oldest pending */
+
 static void
 ngx_chat_redis_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
-    ngx_chat_redis_cmd_t  *cmd = privdata;
+    ngx_chat_redis_cmd_t   *cmd = privdata;
+    ngx_chat_redis_link_t  *link;
 
-    if (cmd->timer.timer_set) {
-        ngx_del_timer(&cmd->timer);
+    link = &ngx_chat_redis_cmd_link;
+
+    ngx_queue_remove(&cmd->queue);
+    link->npending--;
+
+    if (link->npending == 0 && link->expire.timer_set) {
+        ngx_del_timer(&link->expire);
     }
 
-    if (!cmd->answered && !cmd->cancelled && !ngx_chat_redis_exiting) {
+    if (!cmd->cancelled && !ngx_chat_redis_exiting) {
         cmd->handler(cmd->data, reply);
     }
 
@@ -642,48 +775,92 @@ ngx_chat_redis_reply(redisAsyncContext *ac, void *reply, void *privdata)
 }
 
 
+/* the oldest command is late: the link is stuck, and is dropped */
+
 static void
-ngx_chat_redis_cmd_timeout(ngx_event_t *ev)
+ngx_chat_redis_expire(ngx_event_t *ev)
 {
-    ngx_chat_redis_cmd_t  *cmd = ev->data;
+    ngx_msec_int_t          left;
+    ngx_chat_redis_cmd_t   *cmd;
+    ngx_chat_redis_link_t  *link = ev->data;
+
+    if (ngx_queue_empty(&link->pending)) {
+        return;
+    }
+
+    cmd = ngx_queue_data(ngx_queue_head(&link->pending),
+                         ngx_chat_redis_cmd_t, queue);
+
+    left = (ngx_msec_int_t) (cmd->deadline - ngx_current_msec);
+
+    if (left > 0) {
+        ngx_add_timer(ev, (ngx_msec_t) left);
+        return;
+    }
 
     ngx_log_error(NGX_LOG_ERR, cmd->log, 0, "redis: command timed out");
 
-    cmd->answered = 1;
+    /* hiredis answers every pending command with NULL, and frees them */
 
-    if (!cmd->cancelled) {
-        cmd->handler(cmd->data, NULL);
-    }
-
-    /* the link is stuck: drop it; hiredis then frees cmd via its reply */
-
-    if (ngx_chat_redis_cmd_link.ac) {
-        redisAsyncFree(ngx_chat_redis_cmd_link.ac);
+    if (link->ac) {
+        redisAsyncFree(link->ac);
     }
 }
 
 
+/*
+ * The SUBSCRIBE link: messages go to their channel's owner; a
+ * confirmation after the link came back tells the owner what it missed.
+ */
+
 static void
 ngx_chat_redis_pubsub(redisAsyncContext *ac, void *reply, void *privdata)
 {
-    ngx_str_t    channel, message;
-    redisReply  *r = reply;
+    ngx_str_t                  channel, message;
+    redisReply                *r = reply;
+    ngx_chat_redis_channel_t  *ch;
 
     if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 3
         || r->element[0]->type != REDIS_REPLY_STRING
-        || r->element[0]->len != 7
-        || ngx_strncmp(r->element[0]->str, "message", 7) != 0
-        || ngx_chat_redis_message_handler == NULL)
+        || r->element[1]->type != REDIS_REPLY_STRING)
     {
-        return;                 /* subscribe confirmations and the like */
+        return;
     }
 
     channel.data = (u_char *) r->element[1]->str;
     channel.len = r->element[1]->len;
+
+    ch = ngx_chat_redis_channel(&channel,
+                                ngx_crc32_long(channel.data, channel.len));
+    if (ch == NULL) {
+        return;
+    }
+
+    if (r->element[0]->len == 9
+        && ngx_strncmp(r->element[0]->str, "subscribe", 9) == 0)
+    {
+        if (ch->quiet) {
+            ch->quiet = 0;
+
+        } else if (ch->handler) {
+            ch->handler(ch->data, NULL);
+        }
+
+        return;
+    }
+
+    if (r->element[0]->len != 7
+        || ngx_strncmp(r->element[0]->str, "message", 7) != 0
+        || r->element[2]->type != REDIS_REPLY_STRING
+        || ch->handler == NULL)
+    {
+        return;
+    }
+
     message.data = (u_char *) r->element[2]->str;
     message.len = r->element[2]->len;
 
-    ngx_chat_redis_message_handler(&channel, &message);
+    ch->handler(ch->data, &message);
 }
 
 
@@ -700,6 +877,7 @@ ngx_chat_redis_resubscribe(ngx_rbtree_node_t *node,
     ngx_chat_redis_resubscribe(node->left, sentinel);
 
     ch = (ngx_chat_redis_channel_t *) node;
+    ch->quiet = 0;
 
     (void) redisAsyncCommand(ngx_chat_redis_sub_link.ac,
                              ngx_chat_redis_pubsub, NULL, "SUBSCRIBE %b",
@@ -733,7 +911,7 @@ ngx_chat_redis_sweep(ngx_event_t *ev)
             next = ngx_rbtree_next(&ngx_chat_redis_channels, node);
             ch = (ngx_chat_redis_channel_t *) node;
 
-            if (ch->refs) {
+            if (ch->handler) {
                 continue;
             }
 

@@ -183,11 +183,17 @@ ngx_chat_metrics_send(ngx_http_request_t *r, PGresult *res)
             "# HELP chat_gap_fills_total Live messages that came past a gap "
             "and waited for PostgreSQL to fill it.\n"
             "# TYPE chat_gap_fills_total counter\n"
-            "chat_gap_fills_total %uA\n",
+            "chat_gap_fills_total %uA\n"
+            "# HELP chat_publish_failures_total Redis publishes of stored "
+            "messages, receipts and notices that did not happen (devices "
+            "read them from PostgreSQL later).\n"
+            "# TYPE chat_publish_failures_total counter\n"
+            "chat_publish_failures_total %uA\n",
             ngx_chat_metrics ? ngx_chat_metrics->connections : 0,
             ngx_chat_metrics ? ngx_chat_metrics->sent : 0,
             ngx_chat_metrics ? ngx_chat_metrics->delivered : 0,
-            ngx_chat_metrics ? ngx_chat_metrics->gap_fills : 0);
+            ngx_chat_metrics ? ngx_chat_metrics->gap_fills : 0,
+            ngx_chat_metrics ? ngx_chat_metrics->publish_failures : 0);
 
     if (ngx_chat_pg_ok(res) && PQntuples(res) == 1) {
         p = ngx_sprintf(p,

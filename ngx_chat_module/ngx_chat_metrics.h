@@ -18,6 +18,7 @@ typedef struct {
     ngx_atomic_t            sent;            /* messages stored by send */
     ngx_atomic_t            delivered;       /* msg frames to devices */
     ngx_atomic_t            gap_fills;       /* reads of what a gap lacks */
+    ngx_atomic_t            publish_failures;  /* fan-outs not published */
 } ngx_chat_metrics_t;
 
 

@@ -1,7 +1,10 @@
 
 /*
  * ngx_chat_module: directives and worker start/stop.  The runtime lives
- * in the files named for their job (ngx_chat_ws_*.c, ngx_chat_echo.c).
+ * in the files named for their job: ws/ (the WebSocket protocol),
+ * transport/ (a chat session over a WebSocket or the HTTP fallback),
+ * session/ (the session core and its features), api/ (the HTTP API);
+ * docs/architecture.md walks through them.
  */
 
 #include <ngx_config.h>
@@ -11,6 +14,7 @@
 #include "ngx_chat_module.h"
 #include "ngx_chat_ws_conn.h"
 #include "ngx_chat_session.h"
+#include "ngx_chat_features.h"
 #include "ngx_chat_metrics.h"
 
 
@@ -32,6 +36,19 @@ static void ngx_chat_exit_process(ngx_cycle_t *cycle);
 
 
 static ngx_conf_post_handler_pt  ngx_chat_not_zero_p = ngx_chat_not_zero;
+
+
+/* what a chat session can do, in the order the session core asks */
+
+static ngx_chat_feature_t  *ngx_chat_features[] = {
+    &ngx_chat_sync_feature,
+    &ngx_chat_send_feature,
+    &ngx_chat_ack_feature,
+    &ngx_chat_receipt_feature,
+    &ngx_chat_presence_feature,
+    &ngx_chat_ping_feature,
+    NULL
+};
 
 
 static ngx_command_t  ngx_chat_commands[] = {
@@ -111,6 +128,13 @@ static ngx_command_t  ngx_chat_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_chat_main_conf_t, redis.timeout),
+      &ngx_chat_not_zero_p },
+
+    { ngx_string("chat_redis_max_pending"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_chat_main_conf_t, redis.max_pending),
       &ngx_chat_not_zero_p },
 
     { ngx_string("chat_dev_codes"),
@@ -307,13 +331,10 @@ ngx_chat_init_process(ngx_cycle_t *cycle)
     }
 
     if (ngx_chat_ws_init_worker(cycle) != NGX_OK
-        || ngx_chat_session_init_worker(cycle) != NGX_OK
-        || ngx_chat_send_init_worker(cycle) != NGX_OK
-        || ngx_chat_ack_init_worker(cycle) != NGX_OK
         || ngx_chat_pg_init_worker(&cmcf->pg, cycle) != NGX_OK
         || ngx_chat_redis_init_worker(&cmcf->redis, cycle) != NGX_OK
-        || ngx_chat_expire_init_worker(cmcf, cycle) != NGX_OK
-        || ngx_chat_presence_init_worker(cmcf, cycle) != NGX_OK)
+        || ngx_chat_session_init_worker(ngx_chat_features, cycle) != NGX_OK
+        || ngx_chat_expire_init_worker(cmcf, cycle) != NGX_OK)
     {
         return NGX_ERROR;
     }
@@ -327,7 +348,7 @@ ngx_chat_exit_process(ngx_cycle_t *cycle)
 {
     ngx_chat_ws_exit_worker(cycle);
     ngx_chat_expire_exit_worker();
-    ngx_chat_presence_exit_worker();
+    ngx_chat_session_exit_worker(cycle);
     ngx_chat_redis_exit_worker();
     ngx_chat_pg_exit_worker();
 }
@@ -549,6 +570,7 @@ ngx_chat_create_main_conf(ngx_conf_t *cf)
     cmcf->pg.query_timeout = NGX_CONF_UNSET_MSEC;
     cmcf->pg.max_waiting = NGX_CONF_UNSET_UINT;
     cmcf->redis.timeout = NGX_CONF_UNSET_MSEC;
+    cmcf->redis.max_pending = NGX_CONF_UNSET_UINT;
     cmcf->dev_codes = NGX_CONF_UNSET;
     cmcf->max_devices = NGX_CONF_UNSET_UINT;
     cmcf->max_group_size = NGX_CONF_UNSET_UINT;
@@ -576,6 +598,7 @@ ngx_chat_init_main_conf(ngx_conf_t *cf, void *conf)
     cmcf->pg.connect_timeout = cmcf->pg.query_timeout;
 
     ngx_conf_init_msec_value(cmcf->redis.timeout, 3000);
+    ngx_conf_init_uint_value(cmcf->redis.max_pending, 4096);
 
     if (cmcf->redis.prefix.data == NULL) {
         ngx_str_set(&cmcf->redis.prefix, "chat:");

@@ -17,6 +17,7 @@
 #include <ngx_http.h>
 
 #include "ngx_chat_api.h"
+#include "ngx_chat_fanout.h"
 
 
 #define NGX_CHAT_TITLE_LEN  100                 /* characters */
@@ -72,7 +73,6 @@ static ngx_int_t ngx_chat_chats_refused(ngx_chat_api_ctx_t *ctx,
 static ngx_int_t ngx_chat_chats_reply(ngx_chat_api_ctx_t *ctx,
     ngx_uint_t status, int col);
 static void ngx_chat_chats_publish(ngx_chat_api_ctx_t *ctx, int row);
-static void ngx_chat_chats_published(void *data, redisReply *reply);
 
 
 static ngx_chat_chats_refusal_t  ngx_chat_chats_refusals[] = {
@@ -592,17 +592,16 @@ ngx_chat_chats_reply(ngx_chat_api_ctx_t *ctx, ngx_uint_t status, int col)
 
 /*
  * The system message goes to the user channel of each member, as the
- * "msg" that a device's sync would send.  Nobody waits for the
- * PUBLISHes: the message is stored, and a device that misses it live
- * gets it with its next sync.
+ * "msg" that a device's sync would send (ngx_chat_fanout.h: nobody
+ * waits; a device that misses it live gets it with its next read of
+ * PostgreSQL).
  */
 
 static void
 ngx_chat_chats_publish(ngx_chat_api_ctx_t *ctx, int row)
 {
-    u_char              *p, *comma, *last;
     PGresult            *res;
-    ngx_str_t            chat, seq, msg, users, user, channel;
+    ngx_str_t            chat, seq, msg, users;
     ngx_http_request_t  *r;
 
     r = ctx->request;
@@ -617,42 +616,6 @@ ngx_chat_chats_publish(ngx_chat_api_ctx_t *ctx, int row)
                   "chat %V: system message %V by user %V device %V",
                   &chat, &seq, &ctx->user_id, &ctx->device_id);
 
-    last = users.data + users.len;
-
-    for (p = users.data; p < last; p = comma + 1) {
-        comma = ngx_strlchr(p, last, ',');
-
-        if (comma == NULL) {
-            comma = last;
-        }
-
-        user.data = p;
-        user.len = comma - p;
-
-        if (ngx_chat_redis_user_channel(r->pool, &user, &channel) != NGX_OK) {
-            return;
-        }
-
-        if (ngx_chat_redis_command(ngx_chat_chats_published, NULL,
-                                   ngx_cycle->log, "PUBLISH %b %b",
-                                   channel.data, channel.len,
-                                   msg.data, msg.len)
-            == NULL)
-        {
-            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                          "chat %V: system message %V not published: "
-                          "Redis is down", &chat, &seq);
-            return;
-        }
-    }
-}
-
-
-static void
-ngx_chat_chats_published(void *data, redisReply *reply)
-{
-    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
-        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                      "chat: system message not published");
-    }
+    (void) ngx_chat_fanout("u:", &users, &msg, "chat: system message",
+                          r->connection->log);
 }

@@ -17,6 +17,7 @@
 #include <openssl/rand.h>
 
 #include "ngx_chat_api.h"
+#include "ngx_chat_fanout.h"
 #include "ngx_chat_auth.h"
 
 
@@ -81,7 +82,6 @@ static ngx_int_t ngx_chat_accounts_add_device(ngx_chat_api_ctx_t *ctx,
 static ngx_int_t ngx_chat_accounts_device_added(ngx_chat_api_ctx_t *ctx,
     ngx_chat_accounts_ctx_t *ac);
 static json_t *ngx_chat_accounts_ms(PGresult *res, int row, int col);
-static void ngx_chat_accounts_published(void *data, redisReply *reply);
 
 
 /* unambiguous: no 0, 1, I or O; 32 symbols, 5 bits each */
@@ -547,7 +547,7 @@ ngx_int_t
 ngx_chat_accounts_unlink(ngx_chat_api_ctx_t *ctx)
 {
     u_char              *p;
-    ngx_str_t            params[2], channel, message;
+    ngx_str_t            params[2], message;
     ngx_http_request_t  *r;
 
     r = ctx->request;
@@ -573,13 +573,6 @@ ngx_chat_accounts_unlink(ngx_chat_api_ctx_t *ctx)
                   "chat unlink: user %V device %V",
                   &ctx->user_id, &ctx->id);
 
-    if (ngx_chat_redis_user_channel(ctx->request->pool, &ctx->user_id,
-                                    &channel)
-        != NGX_OK)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
     message.data = ngx_pnalloc(r->pool, sizeof("{\"type\":\"revoke\","
                                                "\"device_id\":\"\"}") - 1
                                         + ctx->id.len);
@@ -594,21 +587,12 @@ ngx_chat_accounts_unlink(ngx_chat_api_ctx_t *ctx)
     message.len = p - message.data;
 
     /*
-     * Nobody waits for it: the reply handler outlives the request, and
-     * sessions check tokens again anyway when Redis comes back.
+     * Nobody waits for it (ngx_chat_fanout.h); the token stopped working
+     * with the statement above.
      */
 
-    if (ngx_chat_redis_command(ngx_chat_accounts_published, NULL,
-                               ngx_cycle->log, "PUBLISH %b %b",
-                               channel.data, channel.len,
-                               message.data, message.len)
-        == NULL)
-    {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "chat unlink: revocation of device %V of user %V "
-                      "not published: Redis is down",
-                      &ctx->id, &ctx->user_id);
-    }
+    (void) ngx_chat_fanout("u:", &ctx->user_id, &message,
+                          "chat unlink: revocation", r->connection->log);
 
     return NGX_HTTP_NO_CONTENT;
 }
@@ -1301,14 +1285,4 @@ ngx_chat_accounts_ms(PGresult *res, int row, int col)
     }
 
     return json_integer((json_int_t) ms);
-}
-
-
-static void
-ngx_chat_accounts_published(void *data, redisReply *reply)
-{
-    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
-        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                      "chat unlink: revocation not published");
-    }
 }

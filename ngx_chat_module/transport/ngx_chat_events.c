@@ -11,7 +11,10 @@
  *
  * Each request carries a chat session of its own (ngx_chat_session.c),
  * which starts from the device's acked cursors like a WebSocket does, so
- * a device can change transports at any moment.
+ * a device can change transports at any moment.  The session hands it
+ * typed events: a long-poll collects them in a JSON array, a stream
+ * writes each as a Server-Sent Event (with the position a message brings
+ * its chat to as the event id), a call keeps its answer.
  *
  * Session code calls a transport from inside its own loops (a revocation
  * walks the user's sessions, the sync walks rows): the transport only
@@ -47,15 +50,18 @@ typedef struct {
     ngx_event_t                ev;          /* posted: write, answer, end */
     ngx_event_t                timer;       /* poll: the wait; SSE: ping */
     json_t                    *presence;    /* subscribed once begun */
-    json_t                    *error;       /* the first "error" */
-    json_t                    *answers;     /* a call's other answers */
+    const char                *error;       /* the first "error": code */
+    const char                *error_message;
+    ngx_str_t                  sent;        /* a call's "sent" */
     ngx_uint_t                 close_code;  /* the session's, if it ended
                                                the request */
 
-    u_char                    *out;         /* poll: "[a,b"; SSE: events */
+    u_char                    *out;         /* poll, call: "[a,b";
+                                               SSE: events */
     size_t                     out_len;
     size_t                     out_size;
     u_char                    *sending;     /* SSE: what nginx writes */
+    size_t                     sending_len;
     ngx_buf_t                  buf;
     ngx_uint_t                 events;      /* poll: objects collected */
     ngx_uint_t                 owed;        /* poll: ... by the sync */
@@ -88,69 +94,77 @@ static void ngx_chat_events_end(ngx_chat_events_t *e);
 static void ngx_chat_events_post(ngx_chat_events_t *e);
 static ngx_int_t ngx_chat_events_append(ngx_chat_events_t *e, u_char *data,
     size_t len);
-static ngx_int_t ngx_chat_events_error_status(json_t *error);
+static ngx_int_t ngx_chat_events_item(ngx_chat_events_t *e,
+    ngx_chat_out_t *out);
+static ngx_int_t ngx_chat_events_array(ngx_chat_events_t *e);
+static ngx_int_t ngx_chat_events_error(ngx_chat_events_t *e,
+    ngx_chat_out_t *out);
+static ngx_int_t ngx_chat_events_error_status(const char *code);
 static ngx_int_t ngx_chat_events_fail(ngx_chat_events_t *e);
 
-static void ngx_chat_events_poll_send(ngx_chat_session_t *s, u_char *text,
+static ngx_int_t ngx_chat_events_poll_send(ngx_chat_session_t *s,
+    ngx_chat_out_t *out);
+static ngx_uint_t ngx_chat_events_poll_room(ngx_chat_session_t *s,
     size_t len);
 static void ngx_chat_events_close(ngx_chat_session_t *s, ngx_uint_t code,
     const char *reason);
-static ngx_uint_t ngx_chat_events_poll_busy(ngx_chat_session_t *s);
 static void ngx_chat_events_begun(ngx_chat_session_t *s);
 static void ngx_chat_events_poll_synced(ngx_chat_session_t *s);
 static void ngx_chat_events_poll_wait(ngx_event_t *ev);
 static void ngx_chat_events_poll_answer(ngx_event_t *ev);
 
-static void ngx_chat_events_sse_send(ngx_chat_session_t *s, u_char *text,
+static ngx_int_t ngx_chat_events_sse_send(ngx_chat_session_t *s,
+    ngx_chat_out_t *out);
+static ngx_uint_t ngx_chat_events_sse_room(ngx_chat_session_t *s,
     size_t len);
 static void ngx_chat_events_sse_close(ngx_chat_session_t *s,
     ngx_uint_t code, const char *reason);
-static ngx_uint_t ngx_chat_events_sse_busy(ngx_chat_session_t *s);
 static void ngx_chat_events_sse_ping(ngx_event_t *ev);
 static void ngx_chat_events_sse_write(ngx_event_t *ev);
 static void ngx_chat_events_sse_writer(ngx_http_request_t *r);
 
-static void ngx_chat_events_call_send(ngx_chat_session_t *s, u_char *text,
+static ngx_int_t ngx_chat_events_call_send(ngx_chat_session_t *s,
+    ngx_chat_out_t *out);
+static ngx_uint_t ngx_chat_events_call_room(ngx_chat_session_t *s,
     size_t len);
-static ngx_uint_t ngx_chat_events_call_busy(ngx_chat_session_t *s);
 static void ngx_chat_events_call_settled(ngx_chat_session_t *s);
 static void ngx_chat_events_call_answer(ngx_event_t *ev);
 
 
-static ngx_chat_session_transport_t  ngx_chat_events_poll = {
+static ngx_chat_transport_t  ngx_chat_events_poll = {
     ngx_chat_events_poll_send,
+    ngx_chat_events_poll_room,
     ngx_chat_events_close,
-    ngx_chat_events_poll_busy,
-    NULL,
+    NULL,                                  /* settled */
     ngx_chat_events_begun,
-    ngx_chat_events_poll_synced
+    ngx_chat_events_poll_synced,
+    NGX_CHAT_TRANSPORT_POLL
 };
 
 
-static ngx_chat_session_transport_t  ngx_chat_events_sse = {
+static ngx_chat_transport_t  ngx_chat_events_sse = {
     ngx_chat_events_sse_send,
+    ngx_chat_events_sse_room,
     ngx_chat_events_sse_close,
-    ngx_chat_events_sse_busy,
-    NULL,
+    NULL,                                  /* settled */
     ngx_chat_events_begun,
-    NULL
+    NULL,                                  /* synced */
+    0
 };
 
 
-static ngx_chat_session_transport_t  ngx_chat_events_call_transport = {
+static ngx_chat_transport_t  ngx_chat_events_call_transport = {
     ngx_chat_events_call_send,
+    ngx_chat_events_call_room,
     ngx_chat_events_close,
-    ngx_chat_events_call_busy,
     ngx_chat_events_call_settled,
-    NULL,
-    NULL
+    NULL,                                  /* begun */
+    NULL,                                  /* synced */
+    NGX_CHAT_TRANSPORT_CALL
 };
 
 
 static ngx_str_t  ngx_chat_events_type = ngx_string("text/event-stream");
-static u_char     ngx_chat_events_synced[] = "{\"type\":\"synced\"";
-static u_char     ngx_chat_events_presence_type[] = "{\"type\":\"presence\"";
-static u_char     ngx_chat_events_profile_type[] = "{\"type\":\"profile\"";
 
 
 /* GET /v1/events: a long-poll, or a stream of Server-Sent Events */
@@ -296,11 +310,6 @@ ngx_chat_events_call(ngx_chat_api_ctx_t *ctx)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    e->answers = json_array();
-    if (e->answers == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
     e->ev.handler = ngx_chat_events_call_answer;
 
     ngx_chat_session_begin(&e->session);
@@ -314,11 +323,11 @@ ngx_chat_events_call(ngx_chat_api_ctx_t *ctx)
 static ngx_chat_events_t *
 ngx_chat_events_create(ngx_chat_api_ctx_t *ctx, ngx_chat_events_mode_e mode)
 {
-    ngx_chat_session_t            *s;
-    ngx_chat_events_t             *e;
-    ngx_pool_cleanup_t            *cln;
-    ngx_http_request_t            *r;
-    ngx_chat_session_transport_t  *transport;
+    ngx_chat_session_t    *s;
+    ngx_chat_events_t     *e;
+    ngx_pool_cleanup_t    *cln;
+    ngx_http_request_t    *r;
+    ngx_chat_transport_t  *transport;
 
     r = ctx->request;
 
@@ -355,9 +364,6 @@ ngx_chat_events_create(ngx_chat_api_ctx_t *ctx, ngx_chat_events_mode_e mode)
                           ngx_http_get_module_loc_conf(r, ngx_chat_module),
                           r->connection->log, r->pool);
 
-    s->poll = (mode == NGX_CHAT_EVENTS_POLL);
-    s->call = (mode == NGX_CHAT_EVENTS_CALL);
-
     /* from here on the session is ended with the request, if not before */
 
     cln->handler = ngx_chat_events_cleanup;
@@ -388,6 +394,7 @@ ngx_chat_events_acks(ngx_chat_events_t *e, ngx_str_t *list, ngx_uint_t apply)
 {
     u_char      *p, *last, *colon, *comma;
     off_t        chat, seq;
+    json_t      *ack;
     ngx_uint_t   n;
 
     p = list->data;
@@ -416,7 +423,13 @@ ngx_chat_events_acks(ngx_chat_events_t *e, ngx_str_t *list, ngx_uint_t apply)
         }
 
         if (apply) {
-            ngx_chat_ack_add(&e->session, chat, seq);
+            ack = json_pack("{s:s,s:s%,s:I}", "type", "ack",
+                            "chat_id", p, (size_t) (colon - p),
+                            "seq", (json_int_t) seq);
+            if (ack) {
+                ngx_chat_session_dispatch(&e->session, ack);
+                json_decref(ack);
+            }
         }
 
         p = comma + 1;
@@ -619,20 +632,12 @@ ngx_chat_events_sse_start(ngx_http_request_t *r)
 }
 
 
-/* begins at once, or once the acks of the request are applied */
+/* begins once the acks of the request are applied (the session waits) */
 
 static void
 ngx_chat_events_start(ngx_chat_events_t *e)
 {
-    ngx_chat_session_t  *s = &e->session;
-
-    if (s->acks == 0) {
-        ngx_chat_session_begin(s);
-        return;
-    }
-
-    s->begin_wait = 1;
-    ngx_add_timer(&s->auth_timer, 1000);
+    ngx_chat_session_begin(&e->session);
 }
 
 
@@ -717,11 +722,7 @@ ngx_chat_events_cleanup(void *data)
     e->sending = NULL;
 
     json_decref(e->presence);
-    json_decref(e->error);
-    json_decref(e->answers);
     e->presence = NULL;
-    e->error = NULL;
-    e->answers = NULL;
 }
 
 
@@ -791,6 +792,76 @@ ngx_chat_events_append(ngx_chat_events_t *e, u_char *data, size_t len)
 }
 
 
+/* one object more in the JSON array that answers a poll or a call */
+
+static ngx_int_t
+ngx_chat_events_item(ngx_chat_events_t *e, ngx_chat_out_t *out)
+{
+    char       *dump;
+    ngx_int_t   rc;
+    ngx_str_t   text;
+
+    dump = out->json ? json_dumps(out->json, JSON_COMPACT) : NULL;
+
+    text.data = dump ? (u_char *) dump : out->text.data;
+    text.len = dump ? ngx_strlen(dump) : out->text.len;
+
+    rc = ngx_chat_events_append(e, (u_char *) (e->events ? "," : "["), 1);
+
+    if (rc == NGX_OK) {
+        rc = ngx_chat_events_append(e, text.data, text.len);
+
+        if (rc != NGX_OK) {
+            e->out_len -= 1;
+        }
+    }
+
+    free(dump);
+
+    if (rc != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    e->events++;
+
+    return NGX_OK;
+}
+
+
+/* the array, closed, as the answer */
+
+static ngx_int_t
+ngx_chat_events_array(ngx_chat_events_t *e)
+{
+    if (e->events == 0) {
+        e->out_len = 0;
+
+        if (ngx_chat_events_append(e, (u_char *) "[", 1) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    e->out[e->out_len++] = ']';     /* the byte append() keeps spare */
+
+    return ngx_chat_json_send(e->request, NGX_HTTP_OK, e->out, e->out_len);
+}
+
+
+/* the first "error" of a poll or a call is its answer */
+
+static ngx_int_t
+ngx_chat_events_error(ngx_chat_events_t *e, ngx_chat_out_t *out)
+{
+    if (e->error == NULL) {
+        e->error = out->code;
+        e->error_message = out->message;
+        ngx_chat_events_post(e);
+    }
+
+    return NGX_OK;
+}
+
+
 /* the session closes (revoked, PostgreSQL down): the request ends */
 
 static void
@@ -837,8 +908,8 @@ ngx_chat_events_fail(ngx_chat_events_t *e)
                                    "unavailable", "internal error");
     }
 
-    code = json_string_value(json_object_get(e->error, "code"));
-    message = json_string_value(json_object_get(e->error, "message"));
+    code = e->error;
+    message = e->error_message;
 
     if (code == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -852,22 +923,14 @@ ngx_chat_events_fail(ngx_chat_events_t *e)
         return ngx_chat_api_unavailable(e->ctx);
     }
 
-    return ngx_chat_json_error(r, ngx_chat_events_error_status(e->error),
+    return ngx_chat_json_error(r, ngx_chat_events_error_status(code),
                                code, message ? message : code);
 }
 
 
 static ngx_int_t
-ngx_chat_events_error_status(json_t *error)
+ngx_chat_events_error_status(const char *code)
 {
-    const char  *code;
-
-    code = json_string_value(json_object_get(error, "code"));
-
-    if (code == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
     if (ngx_strcmp(code, "forbidden") == 0) {
         return NGX_HTTP_FORBIDDEN;
     }
@@ -887,104 +950,91 @@ ngx_chat_events_error_status(json_t *error)
 /* ---------------------------------------------------------- long-poll */
 
 
-static ngx_uint_t
-ngx_chat_events_prefix(u_char *text, size_t len, u_char *prefix, size_t n)
-{
-    return len >= n && ngx_strncmp(text, prefix, n) == 0;
-}
-
-
-static ngx_uint_t
-ngx_chat_events_is_error(u_char *text, size_t len)
-{
-    static u_char  prefix[] = "{\"type\":\"error\"";
-
-    return ngx_chat_events_prefix(text, len, prefix, sizeof(prefix) - 1);
-}
-
-
 /*
- * Collected for the answer.  What finds no room is dropped, which loses
- * nothing: a message is not acked, so the next poll's sync brings it; a
- * receipt is a mark, which the next sync brings (marks_seen stays); a
+ * Collected for the answer.  What finds no room is left for the next
+ * poll, which loses nothing: a message is not acked, so the next poll's
+ * sync brings it; a receipt is a mark, which the next sync brings; a
  * presence state is compared with what the next poll says it knows.
  */
 
-static void
-ngx_chat_events_poll_send(ngx_chat_session_t *s, u_char *text, size_t len)
+static ngx_int_t
+ngx_chat_events_poll_send(ngx_chat_session_t *s, ngx_chat_out_t *out)
 {
-    ngx_int_t           rc;
     ngx_chat_events_t  *e = s->data;
 
     if (e->closing || e->paused) {
-        return;
+        return NGX_ERROR;
     }
 
-    /* a sync that found nothing owed: the poll waits for live ones */
+    switch (out->kind) {
 
-    if (e->owed == 0 && s->state == NGX_CHAT_SESSION_READY
-        && len > sizeof(ngx_chat_events_synced) - 1
-        && ngx_strncmp(text, ngx_chat_events_synced,
-                       sizeof(ngx_chat_events_synced) - 1)
-           == 0)
-    {
-        return;
-    }
+    case NGX_CHAT_OUT_READY:
+        return NGX_OK;          /* a poll has no "ready" */
 
-    if (ngx_chat_events_is_error(text, len)) {
+    case NGX_CHAT_OUT_SYNCED:
 
-        if (e->error == NULL) {
-            e->error = json_loadb((char *) text, len, 0, NULL);
-            ngx_chat_events_post(e);
+        /* a sync that found nothing owed: the poll waits for live ones */
+
+        if (e->owed == 0) {
+            return NGX_OK;
         }
 
-        return;
+        break;
+
+    case NGX_CHAT_OUT_ERROR:
+        return ngx_chat_events_error(e, out);
+
+    default:
+        break;
     }
 
-    rc = ngx_chat_events_append(e, (u_char *) (e->events ? "," : "["), 1);
-
-    if (rc == NGX_OK) {
-        rc = ngx_chat_events_append(e, text, len);
-
-        if (rc != NGX_OK) {
-            e->out_len -= 1;
-        }
-    }
-
-    if (rc != NGX_OK) {
+    if (ngx_chat_events_item(e, out) != NGX_OK) {
         e->paused = 1;              /* full: answer what there is */
         ngx_chat_events_post(e);
-        return;
+        return NGX_ERROR;
     }
 
-    e->events++;
+    /* the sync's: msg, expired, receipt */
 
     if (s->state != NGX_CHAT_SESSION_READY
-        && !ngx_chat_events_prefix(text, len, ngx_chat_events_presence_type,
-                                   sizeof(ngx_chat_events_presence_type) - 1)
-        && !ngx_chat_events_prefix(text, len, ngx_chat_events_profile_type,
-                                   sizeof(ngx_chat_events_profile_type) - 1))
+        && out->kind != NGX_CHAT_OUT_PRESENCE
+        && out->kind != NGX_CHAT_OUT_PROFILE)
     {
-        e->owed++;                  /* the sync's: msg, expired, receipt */
+        e->owed++;
     }
 
     if (s->state == NGX_CHAT_SESSION_READY) {
         ngx_chat_events_post(e);    /* live: those of this pass together */
     }
+
+    return NGX_OK;
 }
 
 
-/* a sync page was read: the poll answers with it, the rest comes next */
+/*
+ * A poll answers what it has once it cannot take more, or before the
+ * sync reads another page: the rest comes with the next poll.
+ */
 
 static ngx_uint_t
-ngx_chat_events_poll_busy(ngx_chat_session_t *s)
+ngx_chat_events_poll_room(ngx_chat_session_t *s, size_t len)
 {
     ngx_chat_events_t  *e = s->data;
+
+    if (e->closing || e->paused) {
+        return 0;
+    }
+
+    if (len == 0 ? e->events == 0
+                 : e->out_len + len + 2 <= s->conf->ws.send_queue)
+    {
+        return 1;
+    }
 
     e->paused = 1;
     ngx_chat_events_post(e);
 
-    return 1;
+    return 0;
 }
 
 
@@ -1017,7 +1067,6 @@ ngx_chat_events_poll_wait(ngx_event_t *ev)
 static void
 ngx_chat_events_poll_answer(ngx_event_t *ev)
 {
-    ngx_int_t            rc;
     ngx_chat_events_t   *e = ev->data;
     ngx_http_request_t  *r;
 
@@ -1041,21 +1090,6 @@ ngx_chat_events_poll_answer(ngx_event_t *ev)
         return;
     }
 
-    if (e->events == 0) {
-        e->out_len = 0;
-        rc = ngx_chat_events_append(e, (u_char *) "[", 1);
-
-    } else {
-        rc = NGX_OK;
-    }
-
-    if (rc != NGX_OK) {
-        ngx_chat_api_finish(e->ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
-    }
-
-    e->out[e->out_len++] = ']';     /* the byte append() keeps spare */
-
     if (ngx_chat_http_header(r, "Cache-Control", (u_char *) "no-store", 8)
         != NGX_OK)
     {
@@ -1063,8 +1097,7 @@ ngx_chat_events_poll_answer(ngx_event_t *ev)
         return;
     }
 
-    ngx_chat_api_finish(e->ctx, ngx_chat_json_send(r, NGX_HTTP_OK, e->out,
-                                                   e->out_len));
+    ngx_chat_api_finish(e->ctx, ngx_chat_events_array(e));
 }
 
 
@@ -1076,54 +1109,44 @@ ngx_chat_events_poll_answer(ngx_event_t *ev)
  * bring the chat to as the event id, so Last-Event-ID is an ack.
  */
 
-static void
-ngx_chat_events_sse_send(ngx_chat_session_t *s, u_char *text, size_t len)
+static ngx_int_t
+ngx_chat_events_sse_send(ngx_chat_session_t *s, ngx_chat_out_t *out)
 {
-    u_char              *p;
-    u_char               head[sizeof("id: :\ndata: ") + 2 * NGX_INT64_LEN];
-    json_t              *msg, *seq;
-    ngx_int_t            rc;
-    const char          *type, *chat;
-    ngx_chat_events_t   *e = s->data;
+    u_char             *p;
+    u_char              head[sizeof("id: :\ndata: ") + 2 * NGX_INT64_LEN];
+    char               *dump;
+    ngx_int_t           rc;
+    ngx_str_t           text;
+    ngx_chat_events_t  *e = s->data;
 
     if (e->closing) {
-        return;
+        return NGX_ERROR;
     }
 
     p = head;
 
-    msg = json_loadb((char *) text, len, 0, NULL);
-    type = json_string_value(json_object_get(msg, "type"));
-    chat = json_string_value(json_object_get(msg, "chat_id"));
-    seq = NULL;
-
-    if (type && chat && ngx_strlen(chat) <= NGX_INT64_LEN) {
-        if (ngx_strcmp(type, "msg") == 0) {
-            seq = json_object_get(msg, "seq");
-
-        } else if (ngx_strcmp(type, "expired") == 0) {
-            seq = json_object_get(msg, "to_seq");
-        }
+    if (out->kind == NGX_CHAT_OUT_MSG || out->kind == NGX_CHAT_OUT_EXPIRED) {
+        p = ngx_sprintf(p, "id: %L:%L\n", out->chat, out->seq);
     }
-
-    if (json_is_integer(seq)) {
-        p = ngx_sprintf(p, "id: %s:%L\n", chat,
-                        (int64_t) json_integer_value(seq));
-    }
-
-    json_decref(msg);
 
     p = ngx_cpymem(p, "data: ", 6);
+
+    dump = out->json ? json_dumps(out->json, JSON_COMPACT) : NULL;
+
+    text.data = dump ? (u_char *) dump : out->text.data;
+    text.len = dump ? ngx_strlen(dump) : out->text.len;
 
     rc = ngx_chat_events_append(e, head, p - head);
 
     if (rc == NGX_OK) {
-        rc = ngx_chat_events_append(e, text, len);
+        rc = ngx_chat_events_append(e, text.data, text.len);
     }
 
     if (rc == NGX_OK) {
         rc = ngx_chat_events_append(e, (u_char *) "\n\n", 2);
     }
+
+    free(dump);
 
     if (rc != NGX_OK) {
         ngx_log_error(NGX_LOG_INFO, s->log, 0,
@@ -1133,6 +1156,28 @@ ngx_chat_events_sse_send(ngx_chat_session_t *s, u_char *text, size_t len)
     }
 
     ngx_chat_events_post(e);
+
+    return rc == NGX_OK ? NGX_OK : NGX_ERROR;
+}
+
+
+/* as a WebSocket: paced producers fill half of chat_ws_send_queue */
+
+static ngx_uint_t
+ngx_chat_events_sse_room(ngx_chat_session_t *s, size_t len)
+{
+    size_t              queued;
+    ngx_chat_events_t  *e = s->data;
+
+    if (e->closing) {
+        return 0;
+    }
+
+    queued = e->out_len + e->sending_len;
+
+    return queued == 0
+           || queued + len + sizeof("id: :\ndata: \n\n") + 2 * NGX_INT64_LEN
+              <= s->conf->ws.send_queue / 2;
 }
 
 
@@ -1172,15 +1217,6 @@ ngx_chat_events_sse_close(ngx_chat_session_t *s, ngx_uint_t code,
 
     e->closing = 1;
     ngx_chat_events_post(e);
-}
-
-
-static ngx_uint_t
-ngx_chat_events_sse_busy(ngx_chat_session_t *s)
-{
-    ngx_chat_events_t  *e = s->data;
-
-    return e->out_len || e->sending;
 }
 
 
@@ -1267,6 +1303,7 @@ ngx_chat_events_sse_write(ngx_event_t *ev)
 
             ngx_free(e->sending);
             e->sending = NULL;
+            e->sending_len = 0;
         }
 
         if (e->out_len == 0) {
@@ -1274,6 +1311,7 @@ ngx_chat_events_sse_write(ngx_event_t *ev)
         }
 
         e->sending = e->out;
+        e->sending_len = e->out_len;
         e->out = NULL;
 
         ngx_memzero(&e->buf, sizeof(ngx_buf_t));
@@ -1311,9 +1349,7 @@ ngx_chat_events_sse_write(ngx_event_t *ev)
         return;
     }
 
-    if (e->session.sync_page_wanted) {
-        ngx_chat_sync_drained(&e->session);
-    }
+    ngx_chat_session_drained(&e->session);
 
     return;
 
@@ -1342,39 +1378,57 @@ failed:
 /* --------------------------------------------------------------- calls */
 
 
-static void
-ngx_chat_events_call_send(ngx_chat_session_t *s, u_char *text, size_t len)
+/* a call keeps its "sent", its presence states, and its first error */
+
+static ngx_int_t
+ngx_chat_events_call_send(ngx_chat_session_t *s, ngx_chat_out_t *out)
 {
-    json_t             *msg;
+    char               *dump;
+    ngx_str_t           text;
     ngx_chat_events_t  *e = s->data;
 
     if (e->closing) {
-        return;
+        return NGX_ERROR;
     }
 
-    msg = json_loadb((char *) text, len, 0, NULL);
-    if (msg == NULL) {
-        return;
-    }
+    switch (out->kind) {
 
-    if (ngx_chat_events_is_error(text, len)) {
-        if (e->error == NULL) {
-            e->error = msg;
-            return;
+    case NGX_CHAT_OUT_ERROR:
+        return ngx_chat_events_error(e, out);
+
+    case NGX_CHAT_OUT_SENT:
+
+        if (e->sent.data || out->json == NULL) {
+            return NGX_OK;
         }
 
-    } else {
-        (void) json_array_append(e->answers, msg);
-    }
+        dump = json_dumps(out->json, JSON_COMPACT);
+        if (dump == NULL) {
+            return NGX_ERROR;
+        }
 
-    json_decref(msg);
+        text.data = (u_char *) dump;
+        text.len = ngx_strlen(dump);
+
+        e->sent.data = ngx_pstrdup(e->request->pool, &text);
+        e->sent.len = e->sent.data ? text.len : 0;
+        free(dump);
+
+        return e->sent.data ? NGX_OK : NGX_ERROR;
+
+    case NGX_CHAT_OUT_PRESENCE:
+        return ngx_chat_events_item(e, out);
+
+    default:
+        return NGX_OK;
+    }
 }
 
 
 static ngx_uint_t
-ngx_chat_events_call_busy(ngx_chat_session_t *s)
+ngx_chat_events_call_room(ngx_chat_session_t *s, size_t len)
 {
-    return 0;
+    return 1;
 }
 
 
@@ -1388,7 +1442,6 @@ ngx_chat_events_call_settled(ngx_chat_session_t *s)
 static void
 ngx_chat_events_call_answer(ngx_event_t *ev)
 {
-    json_t             *answer;
     ngx_str_t          *path;
     ngx_chat_events_t  *e = ev->data;
 
@@ -1408,21 +1461,16 @@ ngx_chat_events_call_answer(ngx_event_t *ev)
     path = &e->ctx->route->path;
 
     if (path->len == 8 && ngx_strncmp(path->data, "presence", 8) == 0) {
-        answer = e->answers;
-        e->answers = NULL;
-
-        ngx_chat_api_finish(e->ctx, ngx_chat_json_reply(e->request,
-                                                        NGX_HTTP_OK, answer));
+        ngx_chat_api_finish(e->ctx, ngx_chat_events_array(e));
         return;
     }
 
     if (path->len == 4 && ngx_strncmp(path->data, "send", 4) == 0) {
-        answer = json_incref(json_array_get(e->answers, 0));
-
         ngx_chat_api_finish(e->ctx,
-                            answer ? ngx_chat_json_reply(e->request,
-                                                         NGX_HTTP_OK, answer)
-                                   : ngx_chat_api_unavailable(e->ctx));
+                            e->sent.data
+                            ? ngx_chat_json_send(e->request, NGX_HTTP_OK,
+                                                 e->sent.data, e->sent.len)
+                            : ngx_chat_api_unavailable(e->ctx));
         return;
     }
 

@@ -28,7 +28,9 @@
 #include <ngx_http.h>
 
 #include "ngx_chat_session.h"
+#include "ngx_chat_features.h"
 #include "ngx_chat_event.h"
+#include "ngx_chat_fanout.h"
 #include "ngx_chat_api.h"
 
 
@@ -37,6 +39,14 @@
 #define NGX_CHAT_PRESENCE_SWEEP    1000   /* ms between sweeps */
 #define NGX_CHAT_PRESENCE_SWEPT    "256"  /* users a sweep checks */
 #define NGX_CHAT_PRESENCE_KEY_MAX  (64 + sizeof("presence") + NGX_INT64_LEN)
+
+
+/* a session's watches */
+typedef struct {
+    ngx_queue_t                    watches;  /* ngx_chat_presence_watch_t */
+    ngx_uint_t                     nwatches;
+    ngx_queue_t                    asks;     /* ngx_chat_presence_ask_t */
+} ngx_chat_presence_t;
 
 
 /* a user watched by sessions of this worker */
@@ -64,7 +74,7 @@ typedef struct {
 
 /* a subscribe waiting for PostgreSQL to say who may be watched */
 typedef struct {
-    ngx_queue_t                    queue;    /* in session->presence */
+    ngx_queue_t                    queue;    /* in ngx_chat_presence_t */
     ngx_chat_session_t            *session;  /* NULL: the socket is gone */
     ngx_chat_pg_query_t           *query;
     json_t                        *id;       /* the request's, for errors */
@@ -119,6 +129,17 @@ static const char  ngx_chat_presence_peers_sql[] =
     "FROM chat_presence_peers($1, $2::bigint[])";
 
 
+static ngx_int_t ngx_chat_presence_init_worker(ngx_cycle_t *cycle);
+static void ngx_chat_presence_exit_worker(ngx_cycle_t *cycle);
+static void ngx_chat_presence_up(ngx_str_t *user);
+static void ngx_chat_presence_down(ngx_str_t *user);
+static void ngx_chat_presence_message(ngx_chat_session_t *s, json_t *msg);
+static ngx_uint_t ngx_chat_presence_pending(ngx_chat_session_t *s);
+static void ngx_chat_presence_end(ngx_chat_session_t *s);
+static void ngx_chat_presence_link(void);
+static void ngx_chat_presence_notice(void *data, ngx_str_t *message);
+static ngx_chat_presence_t *ngx_chat_presence_state_of(
+    ngx_chat_session_t *s);
 static void ngx_chat_presence_renew(ngx_event_t *ev);
 static void ngx_chat_presence_lease(ngx_str_t *user);
 static void ngx_chat_presence_check(ngx_str_t *user, int64_t away);
@@ -137,13 +158,34 @@ static void ngx_chat_presence_state(void *data, redisReply *reply);
 static void ngx_chat_presence_unwatch(ngx_chat_presence_watch_t *w);
 static ngx_chat_presence_watch_t *ngx_chat_presence_find(
     ngx_chat_session_t *s, ngx_str_t *user);
-static void ngx_chat_presence_relink(ngx_rbtree_node_t *node,
-    ngx_rbtree_node_t *sentinel);
 static ngx_int_t ngx_chat_presence_key(u_char *buf, const char *name,
     ngx_str_t *user, ngx_str_t *key);
 static int64_t ngx_chat_presence_now(void);
-static void ngx_chat_presence_ignore(void *data, redisReply *reply);
-static void ngx_chat_presence_published(void *data, redisReply *reply);
+
+
+static ngx_chat_command_t  ngx_chat_presence_commands[] = {
+    { ngx_string("presence"), ngx_chat_presence_message },
+    { ngx_null_string, NULL }
+};
+
+
+ngx_chat_feature_t  ngx_chat_presence_feature = {
+    "presence",
+    ngx_chat_presence_commands,            /* commands */
+    NULL,                                  /* notices */
+    ngx_chat_presence_init_worker,         /* init_worker */
+    ngx_chat_presence_exit_worker,         /* exit_worker */
+    NULL,                                  /* begin */
+    NULL,                                  /* resync */
+    NULL,                                  /* synced */
+    ngx_chat_presence_pending,             /* pending */
+    ngx_chat_presence_end,                 /* end */
+    NULL,                                  /* chat_end */
+    ngx_chat_presence_up,                  /* user_up */
+    ngx_chat_presence_down,                /* user_down */
+    0,                                     /* flags */
+    0                                      /* index */
+};
 
 
 static ngx_chat_main_conf_t  *ngx_chat_presence_conf;
@@ -161,20 +203,29 @@ static ngx_str_t              ngx_chat_presence_field;
 static ngx_str_t              ngx_chat_presence_none = ngx_string("");
 
 
-ngx_int_t
-ngx_chat_presence_init_worker(ngx_chat_main_conf_t *cmcf, ngx_cycle_t *cycle)
+static ngx_int_t
+ngx_chat_presence_init_worker(ngx_cycle_t *cycle)
 {
-    u_char  *p;
+    u_char                *p;
+    ngx_chat_main_conf_t  *cmcf;
 
     ngx_rbtree_init(&ngx_chat_presence_tree, &ngx_chat_presence_sentinel,
                     ngx_str_rbtree_insert_value);
     ngx_queue_init(&ngx_chat_presence_aways);
+
+    cmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_chat_module);
 
     if (cmcf->redis.host.len == 0 && cmcf->redis.unix_path.len == 0) {
         return NGX_OK;
     }
 
     ngx_chat_presence_conf = cmcf;
+
+    /* Redis came back: the leases may have expired meanwhile */
+
+    if (ngx_chat_redis_on_link(ngx_chat_presence_link) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     p = ngx_snprintf(ngx_chat_presence_field_buf,
                      sizeof(ngx_chat_presence_field_buf), "w:%V:%P:%08xD",
@@ -198,8 +249,8 @@ ngx_chat_presence_init_worker(ngx_chat_main_conf_t *cmcf, ngx_cycle_t *cycle)
 }
 
 
-void
-ngx_chat_presence_exit_worker(void)
+static void
+ngx_chat_presence_exit_worker(ngx_cycle_t *cycle)
 {
     ngx_queue_t               *q;
     ngx_chat_presence_away_t  *a;
@@ -234,7 +285,7 @@ ngx_chat_presence_exit_worker(void)
 
 /* the first socket of a user on this worker */
 
-void
+static void
 ngx_chat_presence_up(ngx_str_t *user)
 {
     if (ngx_chat_presence_conf) {
@@ -245,7 +296,7 @@ ngx_chat_presence_up(ngx_str_t *user)
 
 /* the last socket of a user on this worker went away */
 
-void
+static void
 ngx_chat_presence_down(ngx_str_t *user)
 {
     u_char                    buf[NGX_CHAT_PRESENCE_KEY_MAX];
@@ -258,7 +309,7 @@ ngx_chat_presence_down(ngx_str_t *user)
         return;
     }
 
-    (void) ngx_chat_redis_command(ngx_chat_presence_ignore, NULL,
+    (void) ngx_chat_redis_command(ngx_chat_redis_ignore, NULL,
                                   ngx_cycle->log, "HDEL %b %b",
                                   key.data, key.len,
                                   ngx_chat_presence_field.data,
@@ -329,7 +380,7 @@ ngx_chat_presence_lease(ngx_str_t *user)
                                     + ngx_chat_presence_conf->presence_lease)
           - expiry;
 
-    (void) ngx_chat_redis_command(ngx_chat_presence_ignore, NULL,
+    (void) ngx_chat_redis_command(ngx_chat_redis_ignore, NULL,
                                   ngx_cycle->log,
                                   "EVAL %s 2 %b %b %b %b %b %b",
                                   ngx_chat_presence_up_lua,
@@ -361,7 +412,7 @@ ngx_chat_presence_check(ngx_str_t *user, int64_t away)
     nlen = ngx_sprintf(now, "%L", ngx_chat_presence_now()) - now;
     wlen = ngx_sprintf(when, "%L", away) - when;
 
-    (void) ngx_chat_redis_command(ngx_chat_presence_ignore, NULL,
+    (void) ngx_chat_redis_command(ngx_chat_redis_ignore, NULL,
                                   ngx_cycle->log,
                                   "EVAL %s 2 %b %b %b %b %b %b",
                                   ngx_chat_presence_check_lua,
@@ -436,16 +487,24 @@ ngx_chat_presence_swept(void *data, redisReply *reply)
 
 /* {"type":"presence","subscribe":[ids]} or {"unsubscribe":[ids]} */
 
-void
+static void
 ngx_chat_presence_message(ngx_chat_session_t *s, json_t *msg)
 {
-    u_char                     *p;
     size_t                      i, n;
     int64_t                     id;
     json_t                     *sub, *unsub, *v;
     ngx_str_t                   params[2], user;
+    ngx_chat_presence_t        *ps;
+    ngx_chat_pg_array_t         ids;
     ngx_chat_presence_ask_t    *ask;
     ngx_chat_presence_watch_t  *w;
+
+    ps = ngx_chat_presence_state_of(s);
+    if (ps == NULL) {
+        ngx_chat_session_error(s, json_object_get(msg, "id"), "unavailable",
+                               "out of memory");
+        return;
+    }
 
     sub = json_object_get(msg, "subscribe");
     unsub = json_object_get(msg, "unsubscribe");
@@ -490,41 +549,33 @@ ngx_chat_presence_message(ngx_chat_session_t *s, json_t *msg)
         return;
     }
 
-    if (s->nwatches + n > NGX_CHAT_PRESENCE_WATCHES) {
+    if (ps->nwatches + n > NGX_CHAT_PRESENCE_WATCHES) {
         ngx_chat_session_error(s, json_object_get(msg, "id"), "too_large",
                                "too many users watched on this socket");
         return;
     }
 
-    /* "{1,2,3}" for chat_presence_peers() */
+    ask = ngx_calloc(sizeof(ngx_chat_presence_ask_t), s->log);
 
-    params[0] = s->user_id;
-    params[1].data = ngx_alloc(n * (NGX_INT64_LEN + 1) + 2, ngx_cycle->log);
-    ask = ngx_calloc(sizeof(ngx_chat_presence_ask_t), ngx_cycle->log);
-
-    if (params[1].data == NULL || ask == NULL) {
-        ngx_free(params[1].data);
+    if (ask == NULL || ngx_chat_pg_array_init(&ids, n, s->log) != NGX_OK) {
         ngx_free(ask);
         ngx_chat_session_error(s, json_object_get(msg, "id"), "unavailable",
                                "out of memory");
         return;
     }
 
-    p = params[1].data;
-    *p++ = '{';
-
     for (i = 0; i < n; i++) {
         (void) ngx_chat_session_parse_id(json_array_get(v, i), &id);
-        p = ngx_sprintf(p, "%s%L", i ? "," : "", id);
+        ngx_chat_pg_array_add(&ids, id);
     }
 
-    *p++ = '}';
-    params[1].len = p - params[1].data;
+    params[0] = s->user_id;
+    params[1] = *ngx_chat_pg_array_value(&ids);
 
     ask->query = ngx_chat_pg_query(ngx_chat_presence_peers_sql, 2, params,
                                    ngx_chat_presence_asked, ask,
                                    s->log);
-    ngx_free(params[1].data);
+    ngx_chat_pg_array_free(&ids);
 
     if (ask->query == NULL) {
         ngx_free(ask);
@@ -536,7 +587,7 @@ ngx_chat_presence_message(ngx_chat_session_t *s, json_t *msg)
     ask->session = s;
     ask->id = json_incref(json_object_get(msg, "id"));
     ask->known = json_incref(json_object_get(msg, "known"));
-    ngx_queue_insert_tail(&s->presence_asks, &ask->queue);
+    ngx_queue_insert_tail(&ps->asks, &ask->queue);
 
     return;
 
@@ -609,7 +660,9 @@ ngx_chat_presence_answer(ngx_chat_session_t *s, json_t *id, json_t *known,
         ngx_chat_pg_value(res, i, 0, &user);
         ngx_chat_pg_value(res, i, 2, &last_seen);
 
-        if (s->nwatches >= NGX_CHAT_PRESENCE_WATCHES) {
+        if (ngx_chat_presence_state_of(s)->nwatches
+            >= NGX_CHAT_PRESENCE_WATCHES)
+        {
             ngx_chat_session_error(s, id, "too_large",
                                    "too many users watched on this socket");
             return;
@@ -634,9 +687,11 @@ ngx_chat_presence_watch(ngx_chat_session_t *s, ngx_str_t *user,
     u_char                       buf[NGX_CHAT_PRESENCE_KEY_MAX];
     uint32_t                     hash;
     ngx_str_t                    channel;
+    ngx_chat_presence_t         *ps;
     ngx_chat_presence_watch_t   *w;
     ngx_chat_presence_watched_t *wd;
 
+    ps = ngx_chat_presence_state_of(s);
     w = ngx_chat_presence_find(s, user);
 
     if (w) {
@@ -669,7 +724,10 @@ ngx_chat_presence_watch(ngx_chat_session_t *s, ngx_str_t *user,
         ngx_memcpy(wd->user.data, user->data, user->len);
         ngx_queue_init(&wd->watches);
 
-        if (ngx_chat_redis_subscribe(&wd->node.str) != NGX_OK) {
+        if (ngx_chat_redis_subscribe(&wd->node.str,
+                                     ngx_chat_presence_notice, wd)
+            != NGX_OK)
+        {
             ngx_free(wd);
             return NGX_ERROR;
         }
@@ -694,8 +752,8 @@ ngx_chat_presence_watch(ngx_chat_session_t *s, ngx_str_t *user,
     ngx_chat_presence_known(w, known);
 
     ngx_queue_insert_tail(&wd->watches, &w->queue);
-    ngx_queue_insert_tail(&s->watches, &w->by_session);
-    s->nwatches++;
+    ngx_queue_insert_tail(&ps->watches, &w->by_session);
+    ps->nwatches++;
 
     /* subscribed first: a change from now on is not missed */
 
@@ -747,20 +805,27 @@ ngx_chat_presence_known(ngx_chat_presence_watch_t *w, json_t *known)
 }
 
 
-/* a state read is on its way to one of the session's watches */
+/* a subscribe is being checked, or a state read is on its way */
 
-ngx_uint_t
+static ngx_uint_t
 ngx_chat_presence_pending(ngx_chat_session_t *s)
 {
     ngx_queue_t                *q;
+    ngx_chat_presence_t        *ps;
     ngx_chat_presence_watch_t  *w;
 
-    if (s->watches.next == NULL) {
-        return 0;               /* never opened */
+    ps = ngx_chat_session_get_ctx(s, ngx_chat_presence_feature);
+
+    if (ps == NULL) {
+        return 0;
     }
 
-    for (q = ngx_queue_head(&s->watches);
-         q != ngx_queue_sentinel(&s->watches);
+    if (!ngx_queue_empty(&ps->asks)) {
+        return 1;
+    }
+
+    for (q = ngx_queue_head(&ps->watches);
+         q != ngx_queue_sentinel(&ps->watches);
          q = ngx_queue_next(q))
     {
         w = ngx_queue_data(q, ngx_chat_presence_watch_t, by_session);
@@ -830,10 +895,7 @@ ngx_chat_presence_state(void *data, redisReply *reply)
                        "last_seen", (json_int_t) seen);
     }
 
-    if (ev) {
-        ngx_chat_session_send(s, ev);
-        json_decref(ev);
-    }
+    (void) ngx_chat_session_send(s, NGX_CHAT_OUT_PRESENCE, ev);
 
 done:
 
@@ -912,13 +974,8 @@ void
 ngx_chat_presence_profile(ngx_str_t *user, ngx_str_t *about, ngx_log_t *log)
 {
     char       *text;
-    u_char      buf[NGX_CHAT_PRESENCE_KEY_MAX];
     json_t     *ev;
-    ngx_str_t   channel;
-
-    if (ngx_chat_presence_key(buf, "pc:", user, &channel) != NGX_OK) {
-        return;
-    }
+    ngx_str_t   message;
 
     ev = json_pack("{s:s,s:s%,s:s%}", "type", "profile",
                    "user_id", user->data, user->len,
@@ -934,39 +991,57 @@ ngx_chat_presence_profile(ngx_str_t *user, ngx_str_t *about, ngx_log_t *log)
         return;
     }
 
-    if (ngx_chat_redis_command(ngx_chat_presence_published, NULL,
-                               ngx_cycle->log, "PUBLISH %b %s",
-                               channel.data, channel.len, text)
-        == NULL)
-    {
-        ngx_log_error(NGX_LOG_WARN, log, 0,
-                      "chat profile: change of user %V not published: "
-                      "Redis is down", user);
-    }
+    message.data = (u_char *) text;
+    message.len = ngx_strlen(text);
+
+    (void) ngx_chat_fanout("pc:", user, &message, "chat profile: change",
+                           log);
 
     free(text);
 }
 
 
-/* what Redis brings on a presence channel; NGX_DECLINED: not one */
+/*
+ * What Redis brings on a watched user's presence channel, for each of
+ * the watches here.  NULL: the channel was lost for a while, and every
+ * watch reads the state anew.
+ */
 
-ngx_int_t
-ngx_chat_presence_pubsub(ngx_str_t *channel, ngx_str_t *message)
+static void
+ngx_chat_presence_notice(void *data, ngx_str_t *message)
 {
     char                        *hidden;
     json_t                      *ev;
-    uint32_t                     hash;
+    const char                  *type;
     ngx_queue_t                 *q, *next;
+    ngx_chat_out_t               out, out_hidden;
     ngx_chat_presence_watch_t   *w;
-    ngx_chat_presence_watched_t *wd;
+    ngx_chat_presence_watched_t *wd = data;
 
-    hash = ngx_crc32_long(channel->data, channel->len);
-    wd = (ngx_chat_presence_watched_t *)
-             ngx_str_rbtree_lookup(&ngx_chat_presence_tree, channel, hash);
+    if (message == NULL) {
+        for (q = ngx_queue_head(&wd->watches);
+             q != ngx_queue_sentinel(&wd->watches);
+             q = ngx_queue_next(q))
+        {
+            ngx_chat_presence_read(ngx_queue_data(q,
+                                                  ngx_chat_presence_watch_t,
+                                                  queue));
+        }
 
-    if (wd == NULL) {
-        return NGX_DECLINED;
+        return;
     }
+
+    ev = json_loadb((char *) message->data, message->len, 0, NULL);
+    if (ev == NULL) {
+        return;
+    }
+
+    type = json_string_value(json_object_get(ev, "type"));
+
+    ngx_memzero(&out, sizeof(ngx_chat_out_t));
+    out.kind = (type && ngx_strcmp(type, "profile") == 0)
+               ? NGX_CHAT_OUT_PROFILE : NGX_CHAT_OUT_PRESENCE;
+    out.text = *message;
 
     /*
      * Who may not see last_seen gets null: made once, when needed, and
@@ -974,7 +1049,7 @@ ngx_chat_presence_pubsub(ngx_str_t *channel, ngx_str_t *message)
      */
 
     hidden = NULL;
-    ev = NULL;
+    out_hidden = out;
 
     for (q = ngx_queue_head(&wd->watches);
          q != ngx_queue_sentinel(&wd->watches);
@@ -983,35 +1058,25 @@ ngx_chat_presence_pubsub(ngx_str_t *channel, ngx_str_t *message)
         next = ngx_queue_next(q);
         w = ngx_queue_data(q, ngx_chat_presence_watch_t, queue);
 
-        if (!w->last_seen && ev == NULL) {
-            ev = json_loadb((char *) message->data, message->len, 0, NULL);
-
-            if (ev == NULL) {
-                break;
-            }
-
-            if (json_object_get(ev, "last_seen") != NULL
-                && (json_object_set_new(ev, "last_seen", json_null()) != 0
-                    || (hidden = json_dumps(ev, JSON_COMPACT)) == NULL))
+        if (!w->last_seen && hidden == NULL
+            && json_object_get(ev, "last_seen") != NULL)
+        {
+            if (json_object_set_new(ev, "last_seen", json_null()) != 0
+                || (hidden = json_dumps(ev, JSON_COMPACT)) == NULL)
             {
                 break;
             }
+
+            out_hidden.text.data = (u_char *) hidden;
+            out_hidden.text.len = ngx_strlen(hidden);
         }
 
-        if (w->last_seen || hidden == NULL) {
-            ngx_chat_session_send_text(w->session, message->data,
-                                       message->len);
-            continue;
-        }
-
-        ngx_chat_session_send_text(w->session, (u_char *) hidden,
-                                   ngx_strlen(hidden));
+        (void) ngx_chat_session_output(w->session,
+                                       w->last_seen ? &out : &out_hidden);
     }
 
     json_decref(ev);
     free(hidden);
-
-    return NGX_OK;
 }
 
 
@@ -1026,7 +1091,7 @@ ngx_chat_presence_unwatch(ngx_chat_presence_watch_t *w)
 
     ngx_queue_remove(&w->queue);
     ngx_queue_remove(&w->by_session);
-    w->session->nwatches--;
+    ngx_chat_presence_state_of(w->session)->nwatches--;
     ngx_free(w);
 
     if (ngx_queue_empty(&wd->watches)) {
@@ -1041,10 +1106,13 @@ static ngx_chat_presence_watch_t *
 ngx_chat_presence_find(ngx_chat_session_t *s, ngx_str_t *user)
 {
     ngx_queue_t                *q;
+    ngx_chat_presence_t        *ps;
     ngx_chat_presence_watch_t  *w;
 
-    for (q = ngx_queue_head(&s->watches);
-         q != ngx_queue_sentinel(&s->watches);
+    ps = ngx_chat_presence_state_of(s);
+
+    for (q = ngx_queue_head(&ps->watches);
+         q != ngx_queue_sentinel(&ps->watches);
          q = ngx_queue_next(q))
     {
         w = ngx_queue_data(q, ngx_chat_presence_watch_t, by_session);
@@ -1060,24 +1128,27 @@ ngx_chat_presence_find(ngx_chat_session_t *s, ngx_str_t *user)
 }
 
 
-void
-ngx_chat_presence_cleanup(ngx_chat_session_t *s)
+static void
+ngx_chat_presence_end(ngx_chat_session_t *s)
 {
     ngx_queue_t              *q;
+    ngx_chat_presence_t      *ps;
     ngx_chat_presence_ask_t  *ask;
 
-    if (s->watches.next == NULL) {
-        return;                         /* never ready */
+    ps = ngx_chat_session_get_ctx(s, ngx_chat_presence_feature);
+
+    if (ps == NULL) {
+        return;
     }
 
-    while (!ngx_queue_empty(&s->watches)) {
-        q = ngx_queue_head(&s->watches);
+    while (!ngx_queue_empty(&ps->watches)) {
+        q = ngx_queue_head(&ps->watches);
         ngx_chat_presence_unwatch(ngx_queue_data(q, ngx_chat_presence_watch_t,
                                                  by_session));
     }
 
-    while (!ngx_queue_empty(&s->presence_asks)) {
-        q = ngx_queue_head(&s->presence_asks);
+    while (!ngx_queue_empty(&ps->asks)) {
+        q = ngx_queue_head(&ps->asks);
         ngx_queue_remove(q);
 
         ask = ngx_queue_data(q, ngx_chat_presence_ask_t, queue);
@@ -1086,48 +1157,43 @@ ngx_chat_presence_cleanup(ngx_chat_session_t *s)
 }
 
 
-/*
- * Redis came back: the leases may have expired meanwhile and changes
- * were not heard; leases are taken again and every watcher reads the
- * state anew.
- */
+/* the session's watches, made on first use */
 
-void
-ngx_chat_presence_link(void)
+static ngx_chat_presence_t *
+ngx_chat_presence_state_of(ngx_chat_session_t *s)
 {
-    if (ngx_chat_presence_conf == NULL) {
-        return;
+    ngx_chat_presence_t  *ps;
+
+    ps = ngx_chat_session_get_ctx(s, ngx_chat_presence_feature);
+
+    if (ps) {
+        return ps;
     }
 
-    ngx_chat_session_each_user(ngx_chat_presence_lease);
-    ngx_chat_presence_relink(ngx_chat_presence_tree.root,
-                             ngx_chat_presence_tree.sentinel);
+    ps = ngx_pcalloc(s->pool, sizeof(ngx_chat_presence_t));
+    if (ps == NULL) {
+        return NULL;
+    }
+
+    ngx_queue_init(&ps->watches);
+    ngx_queue_init(&ps->asks);
+
+    ngx_chat_session_set_ctx(s, ps, ngx_chat_presence_feature);
+
+    return ps;
 }
 
 
+/*
+ * Redis came back: the leases may have expired meanwhile, and are taken
+ * again (the watches read the state anew once their channels are back,
+ * ngx_chat_presence_notice()).
+ */
+
 static void
-ngx_chat_presence_relink(ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
+ngx_chat_presence_link(void)
 {
-    ngx_queue_t                  *q;
-    ngx_chat_presence_watched_t  *wd;
-
-    if (node == sentinel) {
-        return;
-    }
-
-    ngx_chat_presence_relink(node->left, sentinel);
-
-    wd = (ngx_chat_presence_watched_t *) node;
-
-    for (q = ngx_queue_head(&wd->watches);
-         q != ngx_queue_sentinel(&wd->watches);
-         q = ngx_queue_next(q))
-    {
-        ngx_chat_presence_read(ngx_queue_data(q, ngx_chat_presence_watch_t,
-                                              queue));
-    }
-
-    ngx_chat_presence_relink(node->right, sentinel);
+    ngx_chat_session_each_user(ngx_chat_presence_lease);
 }
 
 
@@ -1151,25 +1217,4 @@ ngx_chat_presence_now(void)
     tp = ngx_timeofday();
 
     return (int64_t) tp->sec * 1000 + tp->msec;
-}
-
-
-static void
-ngx_chat_presence_ignore(void *data, redisReply *reply)
-{
-    if (reply && reply->type == REDIS_REPLY_ERROR) {
-        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                      "chat presence: Redis: %*s", (size_t) reply->len,
-                      reply->str);
-    }
-}
-
-
-static void
-ngx_chat_presence_published(void *data, redisReply *reply)
-{
-    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
-        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                      "chat profile: change not published");
-    }
 }

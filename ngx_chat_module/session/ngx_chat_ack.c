@@ -1,0 +1,404 @@
+
+/*
+ * "ack" (PROTOCOL.md, section 4): a device's cursor in a chat moves, and
+ * what no device is owed any more is deleted.
+ *
+ * Acks are cumulative, so a chat needs at most one pending ack: what is
+ * acked while it waits is folded into it, and what is acked while it is
+ * being applied goes in the next one.  The pending acks of all the
+ * sockets of a worker that are ready in one pass of the event loop are
+ * applied together, by one statement in one transaction
+ * (chat_ack_batch, ngx_chat_batch.h): a commit per pass, not per
+ * message, as for sends.  Once applied, the "delivered" marks the acks
+ * moved are told to the authors.
+ *
+ * An ack outlives its socket: one pending or being applied when the
+ * socket goes is applied all the same, so a reconnect anywhere is not
+ * sent what the device acked.  A closing socket's close is answered
+ * once its acks are applied (NGX_CHAT_FEATURE_HOLDS_CLOSE).
+ */
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_chat_session.h"
+#include "ngx_chat_features.h"
+#include "ngx_chat_batch.h"
+#include "ngx_chat_fanout.h"
+
+
+#define NGX_CHAT_ACK_BATCH    512       /* acks in one statement */
+#define NGX_CHAT_ACK_BATCHES  1         /* statements in flight a worker */
+
+
+typedef struct ngx_chat_ack_op_s  ngx_chat_ack_op_t;
+
+
+/* a session's acks: how many chats have one pending or being applied */
+typedef struct {
+    ngx_uint_t                 n;
+} ngx_chat_ack_t;
+
+
+/* a chat's ack */
+typedef struct {
+    ngx_chat_ack_op_t         *op;       /* pending or being applied */
+    int64_t                    want;     /* the highest acked */
+} ngx_chat_ack_chat_t;
+
+
+struct ngx_chat_ack_op_s {
+    ngx_queue_t                queue;    /* in the worker's batch */
+    ngx_chat_session_chat_t   *chat;     /* NULL: the socket is gone */
+    int64_t                    device;
+    int64_t                    chat_id;
+    int64_t                    seq;
+    unsigned                   applying:1;
+};
+
+
+/* one chat_ack_batch() statement; n is 0 while the slot is free */
+typedef struct {
+    ngx_uint_t                 n;
+    ngx_chat_ack_op_t         *ops[NGX_CHAT_ACK_BATCH];
+} ngx_chat_ack_stmt_t;
+
+
+static const char  ngx_chat_ack_sql[] =
+    "SELECT out_chat, out_user, out_seq, out_authors "
+    "FROM chat_ack_batch($1::bigint[], $2::bigint[], $3::bigint[])";
+
+
+static ngx_int_t ngx_chat_ack_init_worker(ngx_cycle_t *cycle);
+static void ngx_chat_ack_exit_worker(ngx_cycle_t *cycle);
+static void ngx_chat_ack(ngx_chat_session_t *s, json_t *msg);
+static ngx_int_t ngx_chat_ack_queue(ngx_chat_session_chat_t *ch,
+    int64_t device, int64_t chat_id, int64_t seq, ngx_log_t *log);
+static void ngx_chat_ack_run(ngx_chat_batch_t *b, ngx_uint_t n);
+static void ngx_chat_ack_applied(void *data, PGresult *res);
+static void ngx_chat_ack_done(ngx_chat_ack_op_t *op);
+static ngx_uint_t ngx_chat_ack_pending(ngx_chat_session_t *s);
+static void ngx_chat_ack_chat_end(ngx_chat_session_t *s,
+    ngx_chat_session_chat_t *ch);
+
+
+static ngx_chat_command_t  ngx_chat_ack_commands[] = {
+    { ngx_string("ack"), ngx_chat_ack },
+    { ngx_null_string, NULL }
+};
+
+
+ngx_chat_feature_t  ngx_chat_ack_feature = {
+    "ack",
+    ngx_chat_ack_commands,                 /* commands */
+    NULL,                                  /* notices */
+    ngx_chat_ack_init_worker,              /* init_worker */
+    ngx_chat_ack_exit_worker,              /* exit_worker */
+    NULL,                                  /* begin */
+    NULL,                                  /* resync */
+    NULL,                                  /* synced */
+    ngx_chat_ack_pending,                  /* pending */
+    NULL,                                  /* end */
+    ngx_chat_ack_chat_end,                 /* chat_end */
+    NULL,                                  /* user_up */
+    NULL,                                  /* user_down */
+    NGX_CHAT_FEATURE_HOLDS_CLOSE,          /* flags */
+    0                                      /* index */
+};
+
+
+static ngx_chat_batch_t     ngx_chat_ack_batch;
+static ngx_chat_ack_stmt_t  ngx_chat_ack_stmts[NGX_CHAT_ACK_BATCHES];
+
+
+static ngx_int_t
+ngx_chat_ack_init_worker(ngx_cycle_t *cycle)
+{
+    ngx_chat_batch_init(&ngx_chat_ack_batch, ngx_chat_ack_run,
+                        NGX_CHAT_ACK_BATCH, NGX_CHAT_ACK_BATCHES, cycle->log);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_chat_ack_exit_worker(ngx_cycle_t *cycle)
+{
+    ngx_chat_batch_exit(&ngx_chat_ack_batch);
+}
+
+
+/* {"type":"ack","chat_id","seq"}: queued for the worker's next batch */
+
+static void
+ngx_chat_ack(ngx_chat_session_t *s, json_t *msg)
+{
+    int64_t                   chat_id, seq;
+    ngx_chat_ack_t           *st;
+    ngx_chat_ack_chat_t      *ac;
+    ngx_chat_session_chat_t  *ch;
+
+    if (ngx_chat_session_chat_seq(msg, &chat_id, &seq) != NGX_OK) {
+        ngx_chat_session_error(s, json_object_get(msg, "id"), "bad_request",
+                               "ack needs \"chat_id\" and a positive "
+                               "\"seq\"");
+        return;
+    }
+
+    st = ngx_chat_session_get_ctx(s, ngx_chat_ack_feature);
+
+    if (st == NULL) {
+        st = ngx_pcalloc(s->pool, sizeof(ngx_chat_ack_t));
+        if (st == NULL) {
+            return;
+        }
+
+        ngx_chat_session_set_ctx(s, st, ngx_chat_ack_feature);
+    }
+
+    ch = ngx_chat_order_chat(s, chat_id, 1);
+    if (ch == NULL) {
+        return;
+    }
+
+    ac = ngx_chat_chat_get_ctx(ch, ngx_chat_ack_feature);
+
+    if (ac == NULL) {
+        ac = ngx_calloc(sizeof(ngx_chat_ack_chat_t), s->log);
+        if (ac == NULL) {
+            return;
+        }
+
+        ngx_chat_chat_set_ctx(ch, ac, ngx_chat_ack_feature);
+    }
+
+    if (seq <= ac->want) {
+        return;
+    }
+
+    ac->want = seq;
+
+    if (ac->op == NULL) {
+        if (ngx_chat_ack_queue(ch, s->device, chat_id, seq, s->log)
+            == NGX_OK)
+        {
+            st->n++;
+        }
+
+    } else if (!ac->op->applying) {
+        ac->op->seq = seq;              /* folded into the pending one */
+    }
+}
+
+
+static ngx_int_t
+ngx_chat_ack_queue(ngx_chat_session_chat_t *ch, int64_t device,
+    int64_t chat_id, int64_t seq, ngx_log_t *log)
+{
+    ngx_chat_ack_op_t  *op;
+
+    op = ngx_calloc(sizeof(ngx_chat_ack_op_t), log);
+    if (op == NULL) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "chat ack of chat %L not applied: out of memory",
+                      chat_id);
+        return NGX_ERROR;
+    }
+
+    op->chat = ch;
+    op->device = device;
+    op->chat_id = chat_id;
+    op->seq = seq;
+
+    if (ch) {
+        ((ngx_chat_ack_chat_t *) ngx_chat_chat_get_ctx(ch,
+                                                        ngx_chat_ack_feature))
+            ->op = op;
+    }
+
+    ngx_chat_batch_add(&ngx_chat_ack_batch, &op->queue);
+
+    return NGX_OK;
+}
+
+
+/* one statement for n acks: three bigint arrays */
+
+static void
+ngx_chat_ack_run(ngx_chat_batch_t *b, ngx_uint_t n)
+{
+    ngx_str_t             params[3];
+    ngx_uint_t            i, k;
+    ngx_chat_ack_op_t    *op;
+    ngx_chat_pg_array_t   a[3];
+    ngx_chat_ack_stmt_t  *stmt;
+    ngx_chat_pg_query_t  *query;
+
+    /* the batch runs at most NGX_CHAT_ACK_BATCHES at once: one is free */
+
+    for (stmt = ngx_chat_ack_stmts; stmt->n; stmt++) { /* void */ }
+
+    stmt->n = n;
+
+    for (k = 0; k < 3; k++) {
+        if (ngx_chat_pg_array_init(&a[k], n, b->ev.log) != NGX_OK) {
+            a[k].value.data = NULL;
+        }
+    }
+
+    for (i = 0; i < n; i++) {
+        op = ngx_queue_data(ngx_chat_batch_take(b), ngx_chat_ack_op_t, queue);
+        op->applying = 1;
+        stmt->ops[i] = op;
+
+        if (a[0].value.data && a[1].value.data && a[2].value.data) {
+            ngx_chat_pg_array_add(&a[0], op->device);
+            ngx_chat_pg_array_add(&a[1], op->chat_id);
+            ngx_chat_pg_array_add(&a[2], op->seq);
+        }
+    }
+
+    query = NULL;
+
+    if (a[0].value.data && a[1].value.data && a[2].value.data) {
+        for (k = 0; k < 3; k++) {
+            params[k] = *ngx_chat_pg_array_value(&a[k]);
+        }
+
+        query = ngx_chat_pg_query(ngx_chat_ack_sql, 3, params,
+                                  ngx_chat_ack_applied, stmt, b->ev.log);
+    }
+
+    for (k = 0; k < 3; k++) {
+        ngx_chat_pg_array_free(&a[k]);
+    }
+
+    if (query == NULL) {
+        ngx_log_error(NGX_LOG_WARN, b->ev.log, 0,
+                      "chat: %ui acks not applied: PostgreSQL unavailable",
+                      n);
+        ngx_chat_ack_applied(stmt, NULL);
+    }
+}
+
+
+static void
+ngx_chat_ack_applied(void *data, PGresult *res)
+{
+    int                   row, rows;
+    ngx_str_t             chat, user, authors;
+    ngx_uint_t            i;
+    ngx_chat_ack_stmt_t  *stmt = data;
+
+    if (res && !ngx_chat_pg_ok(res)) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "chat: %ui acks not applied: %s", stmt->n,
+                      PQresultErrorMessage(res));
+    }
+
+    /* the delivered marks the acks moved, for their authors */
+
+    rows = ngx_chat_pg_ok(res) ? PQntuples(res) : 0;
+
+    for (row = 0; row < rows; row++) {
+        ngx_chat_pg_value(res, row, 0, &chat);
+        ngx_chat_pg_value(res, row, 1, &user);
+        ngx_chat_pg_value(res, row, 3, &authors);
+
+        if (authors.len) {
+            (void) ngx_chat_fanout_receipt(&chat, &user, "delivered",
+                                           ngx_chat_pg_int(res, row, 2),
+                                           &authors, NULL, ngx_cycle->log);
+        }
+    }
+
+    for (i = 0; i < stmt->n; i++) {
+        ngx_chat_ack_done(stmt->ops[i]);
+    }
+
+    stmt->n = 0;
+
+    ngx_chat_batch_done(&ngx_chat_ack_batch);
+}
+
+
+/* an ack is through: the next one of its chat may go */
+
+static void
+ngx_chat_ack_done(ngx_chat_ack_op_t *op)
+{
+    ngx_chat_ack_t           *st;
+    ngx_chat_session_t       *s;
+    ngx_chat_ack_chat_t      *ac;
+    ngx_chat_session_chat_t  *ch;
+
+    ch = op->chat;
+
+    if (ch) {
+        s = ch->session;
+        st = ngx_chat_session_get_ctx(s, ngx_chat_ack_feature);
+        ac = ngx_chat_chat_get_ctx(ch, ngx_chat_ack_feature);
+
+        ac->op = NULL;
+        st->n--;
+
+        if (ac->want > op->seq
+            && ngx_chat_ack_queue(ch, s->device, op->chat_id, ac->want,
+                                  s->log)
+               == NGX_OK)
+        {
+            st->n++;
+        }
+
+        if (st->n == 0) {
+            ngx_chat_session_settle(s);
+        }
+    }
+
+    ngx_free(op);
+}
+
+
+static ngx_uint_t
+ngx_chat_ack_pending(ngx_chat_session_t *s)
+{
+    ngx_chat_ack_t  *st;
+
+    st = ngx_chat_session_get_ctx(s, ngx_chat_ack_feature);
+
+    return st ? st->n : 0;
+}
+
+
+/* the chat's state goes with its socket: its ack does not */
+
+static void
+ngx_chat_ack_chat_end(ngx_chat_session_t *s, ngx_chat_session_chat_t *ch)
+{
+    ngx_chat_ack_t       *st;
+    ngx_chat_ack_op_t    *op;
+    ngx_chat_ack_chat_t  *ac;
+
+    ac = ngx_chat_chat_get_ctx(ch, ngx_chat_ack_feature);
+
+    if (ac == NULL) {
+        return;
+    }
+
+    op = ac->op;
+
+    if (op) {
+        st = ngx_chat_session_get_ctx(s, ngx_chat_ack_feature);
+        st->n--;
+        op->chat = NULL;
+
+        if (op->applying && ac->want > op->seq) {
+            (void) ngx_chat_ack_queue(NULL, s->device, op->chat_id,
+                                      ac->want, ngx_cycle->log);
+        }
+    }
+
+    ngx_free(ac);
+    ngx_chat_chat_set_ctx(ch, NULL, ngx_chat_ack_feature);
+}

@@ -1,0 +1,522 @@
+
+/*
+ * Receipts (PROTOCOL.md, section 4): "delivered" and "read" marks per
+ * user and chat, high-water only.
+ *
+ * A delivered mark moves with the acks (ngx_chat_ack.c); a read mark
+ * moves with "read" (chat_read), here.  Either way the receipt is
+ * published to the user channel of each author of the newly covered
+ * range, and a read receipt also to the reader's own channel, tagged
+ * with the reading device, whose sessions skip it
+ * (ngx_chat_fanout_receipt()).  A device that was away gets the marks
+ * that moved meanwhile at the end of its sync (chat_marks), as many at a
+ * time as it has room for.
+ */
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_chat_session.h"
+#include "ngx_chat_features.h"
+#include "ngx_chat_fanout.h"
+
+
+#define NGX_CHAT_RECEIPT_READS  16      /* reads in flight a socket */
+
+/* chat_read()'s statuses */
+#define NGX_CHAT_RECEIPT_MOVED       0
+#define NGX_CHAT_RECEIPT_NOT_MEMBER  2
+
+
+typedef struct {
+    int64_t                    chat;
+    int64_t                    user;
+    int64_t                    seq;
+    ngx_uint_t                 read;     /* else delivered */
+} ngx_chat_receipt_mark_t;
+
+
+/* a session's reads and the marks of its sync */
+typedef struct {
+    ngx_queue_t                reads;    /* ngx_chat_receipt_read_t */
+    ngx_uint_t                 nreads;
+    ngx_chat_pg_query_t       *query;    /* chat_marks */
+    ngx_chat_receipt_mark_t   *marks;    /* what the sync has to send */
+    ngx_uint_t                 nmarks;
+    ngx_uint_t                 next;
+    ngx_chat_session_waiter_t  waiter;   /* for room for the rest */
+    unsigned                   marks_had:1;
+} ngx_chat_receipt_t;
+
+
+typedef struct {
+    ngx_queue_t                queue;    /* in ngx_chat_receipt_t */
+    ngx_chat_session_t        *session;  /* NULL: the socket is gone */
+    ngx_chat_pg_query_t       *query;
+    json_t                    *id;
+    ngx_str_t                  chat;
+    ngx_str_t                  user;
+    ngx_str_t                  device;
+    u_char                     data[3 * NGX_INT64_LEN];
+} ngx_chat_receipt_read_t;
+
+
+static const char  ngx_chat_receipt_read_sql[] =
+    "SELECT out_status, out_read, out_read_authors, out_delivered, "
+    "out_delivered_authors FROM chat_read($1, $2, $3)";
+
+static const char  ngx_chat_receipt_marks_sql[] =
+    "SELECT out_chat, out_user, out_status, out_seq FROM chat_marks($1)";
+
+static const char  ngx_chat_receipt_left_sql[] =
+    "UPDATE devices SET marks_seen = now() WHERE id = $1";
+
+
+static void ngx_chat_receipt_read(ngx_chat_session_t *s, json_t *msg);
+static void ngx_chat_receipt_read_done(void *data, PGresult *res);
+static void ngx_chat_receipt_notice(ngx_chat_session_user_t *u, json_t *msg,
+    ngx_str_t *text);
+static ngx_int_t ngx_chat_receipt_synced(ngx_chat_session_t *s);
+static void ngx_chat_receipt_marked(void *data, PGresult *res);
+static void ngx_chat_receipt_marks(ngx_chat_session_t *s, void *data);
+static ngx_chat_receipt_t *ngx_chat_receipt_state(ngx_chat_session_t *s);
+static ngx_uint_t ngx_chat_receipt_pending(ngx_chat_session_t *s);
+static void ngx_chat_receipt_end(ngx_chat_session_t *s);
+
+
+static ngx_chat_command_t  ngx_chat_receipt_commands[] = {
+    { ngx_string("read"), ngx_chat_receipt_read },
+    { ngx_null_string, NULL }
+};
+
+
+static ngx_chat_notice_t  ngx_chat_receipt_notices[] = {
+    { ngx_string("receipt"), ngx_chat_receipt_notice },
+    { ngx_null_string, NULL }
+};
+
+
+ngx_chat_feature_t  ngx_chat_receipt_feature = {
+    "receipt",
+    ngx_chat_receipt_commands,             /* commands */
+    ngx_chat_receipt_notices,              /* notices */
+    NULL,                                  /* init_worker */
+    NULL,                                  /* exit_worker */
+    NULL,                                  /* begin */
+    NULL,                                  /* resync */
+    ngx_chat_receipt_synced,               /* synced */
+    ngx_chat_receipt_pending,              /* pending */
+    ngx_chat_receipt_end,                  /* end */
+    NULL,                                  /* chat_end */
+    NULL,                                  /* user_up */
+    NULL,                                  /* user_down */
+    0,                                     /* flags */
+    0                                      /* index */
+};
+
+
+/* {"type":"read","chat_id","seq"} */
+
+static void
+ngx_chat_receipt_read(ngx_chat_session_t *s, json_t *msg)
+{
+    u_char                   *p, upto[NGX_INT64_LEN];
+    json_t                   *id;
+    int64_t                   chat, seq;
+    ngx_str_t                 params[3];
+    ngx_chat_receipt_t       *st;
+    ngx_chat_receipt_read_t  *rd;
+
+    id = json_object_get(msg, "id");
+
+    if (ngx_chat_session_chat_seq(msg, &chat, &seq) != NGX_OK) {
+        ngx_chat_session_error(s, id, "bad_request",
+                               "read needs \"chat_id\" and a positive "
+                               "\"seq\"");
+        return;
+    }
+
+    st = ngx_chat_receipt_state(s);
+
+    if (st == NULL || st->nreads >= NGX_CHAT_RECEIPT_READS) {
+        ngx_chat_session_error(s, id, "rate_limited",
+                               "too many reads waiting on this socket");
+        return;
+    }
+
+    rd = ngx_calloc(sizeof(ngx_chat_receipt_read_t), s->log);
+    if (rd == NULL) {
+        ngx_chat_session_error(s, id, "unavailable", "out of memory");
+        return;
+    }
+
+    p = rd->data;
+
+    rd->chat.data = p;
+    p = ngx_sprintf(p, "%L", chat);
+    rd->chat.len = p - rd->chat.data;
+
+    rd->user.data = p;
+    p = ngx_cpymem(p, s->user_id.data, s->user_id.len);
+    rd->user.len = s->user_id.len;
+
+    rd->device.data = p;
+    p = ngx_cpymem(p, s->device_id.data, s->device_id.len);
+    rd->device.len = s->device_id.len;
+
+    params[0] = rd->user;
+    params[1] = rd->chat;
+    params[2].data = upto;
+    params[2].len = ngx_sprintf(upto, "%L", seq) - upto;
+
+    rd->query = ngx_chat_pg_query(ngx_chat_receipt_read_sql, 3, params,
+                                  ngx_chat_receipt_read_done, rd, s->log);
+
+    if (rd->query == NULL) {
+        ngx_free(rd);
+        ngx_chat_session_error(s, id, "unavailable",
+                               "the message store is unavailable");
+        return;
+    }
+
+    rd->session = s;
+    rd->id = json_incref(id);
+    ngx_queue_insert_tail(&st->reads, &rd->queue);
+    st->nreads++;
+}
+
+
+static void
+ngx_chat_receipt_read_done(void *data, PGresult *res)
+{
+    int64_t                   status;
+    ngx_str_t                 authors;
+    ngx_chat_session_t       *s;
+    ngx_chat_receipt_t       *st;
+    ngx_chat_receipt_read_t  *rd = data;
+
+    s = rd->session;
+
+    if (s) {
+        st = ngx_chat_session_get_ctx(s, ngx_chat_receipt_feature);
+        ngx_queue_remove(&rd->queue);
+        st->nreads--;
+    }
+
+    status = (ngx_chat_pg_ok(res) && PQntuples(res) == 1)
+             ? ngx_chat_pg_int(res, 0, 0) : -1;
+
+    if (status == -1 && s) {
+        ngx_chat_session_error(s, rd->id, "unavailable",
+                               "the message store is unavailable");
+    }
+
+    if (status == NGX_CHAT_RECEIPT_NOT_MEMBER && s) {
+        ngx_chat_session_error(s, rd->id, "forbidden",
+                               "not a member of this chat");
+    }
+
+    /* anything else: the mark was there already */
+
+    if (status == NGX_CHAT_RECEIPT_MOVED) {
+        ngx_chat_pg_value(res, 0, 2, &authors);
+
+        (void) ngx_chat_fanout_receipt(&rd->chat, &rd->user, "read",
+                                       ngx_chat_pg_int(res, 0, 1), &authors,
+                                       &rd->device, ngx_cycle->log);
+
+        if (!PQgetisnull(res, 0, 3)) {
+            ngx_chat_pg_value(res, 0, 4, &authors);
+
+            (void) ngx_chat_fanout_receipt(&rd->chat, &rd->user,
+                                           "delivered",
+                                           ngx_chat_pg_int(res, 0, 3),
+                                           &authors, NULL, ngx_cycle->log);
+        }
+    }
+
+    json_decref(rd->id);
+    ngx_free(rd);
+
+    if (s) {
+        ngx_chat_session_settle(s);
+    }
+}
+
+
+/*
+ * A receipt on the user's channel goes to every session of the user
+ * that is past "ready", but the one of the device it names (the
+ * reader's, which knows what it read).
+ */
+
+static void
+ngx_chat_receipt_notice(ngx_chat_session_user_t *u, json_t *msg,
+    ngx_str_t *text)
+{
+    char                *dump;
+    u_char               tag[NGX_CHAT_ID_LEN];
+    int64_t              chat;
+    ngx_str_t            device;
+    const char          *value;
+    ngx_queue_t         *q, *next;
+    ngx_chat_out_t       out;
+    ngx_chat_session_t  *s;
+
+    /* the tag is for the server: clients get the receipt as specified */
+
+    value = json_string_value(json_object_get(msg, "device_id"));
+    device.len = 0;
+    device.data = NULL;
+    dump = NULL;
+
+    if (value) {
+        device.len = ngx_min(ngx_strlen(value), sizeof(tag));
+        device.data = ngx_cpymem(tag, value, device.len) - device.len;
+
+        json_object_del(msg, "device_id");
+
+        dump = json_dumps(msg, JSON_COMPACT);
+        if (dump == NULL) {
+            return;
+        }
+    }
+
+    if (ngx_chat_session_parse_id(json_object_get(msg, "chat_id"), &chat)
+        != NGX_OK)
+    {
+        chat = 0;
+    }
+
+    ngx_memzero(&out, sizeof(ngx_chat_out_t));
+    out.kind = NGX_CHAT_OUT_RECEIPT;
+    out.chat = chat;
+    out.text.data = dump ? (u_char *) dump : text->data;
+    out.text.len = dump ? ngx_strlen(dump) : text->len;
+
+    for (q = ngx_queue_head(&u->sessions);
+         q != ngx_queue_sentinel(&u->sessions);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        s = ngx_queue_data(q, ngx_chat_session_t, queue);
+
+        if (s->state < NGX_CHAT_SESSION_SYNCING
+            || (device.data && s->device_id.len == device.len
+                && ngx_strncmp(s->device_id.data, device.data, device.len)
+                   == 0))
+        {
+            continue;
+        }
+
+        (void) ngx_chat_session_output(s, &out);
+    }
+
+    free(dump);
+}
+
+
+/* the end of a sync: the marks that moved while the device was away */
+
+static ngx_int_t
+ngx_chat_receipt_synced(ngx_chat_session_t *s)
+{
+    ngx_chat_receipt_t  *st;
+
+    st = ngx_chat_receipt_state(s);
+
+    if (st) {
+        st->query = ngx_chat_pg_query(ngx_chat_receipt_marks_sql, 1,
+                                      &s->device_id, ngx_chat_receipt_marked,
+                                      s, s->log);
+    }
+
+    if (st == NULL || st->query == NULL) {
+        ngx_log_error(NGX_LOG_WARN, s->log, 0,
+                      "chat session: no receipts in the sync: PostgreSQL "
+                      "unavailable");
+        return NGX_OK;
+    }
+
+    return NGX_AGAIN;
+}
+
+
+static void
+ngx_chat_receipt_marked(void *data, PGresult *res)
+{
+    int                       i, n;
+    ngx_str_t                 status;
+    ngx_chat_session_t       *s = data;
+    ngx_chat_receipt_t       *st;
+    ngx_chat_receipt_mark_t  *m;
+
+    st = ngx_chat_session_get_ctx(s, ngx_chat_receipt_feature);
+    st->query = NULL;
+
+    if (!ngx_chat_pg_ok(res)) {
+        ngx_log_error(NGX_LOG_WARN, s->log, 0,
+                      "chat session: no receipts in the sync: PostgreSQL "
+                      "failed");
+        ngx_chat_session_resume(s);
+        return;
+    }
+
+    /* kept, small, to go out as the client has room for them */
+
+    n = PQntuples(res);
+
+    if (n) {
+        st->marks = ngx_alloc(n * sizeof(ngx_chat_receipt_mark_t), s->log);
+        if (st->marks == NULL) {
+            ngx_chat_session_resume(s);
+            return;
+        }
+    }
+
+    for (i = 0; i < n; i++) {
+        m = &st->marks[i];
+
+        m->chat = ngx_chat_pg_int(res, i, 0);
+        m->user = ngx_chat_pg_int(res, i, 1);
+        m->seq = ngx_chat_pg_int(res, i, 3);
+
+        ngx_chat_pg_value(res, i, 2, &status);
+        m->read = (status.len == 4);
+    }
+
+    st->nmarks = n;
+    st->next = 0;
+    st->marks_had = 1;
+
+    ngx_chat_receipt_marks(s, NULL);
+}
+
+
+static void
+ngx_chat_receipt_marks(ngx_chat_session_t *s, void *data)
+{
+    u_char                    buf[sizeof("{\"type\":\"receipt\",\"chat_id\":"
+                                         "\"\",\"user_id\":\"\",\"status\":"
+                                         "\"delivered\",\"seq\":}")
+                                  + 3 * NGX_INT64_LEN];
+    ngx_chat_out_t            out;
+    ngx_chat_receipt_t       *st;
+    ngx_chat_receipt_mark_t  *m;
+
+    st = ngx_chat_session_get_ctx(s, ngx_chat_receipt_feature);
+
+    ngx_memzero(&out, sizeof(ngx_chat_out_t));
+    out.kind = NGX_CHAT_OUT_RECEIPT;
+    out.text.data = buf;
+
+    while (st->next < st->nmarks) {
+        m = &st->marks[st->next];
+
+        out.chat = m->chat;
+        out.text.len = ngx_sprintf(buf, "{\"type\":\"receipt\","
+                                   "\"chat_id\":\"%L\",\"user_id\":\"%L\","
+                                   "\"status\":\"%s\",\"seq\":%L}",
+                                   m->chat, m->user,
+                                   m->read ? "read" : "delivered", m->seq)
+                       - buf;
+
+        if (!ngx_chat_session_room(s, out.text.len)) {
+            ngx_chat_session_wait(s, &st->waiter);
+            return;
+        }
+
+        (void) ngx_chat_session_output(s, &out);
+        st->next++;
+    }
+
+    ngx_free(st->marks);
+    st->marks = NULL;
+    st->nmarks = 0;
+
+    ngx_chat_session_resume(s);
+}
+
+
+static ngx_chat_receipt_t *
+ngx_chat_receipt_state(ngx_chat_session_t *s)
+{
+    ngx_chat_receipt_t  *st;
+
+    st = ngx_chat_session_get_ctx(s, ngx_chat_receipt_feature);
+
+    if (st) {
+        return st;
+    }
+
+    st = ngx_pcalloc(s->pool, sizeof(ngx_chat_receipt_t));
+    if (st == NULL) {
+        return NULL;
+    }
+
+    ngx_queue_init(&st->reads);
+    st->waiter.handler = ngx_chat_receipt_marks;
+
+    ngx_chat_session_set_ctx(s, st, ngx_chat_receipt_feature);
+
+    return st;
+}
+
+
+static ngx_uint_t
+ngx_chat_receipt_pending(ngx_chat_session_t *s)
+{
+    ngx_chat_receipt_t  *st;
+
+    st = ngx_chat_session_get_ctx(s, ngx_chat_receipt_feature);
+
+    return st ? st->nreads : 0;
+}
+
+
+/* the socket goes: its reads are applied all the same */
+
+static void
+ngx_chat_receipt_end(ngx_chat_session_t *s)
+{
+    ngx_queue_t              *q;
+    ngx_chat_receipt_t       *st;
+    ngx_chat_receipt_read_t  *rd;
+
+    st = ngx_chat_session_get_ctx(s, ngx_chat_receipt_feature);
+
+    if (st == NULL) {
+        return;
+    }
+
+    while (!ngx_queue_empty(&st->reads)) {
+        q = ngx_queue_head(&st->reads);
+        ngx_queue_remove(q);
+
+        rd = ngx_queue_data(q, ngx_chat_receipt_read_t, queue);
+        rd->session = NULL;
+    }
+
+    st->nreads = 0;
+
+    if (st->query) {
+        ngx_chat_pg_cancel(st->query);
+        st->query = NULL;
+    }
+
+    ngx_free(st->marks);
+    st->marks = NULL;
+
+    /*
+     * A long-poll leaves marks_seen where its sync put it: the next poll
+     * gets again what moved since (receipts are marks: a repeat changes
+     * nothing).
+     */
+
+    if (st->marks_had && !(s->transport->flags & NGX_CHAT_TRANSPORT_POLL)) {
+        /* the marks it will have missed are those from now on */
+        (void) ngx_chat_pg_query(ngx_chat_receipt_left_sql, 1, &s->device_id,
+                                 ngx_chat_pg_ignore, NULL, ngx_cycle->log);
+    }
+}
