@@ -126,29 +126,50 @@ ngx_chat_http_header(ngx_http_request_t *r, const char *name, u_char *value,
 ngx_table_elt_t *
 ngx_chat_http_header_in(ngx_http_request_t *r, ngx_str_t *name)
 {
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
+    ngx_chat_http_headers_t  it;
+
+    it.part = NULL;
+
+    return ngx_chat_http_header_next(r, name, &it);
+}
+
+
+/*
+ * The request headers of that name (any case), as they may repeat:
+ *
+ *     it.part = NULL;
+ *     while ((h = ngx_chat_http_header_next(r, &name, &it))) { ... }
+ */
+
+ngx_table_elt_t *
+ngx_chat_http_header_next(ngx_http_request_t *r, ngx_str_t *name,
+    ngx_chat_http_headers_t *it)
+{
     ngx_table_elt_t  *h;
 
-    part = &r->headers_in.headers.part;
-    h = part->elts;
+    if (it->part == NULL) {
+        it->part = &r->headers_in.headers.part;
+        it->i = 0;
+    }
 
-    for (i = 0; /* void */; i++) {
+    for ( ;; ) {
 
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
+        if (it->i >= it->part->nelts) {
+            if (it->part->next == NULL) {
                 return NULL;
             }
 
-            part = part->next;
-            h = part->elts;
-            i = 0;
+            it->part = it->part->next;
+            it->i = 0;
+            continue;
         }
 
-        if (h[i].key.len == name->len
-            && ngx_strncasecmp(h[i].key.data, name->data, name->len) == 0)
+        h = (ngx_table_elt_t *) it->part->elts + it->i++;
+
+        if (h->key.len == name->len
+            && ngx_strncasecmp(h->key.data, name->data, name->len) == 0)
         {
-            return &h[i];
+            return h;
         }
     }
 }

@@ -20,8 +20,15 @@ ngx_int_t ngx_chat_json_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, const char *message);
 ngx_int_t ngx_chat_http_header(ngx_http_request_t *r, const char *name,
     u_char *value, size_t len);
+typedef struct {
+    ngx_list_part_t        *part;
+    ngx_uint_t              i;
+} ngx_chat_http_headers_t;
+
 ngx_table_elt_t *ngx_chat_http_header_in(ngx_http_request_t *r,
     ngx_str_t *name);
+ngx_table_elt_t *ngx_chat_http_header_next(ngx_http_request_t *r,
+    ngx_str_t *name, ngx_chat_http_headers_t *it);
 ngx_int_t ngx_chat_json_send(ngx_http_request_t *r, ngx_uint_t status,
     u_char *body, size_t len);
 

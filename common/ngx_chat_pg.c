@@ -75,6 +75,7 @@ static void ngx_chat_pg_complete(ngx_chat_pg_conn_t *pc);
 static void ngx_chat_pg_fail(ngx_chat_pg_conn_t *pc, const char *what);
 static void ngx_chat_pg_dispatch(void);
 static void ngx_chat_pg_dispatch_handler(ngx_event_t *ev);
+static ngx_chat_pg_query_t *ngx_chat_pg_next(void);
 static void ngx_chat_pg_finish(ngx_chat_pg_query_t *q, PGresult *res);
 static void ngx_chat_pg_fail_waiting(void);
 static ngx_uint_t ngx_chat_pg_reachable(void);
@@ -137,7 +138,6 @@ void
 ngx_chat_pg_exit_worker(void)
 {
     ngx_uint_t            i;
-    ngx_queue_t          *q;
     ngx_chat_pg_conn_t   *pc;
     ngx_chat_pg_query_t  *query;
 
@@ -154,9 +154,7 @@ ngx_chat_pg_exit_worker(void)
     /* the owners are going away too: nobody is called back */
 
     while (!ngx_queue_empty(&ngx_chat_pg_waiting)) {
-        q = ngx_queue_head(&ngx_chat_pg_waiting);
-        ngx_queue_remove(q);
-        query = ngx_queue_data(q, ngx_chat_pg_query_t, queue);
+        query = ngx_chat_pg_next();
         query->cancelled = 1;
         ngx_chat_pg_finish(query, NULL);
     }
@@ -858,10 +856,8 @@ ngx_chat_pg_reachable(void)
 static void
 ngx_chat_pg_dispatch(void)
 {
-    ngx_uint_t            i;
-    ngx_queue_t          *q;
-    ngx_chat_pg_conn_t   *pc;
-    ngx_chat_pg_query_t  *query;
+    ngx_uint_t           i;
+    ngx_chat_pg_conn_t  *pc;
 
     for (i = 0;
          i < ngx_chat_pg_conf->pool_size
@@ -870,17 +866,25 @@ ngx_chat_pg_dispatch(void)
     {
         pc = &ngx_chat_pg_conns[i];
 
-        if (pc->state != NGX_CHAT_PG_IDLE) {
-            continue;
+        if (pc->state == NGX_CHAT_PG_IDLE) {
+            ngx_chat_pg_run(pc, ngx_chat_pg_next());
         }
-
-        q = ngx_queue_head(&ngx_chat_pg_waiting);
-        ngx_queue_remove(q);
-        ngx_chat_pg_nwaiting--;
-
-        query = ngx_queue_data(q, ngx_chat_pg_query_t, queue);
-        ngx_chat_pg_run(pc, query);
     }
+}
+
+
+/* the oldest query waiting for a connection, taken off the queue */
+
+static ngx_chat_pg_query_t *
+ngx_chat_pg_next(void)
+{
+    ngx_queue_t  *q;
+
+    q = ngx_queue_head(&ngx_chat_pg_waiting);
+    ngx_queue_remove(q);
+    ngx_chat_pg_nwaiting--;
+
+    return ngx_queue_data(q, ngx_chat_pg_query_t, queue);
 }
 
 
@@ -898,16 +902,8 @@ ngx_chat_pg_dispatch_handler(ngx_event_t *ev)
 static void
 ngx_chat_pg_fail_waiting(void)
 {
-    ngx_queue_t          *q;
-    ngx_chat_pg_query_t  *query;
-
     while (!ngx_queue_empty(&ngx_chat_pg_waiting)) {
-        q = ngx_queue_head(&ngx_chat_pg_waiting);
-        ngx_queue_remove(q);
-        ngx_chat_pg_nwaiting--;
-
-        query = ngx_queue_data(q, ngx_chat_pg_query_t, queue);
-        ngx_chat_pg_finish(query, NULL);
+        ngx_chat_pg_finish(ngx_chat_pg_next(), NULL);
     }
 }
 

@@ -55,7 +55,6 @@ struct ngx_chat_redis_cmd_s {
     ngx_msec_t                  deadline;
     ngx_chat_redis_handler_pt   handler;
     void                       *data;
-    ngx_log_t                  *log;
     unsigned                    cancelled:1;
 };
 
@@ -269,7 +268,6 @@ ngx_chat_redis_cmd_alloc(ngx_chat_redis_handler_pt handler, void *data,
 
     cmd->handler = handler;
     cmd->data = data;
-    cmd->log = log;
     cmd->cancelled = 0;
 
     return cmd;
@@ -299,9 +297,6 @@ ngx_chat_redis_cancel(ngx_chat_redis_cmd_t *cmd)
 {
     /* hiredis still owes the reply: the command is freed when it comes */
     cmd->cancelled = 1;
-
-    /* the owner's log may go with the owner */
-    cmd->log = ngx_cycle->log;
 }
 
 
@@ -798,7 +793,8 @@ ngx_chat_redis_expire(ngx_event_t *ev)
         return;
     }
 
-    ngx_log_error(NGX_LOG_ERR, cmd->log, 0, "redis: command timed out");
+    ngx_log_error(NGX_LOG_ERR, ngx_chat_redis_log, 0,
+                  "redis: %s: a command timed out", link->name);
 
     /* hiredis answers every pending command with NULL, and frees them */
 

@@ -90,21 +90,13 @@ static ngx_chat_command_t  ngx_chat_ack_commands[] = {
 
 
 ngx_chat_feature_t  ngx_chat_ack_feature = {
-    "ack",
-    ngx_chat_ack_commands,                 /* commands */
-    NULL,                                  /* notices */
-    ngx_chat_ack_init_worker,              /* init_worker */
-    ngx_chat_ack_exit_worker,              /* exit_worker */
-    NULL,                                  /* begin */
-    NULL,                                  /* resync */
-    NULL,                                  /* synced */
-    ngx_chat_ack_pending,                  /* pending */
-    NULL,                                  /* end */
-    ngx_chat_ack_chat_end,                 /* chat_end */
-    NULL,                                  /* user_up */
-    NULL,                                  /* user_down */
-    NGX_CHAT_FEATURE_HOLDS_CLOSE,          /* flags */
-    0                                      /* index */
+    .name = "ack",
+    .commands = ngx_chat_ack_commands,
+    .init_worker = ngx_chat_ack_init_worker,
+    .exit_worker = ngx_chat_ack_exit_worker,
+    .pending = ngx_chat_ack_pending,
+    .chat_end = ngx_chat_ack_chat_end,
+    .flags = NGX_CHAT_FEATURE_HOLDS_CLOSE,
 };
 
 

@@ -21,21 +21,8 @@ static ngx_chat_command_t  ngx_chat_ping_commands[] = {
 
 
 ngx_chat_feature_t  ngx_chat_ping_feature = {
-    "ping",
-    ngx_chat_ping_commands,                /* commands */
-    NULL,                                  /* notices */
-    NULL,                                  /* init_worker */
-    NULL,                                  /* exit_worker */
-    NULL,                                  /* begin */
-    NULL,                                  /* resync */
-    NULL,                                  /* synced */
-    NULL,                                  /* pending */
-    NULL,                                  /* end */
-    NULL,                                  /* chat_end */
-    NULL,                                  /* user_up */
-    NULL,                                  /* user_down */
-    0,                                     /* flags */
-    0                                      /* index */
+    .name = "ping",
+    .commands = ngx_chat_ping_commands,
 };
 
 

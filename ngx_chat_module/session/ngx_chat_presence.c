@@ -46,6 +46,8 @@ typedef struct {
     ngx_queue_t                    watches;  /* ngx_chat_presence_watch_t */
     ngx_uint_t                     nwatches;
     ngx_queue_t                    asks;     /* ngx_chat_presence_ask_t */
+    ngx_uint_t                     reading;  /* watches with a state read
+                                                on its way */
 } ngx_chat_presence_t;
 
 
@@ -170,21 +172,14 @@ static ngx_chat_command_t  ngx_chat_presence_commands[] = {
 
 
 ngx_chat_feature_t  ngx_chat_presence_feature = {
-    "presence",
-    ngx_chat_presence_commands,            /* commands */
-    NULL,                                  /* notices */
-    ngx_chat_presence_init_worker,         /* init_worker */
-    ngx_chat_presence_exit_worker,         /* exit_worker */
-    NULL,                                  /* begin */
-    NULL,                                  /* resync */
-    NULL,                                  /* synced */
-    ngx_chat_presence_pending,             /* pending */
-    ngx_chat_presence_end,                 /* end */
-    NULL,                                  /* chat_end */
-    ngx_chat_presence_up,                  /* user_up */
-    ngx_chat_presence_down,                /* user_down */
-    0,                                     /* flags */
-    0                                      /* index */
+    .name = "presence",
+    .commands = ngx_chat_presence_commands,
+    .init_worker = ngx_chat_presence_init_worker,
+    .exit_worker = ngx_chat_presence_exit_worker,
+    .pending = ngx_chat_presence_pending,
+    .end = ngx_chat_presence_end,
+    .user_up = ngx_chat_presence_up,
+    .user_down = ngx_chat_presence_down,
 };
 
 
@@ -810,42 +805,27 @@ ngx_chat_presence_known(ngx_chat_presence_watch_t *w, json_t *known)
 static ngx_uint_t
 ngx_chat_presence_pending(ngx_chat_session_t *s)
 {
-    ngx_queue_t                *q;
-    ngx_chat_presence_t        *ps;
-    ngx_chat_presence_watch_t  *w;
+    ngx_chat_presence_t  *ps;
 
     ps = ngx_chat_session_get_ctx(s, ngx_chat_presence_feature);
 
-    if (ps == NULL) {
-        return 0;
-    }
-
-    if (!ngx_queue_empty(&ps->asks)) {
-        return 1;
-    }
-
-    for (q = ngx_queue_head(&ps->watches);
-         q != ngx_queue_sentinel(&ps->watches);
-         q = ngx_queue_next(q))
-    {
-        w = ngx_queue_data(q, ngx_chat_presence_watch_t, by_session);
-
-        if (w->cmd) {
-            return 1;
-        }
-    }
-
-    return 0;
+    return ps && (ps->reading || !ngx_queue_empty(&ps->asks));
 }
 
 
 static void
 ngx_chat_presence_read(ngx_chat_presence_watch_t *w)
 {
-    if (w->cmd == NULL) {
-        w->cmd = ngx_chat_presence_fetch(&w->watched->user,
-                                         ngx_chat_presence_state, w,
-                                         ngx_cycle->log);
+    if (w->cmd) {
+        return;
+    }
+
+    w->cmd = ngx_chat_presence_fetch(&w->watched->user,
+                                     ngx_chat_presence_state, w,
+                                     ngx_cycle->log);
+
+    if (w->cmd) {
+        ngx_chat_presence_state_of(w->session)->reading++;
     }
 }
 
@@ -860,6 +840,7 @@ ngx_chat_presence_state(void *data, redisReply *reply)
     ngx_chat_presence_watch_t  *w = data;
 
     w->cmd = NULL;
+    ngx_chat_presence_state_of(w->session)->reading--;
     s = w->session;
 
     known = w->known;
@@ -1087,6 +1068,7 @@ ngx_chat_presence_unwatch(ngx_chat_presence_watch_t *w)
 
     if (w->cmd) {
         ngx_chat_redis_cancel(w->cmd);
+        ngx_chat_presence_state_of(w->session)->reading--;
     }
 
     ngx_queue_remove(&w->queue);

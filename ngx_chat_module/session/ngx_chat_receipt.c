@@ -98,21 +98,12 @@ static ngx_chat_notice_t  ngx_chat_receipt_notices[] = {
 
 
 ngx_chat_feature_t  ngx_chat_receipt_feature = {
-    "receipt",
-    ngx_chat_receipt_commands,             /* commands */
-    ngx_chat_receipt_notices,              /* notices */
-    NULL,                                  /* init_worker */
-    NULL,                                  /* exit_worker */
-    NULL,                                  /* begin */
-    NULL,                                  /* resync */
-    ngx_chat_receipt_synced,               /* synced */
-    ngx_chat_receipt_pending,              /* pending */
-    ngx_chat_receipt_end,                  /* end */
-    NULL,                                  /* chat_end */
-    NULL,                                  /* user_up */
-    NULL,                                  /* user_down */
-    0,                                     /* flags */
-    0                                      /* index */
+    .name = "receipt",
+    .commands = ngx_chat_receipt_commands,
+    .notices = ngx_chat_receipt_notices,
+    .synced = ngx_chat_receipt_synced,
+    .pending = ngx_chat_receipt_pending,
+    .end = ngx_chat_receipt_end,
 };
 
 

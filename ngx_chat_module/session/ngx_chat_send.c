@@ -98,21 +98,12 @@ static ngx_chat_command_t  ngx_chat_send_commands[] = {
 
 
 ngx_chat_feature_t  ngx_chat_send_feature = {
-    "send",
-    ngx_chat_send_commands,                /* commands */
-    NULL,                                  /* notices */
-    ngx_chat_send_init_worker,             /* init_worker */
-    ngx_chat_send_exit_worker,             /* exit_worker */
-    NULL,                                  /* begin */
-    NULL,                                  /* resync */
-    NULL,                                  /* synced */
-    ngx_chat_send_pending,                 /* pending */
-    ngx_chat_send_end,                     /* end */
-    NULL,                                  /* chat_end */
-    NULL,                                  /* user_up */
-    NULL,                                  /* user_down */
-    0,                                     /* flags */
-    0                                      /* index */
+    .name = "send",
+    .commands = ngx_chat_send_commands,
+    .init_worker = ngx_chat_send_init_worker,
+    .exit_worker = ngx_chat_send_exit_worker,
+    .pending = ngx_chat_send_pending,
+    .end = ngx_chat_send_end,
 };
 
 

@@ -48,26 +48,17 @@ static void ngx_chat_sync_cursors(void *data, PGresult *res);
 static void ngx_chat_sync_start(ngx_chat_session_t *s, ngx_chat_sync_t *sy);
 static void ngx_chat_sync_page(ngx_chat_session_t *s, void *data);
 static void ngx_chat_sync_paged(void *data, PGresult *res);
+static ngx_chat_sync_t *ngx_chat_sync_result(ngx_chat_session_t *s,
+    PGresult *res);
 static void ngx_chat_sync_resync(ngx_chat_session_t *s);
 static void ngx_chat_sync_end(ngx_chat_session_t *s);
 
 
 ngx_chat_feature_t  ngx_chat_sync_feature = {
-    "sync",
-    NULL,                                  /* commands */
-    NULL,                                  /* notices */
-    NULL,                                  /* init_worker */
-    NULL,                                  /* exit_worker */
-    ngx_chat_sync_begin,                   /* begin */
-    ngx_chat_sync_resync,                  /* resync */
-    NULL,                                  /* synced */
-    NULL,                                  /* pending */
-    ngx_chat_sync_end,                     /* end */
-    NULL,                                  /* chat_end */
-    NULL,                                  /* user_up */
-    NULL,                                  /* user_down */
-    0,                                     /* flags */
-    0                                      /* index */
+    .name = "sync",
+    .begin = ngx_chat_sync_begin,
+    .resync = ngx_chat_sync_resync,
+    .end = ngx_chat_sync_end,
 };
 
 
@@ -105,11 +96,8 @@ ngx_chat_sync_cursors(void *data, PGresult *res)
     ngx_chat_sync_t     *sy;
     ngx_chat_session_t  *s = data;
 
-    sy = ngx_chat_session_get_ctx(s, ngx_chat_sync_feature);
-    sy->query = NULL;
-
-    if (!ngx_chat_pg_ok(res)) {
-        ngx_chat_session_close(s, NGX_CHAT_CLOSE_TRY_AGAIN, "unavailable");
+    sy = ngx_chat_sync_result(s, res);
+    if (sy == NULL) {
         return;
     }
 
@@ -187,11 +175,8 @@ ngx_chat_sync_paged(void *data, PGresult *res)
     ngx_chat_sync_t     *sy;
     ngx_chat_session_t  *s = data;
 
-    sy = ngx_chat_session_get_ctx(s, ngx_chat_sync_feature);
-    sy->query = NULL;
-
-    if (!ngx_chat_pg_ok(res)) {
-        ngx_chat_session_close(s, NGX_CHAT_CLOSE_TRY_AGAIN, "unavailable");
+    sy = ngx_chat_sync_result(s, res);
+    if (sy == NULL) {
         return;
     }
 
@@ -223,6 +208,25 @@ ngx_chat_sync_paged(void *data, PGresult *res)
     sy->paging = 0;
 
     ngx_chat_session_synced(s, sy->sent);
+}
+
+
+/* the sync's state once its query is back; NULL: it failed, closing */
+
+static ngx_chat_sync_t *
+ngx_chat_sync_result(ngx_chat_session_t *s, PGresult *res)
+{
+    ngx_chat_sync_t  *sy;
+
+    sy = ngx_chat_session_get_ctx(s, ngx_chat_sync_feature);
+    sy->query = NULL;
+
+    if (!ngx_chat_pg_ok(res)) {
+        ngx_chat_session_close(s, NGX_CHAT_CLOSE_TRY_AGAIN, "unavailable");
+        return NULL;
+    }
+
+    return sy;
 }
 
 

@@ -82,6 +82,9 @@ static ngx_int_t ngx_chat_events_acks(ngx_chat_events_t *e, ngx_str_t *list,
     ngx_uint_t apply);
 static ngx_int_t ngx_chat_events_presence(ngx_chat_events_t *e,
     ngx_str_t *list);
+static ngx_int_t ngx_chat_events_pair(u_char **pos, ngx_str_t *list,
+    ngx_str_t *key, ngx_str_t *value);
+static off_t ngx_chat_events_number(ngx_str_t *value);
 static ngx_int_t ngx_chat_events_arg(ngx_http_request_t *r, char *name,
     ngx_str_t *value);
 static ngx_int_t ngx_chat_events_sse_wanted(ngx_http_request_t *r);
@@ -392,47 +395,35 @@ ngx_chat_events_create(ngx_chat_api_ctx_t *ctx, ngx_chat_events_mode_e mode)
 static ngx_int_t
 ngx_chat_events_acks(ngx_chat_events_t *e, ngx_str_t *list, ngx_uint_t apply)
 {
-    u_char      *p, *last, *colon, *comma;
-    off_t        chat, seq;
+    u_char      *p;
+    off_t        seq;
     json_t      *ack;
+    ngx_str_t    chat, value;
     ngx_uint_t   n;
 
     p = list->data;
-    last = p + list->len;
 
-    for (n = 0; p < last; n++) {
-        comma = ngx_strlchr(p, last, ',');
-        if (comma == NULL) {
-            comma = last;
-        }
+    for (n = 0; ngx_chat_events_pair(&p, list, &chat, &value) == NGX_OK; n++) {
 
-        colon = ngx_strlchr(p, comma, ':');
+        seq = ngx_chat_events_number(&value);
 
-        if (n == NGX_CHAT_EVENTS_ITEMS || colon == NULL
-            || colon - p > NGX_CHAT_ID_LEN - 1
-            || comma - colon - 1 > NGX_CHAT_ID_LEN - 1)
+        if (n == NGX_CHAT_EVENTS_ITEMS || ngx_chat_events_number(&chat) <= 0
+            || seq <= 0)
         {
             return NGX_ERROR;
         }
 
-        chat = ngx_atoof(p, colon - p);
-        seq = ngx_atoof(colon + 1, comma - colon - 1);
-
-        if (chat <= 0 || seq <= 0) {
-            return NGX_ERROR;
+        if (!apply) {
+            continue;
         }
 
-        if (apply) {
-            ack = json_pack("{s:s,s:s%,s:I}", "type", "ack",
-                            "chat_id", p, (size_t) (colon - p),
-                            "seq", (json_int_t) seq);
-            if (ack) {
-                ngx_chat_session_dispatch(&e->session, ack);
-                json_decref(ack);
-            }
+        ack = json_pack("{s:s,s:s%,s:I}", "type", "ack",
+                        "chat_id", chat.data, chat.len,
+                        "seq", (json_int_t) seq);
+        if (ack) {
+            ngx_chat_session_dispatch(&e->session, ack);
+            json_decref(ack);
         }
-
-        p = comma + 1;
     }
 
     return NGX_OK;
@@ -447,11 +438,11 @@ ngx_chat_events_acks(ngx_chat_events_t *e, ngx_str_t *list, ngx_uint_t apply)
 static ngx_int_t
 ngx_chat_events_presence(ngx_chat_events_t *e, ngx_str_t *list)
 {
-    u_char   *p, *last, *colon, *comma;
-    off_t     id, seen;
-    json_t   *msg, *users, *known, *v;
-    size_t    n;
-    ngx_str_t state;
+    u_char      *p;
+    off_t        seen;
+    json_t      *msg, *users, *known, *v;
+    ngx_str_t    user, state;
+    ngx_uint_t   n;
 
     msg = json_pack("{s:s,s:[],s:{}}", "type", "presence",
                     "subscribe", "known");
@@ -463,28 +454,12 @@ ngx_chat_events_presence(ngx_chat_events_t *e, ngx_str_t *list)
     known = json_object_get(msg, "known");
 
     p = list->data;
-    last = p + list->len;
 
-    for (n = 0; p < last; n++) {
-        comma = ngx_strlchr(p, last, ',');
-        if (comma == NULL) {
-            comma = last;
-        }
+    for (n = 0; ngx_chat_events_pair(&p, list, &user, &state) == NGX_OK; n++) {
 
-        colon = ngx_strlchr(p, comma, ':');
-        state.data = colon ? colon + 1 : comma;
-        state.len = comma - state.data;
-
-        if (colon == NULL) {
-            colon = comma;
-        }
-
-        id = (colon - p <= NGX_CHAT_ID_LEN - 1) ? ngx_atoof(p, colon - p)
-                                                : NGX_ERROR;
-
-        if (n == NGX_CHAT_EVENTS_ITEMS || id <= 0
-            || json_array_append_new(users, json_stringn((char *) p,
-                                                         colon - p))
+        if (n == NGX_CHAT_EVENTS_ITEMS || ngx_chat_events_number(&user) <= 0
+            || json_array_append_new(users, json_stringn((char *) user.data,
+                                                         user.len))
                != 0)
         {
             goto bad;
@@ -499,8 +474,7 @@ ngx_chat_events_presence(ngx_chat_events_t *e, ngx_str_t *list)
             v = json_string("off");
 
         } else if (state.len) {
-            seen = (state.len <= NGX_INT64_LEN)
-                   ? ngx_atoof(state.data, state.len) : NGX_ERROR;
+            seen = ngx_chat_events_number(&state);
 
             if (seen <= 0) {
                 goto bad;
@@ -509,11 +483,11 @@ ngx_chat_events_presence(ngx_chat_events_t *e, ngx_str_t *list)
             v = json_integer(seen);
         }
 
-        if (v && json_object_setn_new(known, (char *) p, colon - p, v) != 0) {
+        if (v && json_object_setn_new(known, (char *) user.data, user.len, v)
+                 != 0)
+        {
             goto bad;
         }
-
-        p = comma + 1;
     }
 
     e->presence = msg;
@@ -525,6 +499,56 @@ bad:
     json_decref(msg);
 
     return NGX_ERROR;
+}
+
+
+/*
+ * The next "<key>[:<value>]" of a comma-separated list (value empty
+ * without a colon); NGX_DONE at its end.
+ */
+
+static ngx_int_t
+ngx_chat_events_pair(u_char **pos, ngx_str_t *list, ngx_str_t *key,
+    ngx_str_t *value)
+{
+    u_char  *p, *last, *colon, *comma;
+
+    p = *pos;
+    last = list->data + list->len;
+
+    if (p >= last) {
+        return NGX_DONE;
+    }
+
+    comma = ngx_strlchr(p, last, ',');
+    if (comma == NULL) {
+        comma = last;
+    }
+
+    colon = ngx_strlchr(p, comma, ':');
+
+    key->data = p;
+    key->len = (colon ? colon : comma) - p;
+
+    value->data = colon ? colon + 1 : comma;
+    value->len = comma - value->data;
+
+    *pos = comma + 1;
+
+    return NGX_OK;
+}
+
+
+/* a positive number of at most 19 digits, else NGX_ERROR */
+
+static off_t
+ngx_chat_events_number(ngx_str_t *value)
+{
+    if (value->len == 0 || value->len > NGX_CHAT_ID_LEN - 1) {
+        return NGX_ERROR;
+    }
+
+    return ngx_atoof(value->data, value->len);
 }
 
 

@@ -211,34 +211,17 @@ ngx_chat_ws_refuse(ngx_http_request_t *r, ngx_uint_t status,
 static ngx_int_t
 ngx_chat_ws_negotiate(ngx_http_request_t *r, ngx_chat_ws_conn_t *wc)
 {
-    u_char           *p;
-    ngx_str_t        *name, value;
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
+    u_char                   *p;
+    ngx_str_t                *name, value;
+    ngx_table_elt_t          *h;
+    ngx_chat_http_headers_t   it;
 
-    part = &r->headers_in.headers.part;
-    h = part->elts;
+    it.part = NULL;
 
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (wc->conf->deflate && !wc->deflate.enabled
-            && h[i].key.len == ngx_chat_ws_extensions.len
-            && ngx_strncasecmp(h[i].key.data, ngx_chat_ws_extensions.data,
-                               h[i].key.len) == 0)
-        {
-            (void) ngx_chat_ws_deflate_offer(&h[i].value, &wc->deflate);
-        }
+    while (wc->conf->deflate && !wc->deflate.enabled
+           && (h = ngx_chat_http_header_next(r, &ngx_chat_ws_extensions, &it)))
+    {
+        (void) ngx_chat_ws_deflate_offer(&h->value, &wc->deflate);
     }
 
     if (wc->deflate.enabled) {
@@ -267,35 +250,19 @@ ngx_chat_ws_negotiate(ngx_http_request_t *r, ngx_chat_ws_conn_t *wc)
 
     /* the client lists its preference first: the first one we know wins */
 
-    part = &r->headers_in.headers.part;
-    h = part->elts;
+    it.part = NULL;
 
-    for (i = 0; /* void */; i++) {
+    while ((h = ngx_chat_http_header_next(r, &ngx_chat_ws_protocol, &it))) {
 
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return NGX_OK;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len != ngx_chat_ws_protocol.len
-            || ngx_strncasecmp(h[i].key.data, ngx_chat_ws_protocol.data,
-                               h[i].key.len) != 0)
-        {
-            continue;
-        }
-
-        name = ngx_chat_ws_known_protocol(&h[i].value, wc->conf->protocols);
+        name = ngx_chat_ws_known_protocol(&h->value, wc->conf->protocols);
 
         if (name) {
             return ngx_chat_http_header(r, "Sec-WebSocket-Protocol",
-                                          name->data, name->len);
+                                        name->data, name->len);
         }
     }
+
+    return NGX_OK;
 }
 
 
@@ -305,32 +272,18 @@ static ngx_uint_t
 ngx_chat_ws_header_token(ngx_http_request_t *r, ngx_str_t *name,
     ngx_str_t *token)
 {
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
+    ngx_table_elt_t          *h;
+    ngx_chat_http_headers_t   it;
 
-    part = &r->headers_in.headers.part;
-    h = part->elts;
+    it.part = NULL;
 
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return 0;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == name->len
-            && ngx_strncasecmp(h[i].key.data, name->data, name->len) == 0
-            && ngx_chat_ws_has_token(&h[i].value, token))
-        {
+    while ((h = ngx_chat_http_header_next(r, name, &it))) {
+        if (ngx_chat_ws_has_token(&h->value, token)) {
             return 1;
         }
     }
+
+    return 0;
 }
 
 
