@@ -46,6 +46,7 @@ static ngx_chat_feature_t  *ngx_chat_features[] = {
     &ngx_chat_ack_feature,
     &ngx_chat_receipt_feature,
     &ngx_chat_presence_feature,
+    &ngx_chat_revoke_feature,
     &ngx_chat_ping_feature,
     NULL
 };
@@ -177,6 +178,13 @@ static ngx_command_t  ngx_chat_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_chat_main_conf_t, presence_debounce),
+      NULL },
+
+    { ngx_string("chat_device_check"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_chat_main_conf_t, device_check),
       NULL },
 
     { ngx_string("chat_message_ttl"),
@@ -578,6 +586,7 @@ ngx_chat_create_main_conf(ngx_conf_t *cf)
     cmcf->message_ttl = NGX_CONF_UNSET;
     cmcf->presence_lease = NGX_CONF_UNSET_MSEC;
     cmcf->presence_debounce = NGX_CONF_UNSET_MSEC;
+    cmcf->device_check = NGX_CONF_UNSET_MSEC;
 
     return cmcf;
 }
@@ -622,6 +631,7 @@ ngx_chat_init_main_conf(ngx_conf_t *cf, void *conf)
 
     ngx_conf_init_msec_value(cmcf->presence_lease, 30000);
     ngx_conf_init_msec_value(cmcf->presence_debounce, 3000);
+    ngx_conf_init_msec_value(cmcf->device_check, 30000);
 
     if (cmcf->presence_lease < 3000) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,

@@ -40,6 +40,7 @@ typedef struct {
     ngx_msec_t              expire_interval;   /* sweeps, from the TTL */
     ngx_msec_t              presence_lease;    /* a worker's hold on a user */
     ngx_msec_t              presence_debounce; /* away that long: offline */
+    ngx_msec_t              device_check;      /* unlinked devices' sockets */
 } ngx_chat_main_conf_t;
 
 

@@ -657,8 +657,9 @@ behaviour 'read_receipts off: the reader\'s reads reach its own devices '
 };
 
 behaviour 'bad reads: no chat_id, seq 0, "x", -1, 1.5 get bad_request; a '
-          . 'chat the user is not in gets forbidden; the socket stays '
-          . 'open; an ack past the last seq moves nothing' => sub {
+          . 'chat the user is not in gets no answer (PROTOCOL.md 4); the '
+          . 'socket stays open; an ack past the last seq moves nothing'
+          => sub {
     my ($ua, $ub, $uc) = named_users('A', 'B', 'C') or return;
     my $chat = direct_chat($ua, $ub) or return;
     my $other = direct_chat($ua, $uc) or return;
@@ -680,8 +681,6 @@ behaviour 'bad reads: no chat_id, seq 0, "x", -1, 1.5 get bad_request; a '
          'seq 1.5'],
         [{ type => 'read', chat_id => undef, seq => 1 }, 'bad_request',
          'chat_id null'],
-        [{ type => 'read', chat_id => $other, seq => 1 }, 'forbidden',
-         'a chat B is not a member of'],
     );
     for my $c (@cases) {
         my ($msg, $code, $what) = @$c;
@@ -699,8 +698,12 @@ behaviour 'bad reads: no chat_id, seq 0, "x", -1, 1.5 get bad_request; a '
             or return;
     }
     my $n = @{ $db->{errors} };
+    $db->{ws}->send_json({ type => 'read', chat_id => $other, seq => 1 });
     ack($db, $chat, 99);
     settle(\@all, 1.5);
+    is scalar(@{ $db->{errors} }), $n, 'a read of a chat B is not a member '
+                                       . 'of has no answer';
+    ok !$db->{dead}, '... and the socket stays open';
     is nrcpts($da), 0, 'bad reads and an ack past the last seq: A gets '
                        . 'no receipt'
         or diag(show_receipts($da));

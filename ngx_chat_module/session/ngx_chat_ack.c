@@ -16,6 +16,14 @@
  * socket goes is applied all the same, so a reconnect anywhere is not
  * sent what the device acked.  A closing socket's close is answered
  * once its acks are applied (NGX_CHAT_FEATURE_HOLDS_CLOSE).
+ *
+ * What an ack may cost is bounded by what the device may touch: once the
+ * session knows the device's chats (the sync read its cursors), an ack
+ * for a chat it does not know is ignored and leaves nothing behind.
+ * Before that (a long-poll's acks come with its request) an ack is
+ * applied as it is, with no per-chat state: PostgreSQL moves only the
+ * device's own cursors, and such acks count against the socket's
+ * requests in flight (NGX_CHAT_SESSION_OPS).
  */
 
 #include <ngx_config.h>
@@ -35,8 +43,9 @@
 typedef struct ngx_chat_ack_op_s  ngx_chat_ack_op_t;
 
 
-/* a session's acks: how many chats have one pending or being applied */
+/* a session's acks pending or being applied */
 typedef struct {
+    ngx_queue_t                ops;      /* ngx_chat_ack_op_t */
     ngx_uint_t                 n;
 } ngx_chat_ack_t;
 
@@ -50,7 +59,9 @@ typedef struct {
 
 struct ngx_chat_ack_op_s {
     ngx_queue_t                queue;    /* in the worker's batch */
-    ngx_chat_session_chat_t   *chat;     /* NULL: the socket is gone */
+    ngx_queue_t                by_session;
+    ngx_chat_session_t        *session;  /* NULL: the socket is gone */
+    ngx_chat_session_chat_t   *chat;     /* NULL: no chat state */
     int64_t                    device;
     int64_t                    chat_id;
     int64_t                    seq;
@@ -73,14 +84,18 @@ static const char  ngx_chat_ack_sql[] =
 static ngx_int_t ngx_chat_ack_init_worker(ngx_cycle_t *cycle);
 static void ngx_chat_ack_exit_worker(ngx_cycle_t *cycle);
 static void ngx_chat_ack(ngx_chat_session_t *s, json_t *msg);
-static ngx_int_t ngx_chat_ack_queue(ngx_chat_session_chat_t *ch,
-    int64_t device, int64_t chat_id, int64_t seq, ngx_log_t *log);
+static ngx_int_t ngx_chat_ack_queue(ngx_chat_session_t *s,
+    ngx_chat_session_chat_t *ch, int64_t chat_id, int64_t seq);
+static void ngx_chat_ack_orphan(int64_t device, int64_t chat_id,
+    int64_t seq);
 static void ngx_chat_ack_run(ngx_chat_batch_t *b, ngx_uint_t n);
 static void ngx_chat_ack_applied(void *data, PGresult *res);
 static void ngx_chat_ack_done(ngx_chat_ack_op_t *op);
 static ngx_uint_t ngx_chat_ack_pending(ngx_chat_session_t *s);
 static void ngx_chat_ack_chat_end(ngx_chat_session_t *s,
     ngx_chat_session_chat_t *ch);
+static void ngx_chat_ack_detach(ngx_chat_ack_op_t *op);
+static void ngx_chat_ack_end(ngx_chat_session_t *s);
 
 
 static ngx_chat_command_t  ngx_chat_ack_commands[] = {
@@ -95,6 +110,7 @@ ngx_chat_feature_t  ngx_chat_ack_feature = {
     .init_worker = ngx_chat_ack_init_worker,
     .exit_worker = ngx_chat_ack_exit_worker,
     .pending = ngx_chat_ack_pending,
+    .end = ngx_chat_ack_end,
     .chat_end = ngx_chat_ack_chat_end,
     .flags = NGX_CHAT_FEATURE_HOLDS_CLOSE,
 };
@@ -146,12 +162,18 @@ ngx_chat_ack(ngx_chat_session_t *s, json_t *msg)
             return;
         }
 
+        ngx_queue_init(&st->ops);
         ngx_chat_session_set_ctx(s, st, ngx_chat_ack_feature);
     }
 
-    ch = ngx_chat_order_chat(s, chat_id, 1);
+    ch = ngx_chat_order_chat(s, chat_id, 0);
+
     if (ch == NULL) {
-        return;
+        if (!s->loaded) {
+            (void) ngx_chat_ack_queue(s, NULL, chat_id, seq);
+        }
+
+        return;                 /* not a chat of the device's */
     }
 
     ac = ngx_chat_chat_get_ctx(ch, ngx_chat_ack_feature);
@@ -172,11 +194,7 @@ ngx_chat_ack(ngx_chat_session_t *s, json_t *msg)
     ac->want = seq;
 
     if (ac->op == NULL) {
-        if (ngx_chat_ack_queue(ch, s->device, chat_id, seq, s->log)
-            == NGX_OK)
-        {
-            st->n++;
-        }
+        (void) ngx_chat_ack_queue(s, ch, chat_id, seq);
 
     } else if (!ac->op->applying) {
         ac->op->seq = seq;              /* folded into the pending one */
@@ -184,34 +202,74 @@ ngx_chat_ack(ngx_chat_session_t *s, json_t *msg)
 }
 
 
-static ngx_int_t
-ngx_chat_ack_queue(ngx_chat_session_chat_t *ch, int64_t device,
-    int64_t chat_id, int64_t seq, ngx_log_t *log)
-{
-    ngx_chat_ack_op_t  *op;
+/*
+ * An ack for the next batch, counted against the session's requests in
+ * flight: one with chat state (ch) always (the device's chats bound
+ * them), one without only while there is room.
+ */
 
-    op = ngx_calloc(sizeof(ngx_chat_ack_op_t), log);
+static ngx_int_t
+ngx_chat_ack_queue(ngx_chat_session_t *s, ngx_chat_session_chat_t *ch,
+    int64_t chat_id, int64_t seq)
+{
+    ngx_chat_ack_t       *st;
+    ngx_chat_ack_op_t    *op;
+    ngx_chat_ack_chat_t  *ac;
+
+    if (ngx_chat_session_op(s, ch == NULL) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    op = ngx_calloc(sizeof(ngx_chat_ack_op_t), s->log);
     if (op == NULL) {
-        ngx_log_error(NGX_LOG_WARN, log, 0,
+        ngx_chat_session_op_done(s);
+        ngx_log_error(NGX_LOG_WARN, s->log, 0,
                       "chat ack of chat %L not applied: out of memory",
                       chat_id);
         return NGX_ERROR;
     }
 
+    op->session = s;
     op->chat = ch;
-    op->device = device;
+    op->device = s->device;
     op->chat_id = chat_id;
     op->seq = seq;
 
     if (ch) {
-        ((ngx_chat_ack_chat_t *) ngx_chat_chat_get_ctx(ch,
-                                                        ngx_chat_ack_feature))
-            ->op = op;
+        ac = ngx_chat_chat_get_ctx(ch, ngx_chat_ack_feature);
+        ac->op = op;
     }
+
+    st = ngx_chat_session_get_ctx(s, ngx_chat_ack_feature);
+    ngx_queue_insert_tail(&st->ops, &op->by_session);
+    st->n++;
 
     ngx_chat_batch_add(&ngx_chat_ack_batch, &op->queue);
 
     return NGX_OK;
+}
+
+
+/* an ack of a socket that has gone, past the one being applied */
+
+static void
+ngx_chat_ack_orphan(int64_t device, int64_t chat_id, int64_t seq)
+{
+    ngx_chat_ack_op_t  *op;
+
+    op = ngx_calloc(sizeof(ngx_chat_ack_op_t), ngx_cycle->log);
+    if (op == NULL) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "chat ack of chat %L by device %L not applied: out of "
+                      "memory", chat_id, device);
+        return;
+    }
+
+    op->device = device;
+    op->chat_id = chat_id;
+    op->seq = seq;
+
+    ngx_chat_batch_add(&ngx_chat_ack_batch, &op->queue);
 }
 
 
@@ -325,30 +383,49 @@ ngx_chat_ack_done(ngx_chat_ack_op_t *op)
     ngx_chat_ack_chat_t      *ac;
     ngx_chat_session_chat_t  *ch;
 
+    s = op->session;
     ch = op->chat;
 
+    if (s == NULL) {
+        ngx_free(op);
+        return;
+    }
+
+    ngx_chat_ack_detach(op);
+
     if (ch) {
-        s = ch->session;
-        st = ngx_chat_session_get_ctx(s, ngx_chat_ack_feature);
         ac = ngx_chat_chat_get_ctx(ch, ngx_chat_ack_feature);
-
         ac->op = NULL;
-        st->n--;
 
-        if (ac->want > op->seq
-            && ngx_chat_ack_queue(ch, s->device, op->chat_id, ac->want,
-                                  s->log)
-               == NGX_OK)
-        {
-            st->n++;
-        }
-
-        if (st->n == 0) {
-            ngx_chat_session_settle(s);
+        if (ac->want > op->seq) {
+            (void) ngx_chat_ack_queue(s, ch, op->chat_id, ac->want);
         }
     }
 
     ngx_free(op);
+
+    st = ngx_chat_session_get_ctx(s, ngx_chat_ack_feature);
+
+    if (st->n == 0) {
+        ngx_chat_session_settle(s);
+    }
+}
+
+
+/* an op leaves its session; the batch frees it once it is applied */
+
+static void
+ngx_chat_ack_detach(ngx_chat_ack_op_t *op)
+{
+    ngx_chat_ack_t  *st;
+
+    st = ngx_chat_session_get_ctx(op->session, ngx_chat_ack_feature);
+
+    ngx_queue_remove(&op->by_session);
+    st->n--;
+    ngx_chat_session_op_done(op->session);
+
+    op->session = NULL;
 }
 
 
@@ -368,7 +445,6 @@ ngx_chat_ack_pending(ngx_chat_session_t *s)
 static void
 ngx_chat_ack_chat_end(ngx_chat_session_t *s, ngx_chat_session_chat_t *ch)
 {
-    ngx_chat_ack_t       *st;
     ngx_chat_ack_op_t    *op;
     ngx_chat_ack_chat_t  *ac;
 
@@ -381,16 +457,30 @@ ngx_chat_ack_chat_end(ngx_chat_session_t *s, ngx_chat_session_chat_t *ch)
     op = ac->op;
 
     if (op) {
-        st = ngx_chat_session_get_ctx(s, ngx_chat_ack_feature);
-        st->n--;
+        ngx_chat_ack_detach(op);
         op->chat = NULL;
 
         if (op->applying && ac->want > op->seq) {
-            (void) ngx_chat_ack_queue(NULL, s->device, op->chat_id,
-                                      ac->want, ngx_cycle->log);
+            ngx_chat_ack_orphan(s->device, op->chat_id, ac->want);
         }
     }
 
     ngx_free(ac);
     ngx_chat_chat_set_ctx(ch, NULL, ngx_chat_ack_feature);
+}
+
+
+/* acks with no chat state go on without their socket */
+
+static void
+ngx_chat_ack_end(ngx_chat_session_t *s)
+{
+    ngx_chat_ack_t  *st;
+
+    st = ngx_chat_session_get_ctx(s, ngx_chat_ack_feature);
+
+    while (st && !ngx_queue_empty(&st->ops)) {
+        ngx_chat_ack_detach(ngx_queue_data(ngx_queue_head(&st->ops),
+                                           ngx_chat_ack_op_t, by_session));
+    }
 }

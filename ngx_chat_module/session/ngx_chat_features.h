@@ -16,6 +16,7 @@ extern ngx_chat_feature_t  ngx_chat_send_feature;      /* "send" */
 extern ngx_chat_feature_t  ngx_chat_ack_feature;       /* "ack" */
 extern ngx_chat_feature_t  ngx_chat_receipt_feature;   /* "read", receipts */
 extern ngx_chat_feature_t  ngx_chat_presence_feature;  /* "presence" */
+extern ngx_chat_feature_t  ngx_chat_revoke_feature;    /* unlinked devices */
 extern ngx_chat_feature_t  ngx_chat_ping_feature;      /* "ping" */
 
 

@@ -46,6 +46,7 @@ typedef struct {
     ngx_queue_t                    watches;  /* ngx_chat_presence_watch_t */
     ngx_uint_t                     nwatches;
     ngx_queue_t                    asks;     /* ngx_chat_presence_ask_t */
+    ngx_uint_t                     asked;    /* users in the asks */
     ngx_uint_t                     reading;  /* watches with a state read
                                                 on its way */
 } ngx_chat_presence_t;
@@ -81,6 +82,7 @@ typedef struct {
     ngx_chat_pg_query_t           *query;
     json_t                        *id;       /* the request's, for errors */
     json_t                        *known;    /* {user: "on"|"off"|ms} */
+    ngx_uint_t                     n;        /* users asked for */
 } ngx_chat_presence_ask_t;
 
 
@@ -149,6 +151,8 @@ static void ngx_chat_presence_expire(ngx_event_t *ev);
 static void ngx_chat_presence_sweep(ngx_event_t *ev);
 static void ngx_chat_presence_swept(void *data, redisReply *reply);
 static void ngx_chat_presence_asked(void *data, PGresult *res);
+static void ngx_chat_presence_unask(ngx_chat_session_t *s,
+    ngx_chat_presence_ask_t *ask);
 static void ngx_chat_presence_answer(ngx_chat_session_t *s, json_t *id,
     json_t *known, PGresult *res);
 static ngx_int_t ngx_chat_presence_watch(ngx_chat_session_t *s,
@@ -544,9 +548,17 @@ ngx_chat_presence_message(ngx_chat_session_t *s, json_t *msg)
         return;
     }
 
-    if (ps->nwatches + n > NGX_CHAT_PRESENCE_WATCHES) {
+    /* watched, and being checked to be: both count */
+
+    if (ps->nwatches + ps->asked + n > NGX_CHAT_PRESENCE_WATCHES) {
         ngx_chat_session_error(s, json_object_get(msg, "id"), "too_large",
                                "too many users watched on this socket");
+        return;
+    }
+
+    if (ngx_chat_session_op(s, 1) != NGX_OK) {
+        ngx_chat_session_error(s, json_object_get(msg, "id"), "rate_limited",
+                               "too many requests in flight on this socket");
         return;
     }
 
@@ -554,6 +566,7 @@ ngx_chat_presence_message(ngx_chat_session_t *s, json_t *msg)
 
     if (ask == NULL || ngx_chat_pg_array_init(&ids, n, s->log) != NGX_OK) {
         ngx_free(ask);
+        ngx_chat_session_op_done(s);
         ngx_chat_session_error(s, json_object_get(msg, "id"), "unavailable",
                                "out of memory");
         return;
@@ -574,6 +587,7 @@ ngx_chat_presence_message(ngx_chat_session_t *s, json_t *msg)
 
     if (ask->query == NULL) {
         ngx_free(ask);
+        ngx_chat_session_op_done(s);
         ngx_chat_session_error(s, json_object_get(msg, "id"), "unavailable",
                                "PostgreSQL is unavailable");
         return;
@@ -582,7 +596,9 @@ ngx_chat_presence_message(ngx_chat_session_t *s, json_t *msg)
     ask->session = s;
     ask->id = json_incref(json_object_get(msg, "id"));
     ask->known = json_incref(json_object_get(msg, "known"));
+    ask->n = n;
     ngx_queue_insert_tail(&ps->asks, &ask->queue);
+    ps->asked += n;
 
     return;
 
@@ -606,7 +622,7 @@ ngx_chat_presence_asked(void *data, PGresult *res)
     known = ask->known;
 
     if (s) {
-        ngx_queue_remove(&ask->queue);
+        ngx_chat_presence_unask(s, ask);
     }
 
     ngx_free(ask);
@@ -621,6 +637,21 @@ ngx_chat_presence_asked(void *data, PGresult *res)
     if (s) {
         ngx_chat_session_settle(s);
     }
+}
+
+
+/* a subscribe is checked, or its socket goes */
+
+static void
+ngx_chat_presence_unask(ngx_chat_session_t *s, ngx_chat_presence_ask_t *ask)
+{
+    ngx_chat_presence_t  *ps;
+
+    ps = ngx_chat_presence_state_of(s);
+
+    ngx_queue_remove(&ask->queue);
+    ps->asked -= ask->n;
+    ngx_chat_session_op_done(s);
 }
 
 
@@ -1131,9 +1162,9 @@ ngx_chat_presence_end(ngx_chat_session_t *s)
 
     while (!ngx_queue_empty(&ps->asks)) {
         q = ngx_queue_head(&ps->asks);
-        ngx_queue_remove(q);
-
         ask = ngx_queue_data(q, ngx_chat_presence_ask_t, queue);
+
+        ngx_chat_presence_unask(s, ask);
         ask->session = NULL;
     }
 }

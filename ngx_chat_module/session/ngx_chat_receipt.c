@@ -24,9 +24,8 @@
 
 #define NGX_CHAT_RECEIPT_READS  16      /* reads in flight a socket */
 
-/* chat_read()'s statuses */
+/* chat_read()'s statuses: 1, nothing moved; 2, not a member */
 #define NGX_CHAT_RECEIPT_MOVED       0
-#define NGX_CHAT_RECEIPT_NOT_MEMBER  2
 
 
 typedef struct {
@@ -130,7 +129,9 @@ ngx_chat_receipt_read(ngx_chat_session_t *s, json_t *msg)
 
     st = ngx_chat_receipt_state(s);
 
-    if (st == NULL || st->nreads >= NGX_CHAT_RECEIPT_READS) {
+    if (st == NULL || st->nreads >= NGX_CHAT_RECEIPT_READS
+        || ngx_chat_session_op(s, 1) != NGX_OK)
+    {
         ngx_chat_session_error(s, id, "rate_limited",
                                "too many reads waiting on this socket");
         return;
@@ -138,6 +139,7 @@ ngx_chat_receipt_read(ngx_chat_session_t *s, json_t *msg)
 
     rd = ngx_calloc(sizeof(ngx_chat_receipt_read_t), s->log);
     if (rd == NULL) {
+        ngx_chat_session_op_done(s);
         ngx_chat_session_error(s, id, "unavailable", "out of memory");
         return;
     }
@@ -166,6 +168,7 @@ ngx_chat_receipt_read(ngx_chat_session_t *s, json_t *msg)
 
     if (rd->query == NULL) {
         ngx_free(rd);
+        ngx_chat_session_op_done(s);
         ngx_chat_session_error(s, id, "unavailable",
                                "the message store is unavailable");
         return;
@@ -193,6 +196,7 @@ ngx_chat_receipt_read_done(void *data, PGresult *res)
         st = ngx_chat_session_get_ctx(s, ngx_chat_receipt_feature);
         ngx_queue_remove(&rd->queue);
         st->nreads--;
+        ngx_chat_session_op_done(s);
     }
 
     status = (ngx_chat_pg_ok(res) && PQntuples(res) == 1)
@@ -203,12 +207,10 @@ ngx_chat_receipt_read_done(void *data, PGresult *res)
                                "the message store is unavailable");
     }
 
-    if (status == NGX_CHAT_RECEIPT_NOT_MEMBER && s) {
-        ngx_chat_session_error(s, rd->id, "forbidden",
-                               "not a member of this chat");
-    }
-
-    /* anything else: the mark was there already */
+    /*
+     * Anything else changed nothing: the mark was there already, or the
+     * chat is not the user's (PROTOCOL.md: not answered, no state).
+     */
 
     if (status == NGX_CHAT_RECEIPT_MOVED) {
         ngx_chat_pg_value(res, 0, 2, &authors);
@@ -487,6 +489,7 @@ ngx_chat_receipt_end(ngx_chat_session_t *s)
 
         rd = ngx_queue_data(q, ngx_chat_receipt_read_t, queue);
         rd->session = NULL;
+        ngx_chat_session_op_done(s);
     }
 
     st->nreads = 0;

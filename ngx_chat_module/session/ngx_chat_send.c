@@ -27,7 +27,6 @@
 
 #define NGX_CHAT_SEND_CLIENT_ID  64     /* bytes of a client's "id" */
 #define NGX_CHAT_SEND_MEDIA      10     /* media ids in one send */
-#define NGX_CHAT_SEND_QUEUE      256    /* sends waiting on a socket */
 #define NGX_CHAT_SEND_BATCH      256    /* sends in one statement */
 #define NGX_CHAT_SEND_BATCHES    1      /* statements in flight a worker */
 
@@ -37,6 +36,7 @@
 #define NGX_CHAT_SEND_RESENT     1      /* stored before: the same seq */
 #define NGX_CHAT_SEND_NOT_MEMBER 2
 #define NGX_CHAT_SEND_NO_MEDIA   3
+#define NGX_CHAT_SEND_UNLINKED   4      /* the device is gone */
 
 
 /* a session's sends */
@@ -168,9 +168,9 @@ ngx_chat_send(ngx_chat_session_t *s, json_t *msg)
         return;
     }
 
-    if (st->n >= NGX_CHAT_SEND_QUEUE) {
+    if (ngx_chat_session_op(s, 1) != NGX_OK) {
         ngx_chat_session_error(s, id, "rate_limited",
-                               "too many sends waiting on this socket");
+                               "too many requests in flight on this socket");
         return;
     }
 
@@ -183,6 +183,7 @@ ngx_chat_send(ngx_chat_session_t *s, json_t *msg)
     if (body == NULL || op == NULL) {
         json_decref(body);
         ngx_free(op);
+        ngx_chat_session_op_done(s);
         ngx_chat_session_error(s, id, "unavailable", "out of memory");
         return;
     }
@@ -481,6 +482,13 @@ ngx_chat_send_answer(ngx_chat_send_op_t *op, PGresult *res, int row)
                                "no such media of the sender");
         goto done;
 
+    case NGX_CHAT_SEND_UNLINKED:
+        ngx_log_error(NGX_LOG_INFO, s->log, 0,
+                      "chat send: the device is unlinked");
+        ngx_chat_session_close(s, NGX_CHAT_CLOSE_UNAUTHORIZED,
+                               "device unlinked");
+        goto done;
+
     default:
         ngx_chat_session_error(s, op->id, "unavailable",
                                "the message store is unavailable");
@@ -545,6 +553,7 @@ ngx_chat_send_done(ngx_chat_send_op_t *op)
         st = ngx_chat_session_get_ctx(op->session, ngx_chat_send_feature);
         ngx_queue_remove(&op->queue);
         st->n--;
+        ngx_chat_session_op_done(op->session);
         op->session = NULL;
     }
 

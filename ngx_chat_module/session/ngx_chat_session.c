@@ -7,10 +7,8 @@
  * Sessions of a user on this worker hang off one node of an index keyed
  * by the user's Redis channel, which the node owns: a message published
  * to the user reaches each of them once.  What comes on the channel is
- * typed: "msg" is a live message (the order, ngx_chat_order.c),
- * "revoke" closes the sessions of an unlinked device with 4001 on
- * whatever worker or host holds them, and the rest goes to the feature
- * that takes that type.
+ * typed: "msg" is a live message (the order, ngx_chat_order.c), and the
+ * rest goes to the feature that takes that type.
  */
 
 #include <ngx_config.h>
@@ -39,8 +37,6 @@ static void ngx_chat_session_leave(ngx_chat_session_t *s);
 static void ngx_chat_session_user_message(void *data, ngx_str_t *message);
 static void ngx_chat_session_live(ngx_chat_session_user_t *u, json_t *msg,
     ngx_str_t *text);
-static void ngx_chat_session_revoke(ngx_chat_session_user_t *u, json_t *msg,
-    ngx_str_t *text);
 static u_char *ngx_chat_session_log_error(ngx_log_t *log, u_char *buf,
     size_t len);
 
@@ -48,7 +44,6 @@ static u_char *ngx_chat_session_log_error(ngx_log_t *log, u_char *buf,
 /* the core's own types on a user's channel */
 static ngx_chat_notice_t  ngx_chat_session_notices[] = {
     { ngx_string("msg"), ngx_chat_session_live },
-    { ngx_string("revoke"), ngx_chat_session_revoke },
     { ngx_null_string, NULL }
 };
 
@@ -525,6 +520,33 @@ ngx_chat_session_settle(ngx_chat_session_t *s)
 }
 
 
+/*
+ * A client request starts (a send, an ack, a read, a presence check):
+ * a socket has at most NGX_CHAT_SESSION_OPS of them in flight.
+ * NGX_DECLINED: a bounded one is refused.  One that is not bounded (an
+ * ack folded into its chat's, whose number the chats bound) is counted.
+ */
+
+ngx_int_t
+ngx_chat_session_op(ngx_chat_session_t *s, ngx_uint_t bounded)
+{
+    if (bounded && s->ops >= NGX_CHAT_SESSION_OPS) {
+        return NGX_DECLINED;
+    }
+
+    s->ops++;
+
+    return NGX_OK;
+}
+
+
+void
+ngx_chat_session_op_done(ngx_chat_session_t *s)
+{
+    s->ops--;
+}
+
+
 /* the transport has gone: nothing calls back into the session after this */
 
 void
@@ -772,6 +794,40 @@ ngx_chat_session_leave(ngx_chat_session_t *s)
 }
 
 
+/* each session of this worker that has joined its user's index */
+
+void
+ngx_chat_session_each(void (*handler)(ngx_chat_session_t *s, void *data),
+    void *data)
+{
+    ngx_queue_t              *q, *next;
+    ngx_rbtree_node_t        *node, *root, *sentinel;
+    ngx_chat_session_user_t  *u;
+
+    root = ngx_chat_session_users.root;
+    sentinel = ngx_chat_session_users.sentinel;
+
+    if (root == sentinel) {
+        return;
+    }
+
+    for (node = ngx_rbtree_min(root, sentinel);
+         node;
+         node = ngx_rbtree_next(&ngx_chat_session_users, node))
+    {
+        u = (ngx_chat_session_user_t *) node;
+
+        for (q = ngx_queue_head(&u->sessions);
+             q != ngx_queue_sentinel(&u->sessions);
+             q = next)
+        {
+            next = ngx_queue_next(q);
+            handler(ngx_queue_data(q, ngx_chat_session_t, queue), data);
+        }
+    }
+}
+
+
 /* each user with a session here, once */
 
 void
@@ -896,37 +952,6 @@ ngx_chat_session_live(ngx_chat_session_user_t *u, json_t *msg,
         s = ngx_queue_data(q, ngx_chat_session_t, queue);
 
         ngx_chat_order_offer(s, chat, seq, device == s->device, text);
-    }
-}
-
-
-static void
-ngx_chat_session_revoke(ngx_chat_session_user_t *u, json_t *msg,
-    ngx_str_t *text)
-{
-    ngx_str_t            device;
-    ngx_queue_t         *q, *next;
-    ngx_chat_session_t  *s;
-
-    device.data = (u_char *) json_string_value(
-                                 json_object_get(msg, "device_id"));
-    device.len = json_string_length(json_object_get(msg, "device_id"));
-
-    for (q = ngx_queue_head(&u->sessions);
-         q != ngx_queue_sentinel(&u->sessions);
-         q = next)
-    {
-        next = ngx_queue_next(q);
-        s = ngx_queue_data(q, ngx_chat_session_t, queue);
-
-        if (device.data && s->device_id.len == device.len
-            && ngx_strncmp(s->device_id.data, device.data, device.len) == 0)
-        {
-            ngx_log_error(NGX_LOG_INFO, s->log, 0,
-                          "chat session: device unlinked");
-            ngx_chat_session_close(s, NGX_CHAT_CLOSE_UNAUTHORIZED,
-                                   "device unlinked");
-        }
     }
 }
 

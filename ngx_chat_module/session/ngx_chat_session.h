@@ -42,6 +42,7 @@
 
 #define NGX_CHAT_ID_LEN               20     /* a bigint in decimal */
 #define NGX_CHAT_FEATURES_MAX         8      /* slots in s->ctx, ch->ctx */
+#define NGX_CHAT_SESSION_OPS          256    /* client requests in flight */
 
 /* a feature's client requests hold a closing session until applied */
 #define NGX_CHAT_FEATURE_HOLDS_CLOSE  1
@@ -246,6 +247,9 @@ struct ngx_chat_session_s {
     ngx_uint_t                 synced_count; /* messages the sync sent */
     ngx_uint_t                 close_code;   /* the peer's, answered once
                                                 its requests are applied */
+    ngx_uint_t                 ops;          /* client requests in flight:
+                                                sends, acks, reads,
+                                                presence checks */
     ngx_log_handler_pt         log_handler;  /* the transport's log's */
     void                      *log_data;
 
@@ -298,7 +302,11 @@ void ngx_chat_session_synced(ngx_chat_session_t *s, ngx_uint_t count);
 void ngx_chat_session_resume(ngx_chat_session_t *s);
 void ngx_chat_session_resync(ngx_chat_session_t *s);
 void ngx_chat_session_settle(ngx_chat_session_t *s);
+ngx_int_t ngx_chat_session_op(ngx_chat_session_t *s, ngx_uint_t bounded);
+void ngx_chat_session_op_done(ngx_chat_session_t *s);
 void ngx_chat_session_each_user(void (*handler)(ngx_str_t *user_id));
+void ngx_chat_session_each(void (*handler)(ngx_chat_session_t *s,
+    void *data), void *data);
 
 ngx_int_t ngx_chat_session_output(ngx_chat_session_t *s, ngx_chat_out_t *out);
 ngx_int_t ngx_chat_session_send(ngx_chat_session_t *s,

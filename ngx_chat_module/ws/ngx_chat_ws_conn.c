@@ -54,6 +54,8 @@ static ngx_int_t ngx_chat_ws_fail(ngx_chat_ws_conn_t *wc, ngx_uint_t code,
 static void ngx_chat_ws_keepalive(ngx_chat_ws_conn_t *wc);
 static ngx_int_t ngx_chat_ws_queue(ngx_chat_ws_conn_t *wc, ngx_uint_t opcode,
     ngx_uint_t rsv1, u_char *data, size_t len);
+static ngx_int_t ngx_chat_ws_queue_bounded(ngx_chat_ws_conn_t *wc,
+    ngx_uint_t opcode, ngx_uint_t rsv1, u_char *data, size_t len);
 static ngx_int_t ngx_chat_ws_flush(ngx_chat_ws_conn_t *wc);
 
 
@@ -124,7 +126,6 @@ ngx_int_t
 ngx_chat_ws_send(ngx_chat_ws_conn_t *wc, ngx_uint_t opcode, u_char *data,
     size_t len)
 {
-    size_t      size;
     ngx_str_t   z;
     ngx_uint_t  rsv1;
 
@@ -142,6 +143,21 @@ ngx_chat_ws_send(ngx_chat_ws_conn_t *wc, ngx_uint_t opcode, u_char *data,
         len = z.len;
         rsv1 = 1;
     }
+
+    return ngx_chat_ws_queue_bounded(wc, opcode, rsv1, data, len);
+}
+
+
+/*
+ * Every frame but our close counts against chat_ws_send_queue (a pong
+ * too): a client that does not read is cut, whatever it makes us send.
+ */
+
+static ngx_int_t
+ngx_chat_ws_queue_bounded(ngx_chat_ws_conn_t *wc, ngx_uint_t opcode,
+    ngx_uint_t rsv1, u_char *data, size_t len)
+{
+    size_t  size;
 
     size = ngx_chat_ws_header_size(len) + len;
 
@@ -599,11 +615,9 @@ ngx_chat_ws_frame_start(ngx_chat_ws_conn_t *wc)
 
     wc->msg_wire += (size_t) f->len;
 
-    if (wc->msg_compressed) {
-        return NGX_OK;          /* ngx_chat_ws_inflate() sizes its output */
-    }
+    /* the buffer grows with the payload that arrives, not as declared */
 
-    return ngx_chat_ws_msg_reserve(wc, wc->msg_len + (size_t) f->len);
+    return NGX_OK;
 }
 
 
@@ -616,6 +630,10 @@ ngx_chat_ws_payload(ngx_chat_ws_conn_t *wc, u_char *p, size_t n)
 
     if (wc->msg_compressed) {
         return ngx_chat_ws_inflate(wc, p, n, 0);
+    }
+
+    if (ngx_chat_ws_msg_reserve(wc, wc->msg_len + n) != NGX_OK) {
+        return NGX_ERROR;
     }
 
     ngx_memcpy(wc->msg + wc->msg_len, p, n);
@@ -731,8 +749,12 @@ ngx_chat_ws_control(ngx_chat_ws_conn_t *wc, u_char *p, size_t n)
     switch (wc->frame.opcode) {
 
     case NGX_CHAT_WS_OP_PING:
-        if (wc->state == NGX_CHAT_WS_OPEN) {
-            return ngx_chat_ws_queue(wc, NGX_CHAT_WS_OP_PONG, 0, p, n);
+        if (wc->state == NGX_CHAT_WS_OPEN
+            && ngx_chat_ws_queue_bounded(wc, NGX_CHAT_WS_OP_PONG, 0, p, n)
+               == NGX_ERROR
+            && wc->state != NGX_CHAT_WS_CLOSED)
+        {
+            return NGX_ERROR;
         }
 
         return NGX_OK;
@@ -925,12 +947,15 @@ static ngx_int_t
 ngx_chat_ws_flush(ngx_chat_ws_conn_t *wc)
 {
     ssize_t               n;
+    ngx_uint_t            sent;
     ngx_event_t          *wev;
     ngx_connection_t     *c;
     ngx_chat_ws_block_t  *b;
 
     c = wc->connection;
     wev = c->write;
+
+    sent = 0;
 
     while (wc->out) {
         b = wc->out;
@@ -958,10 +983,13 @@ ngx_chat_ws_flush(ngx_chat_ws_conn_t *wc)
 
         b->pos += n;
         wc->queued -= n;
+        sent = 1;
     }
 
+    /* the write timer measures progress: idle_timeout without a byte out */
+
     if (wc->out) {
-        if (!wev->timer_set) {
+        if (sent || !wev->timer_set) {
             ngx_add_timer(wev, wc->conf->idle_timeout);
         }
 
