@@ -268,7 +268,8 @@ ngx_asset_media_reply(ngx_chat_api_ctx_t *ctx, const char *method,
 
 /*
  * {"method","url","headers","expires_at"} for an upload, {"url",
- * "expires_at"} for a download.
+ * "expires_at"} for a download.  An s3 upload must send
+ * "If-None-Match: *" too: it is signed (ngx_asset_s3.c).
  */
 
 static json_t *
@@ -276,6 +277,7 @@ ngx_asset_url(ngx_http_request_t *r, const char *method, ngx_str_t *id,
     off_t size, ngx_str_t *type)
 {
     u_char                  sbuf[NGX_OFF_T_LEN];
+    json_t                 *headers;
     ngx_int_t               rc;
     ngx_str_t               url;
     ngx_uint_t              put;
@@ -312,9 +314,16 @@ ngx_asset_url(ngx_http_request_t *r, const char *method, ngx_str_t *id,
                          "expires_at", (json_int_t) g.expires * 1000);
     }
 
-    return json_pack("{s:s,s:s%,s:{s:s%},s:I}", "method", "PUT",
-                     "url", url.data, url.len,
-                     "headers", "Content-Type", type->data, type->len,
+    if (amcf->backend == NGX_ASSET_S3) {
+        headers = json_pack("{s:s%,s:s}", "Content-Type", type->data,
+                            type->len, "If-None-Match", "*");
+
+    } else {
+        headers = json_pack("{s:s%}", "Content-Type", type->data, type->len);
+    }
+
+    return json_pack("{s:s,s:s%,s:o,s:I}", "method", "PUT",
+                     "url", url.data, url.len, "headers", headers,
                      "expires_at", (json_int_t) g.expires * 1000);
 }
 

@@ -102,7 +102,9 @@ ngx_asset_s3_url(ngx_pool_t *pool, ngx_asset_s3_conf_t *s3,
  * The object's path (path: NGX_ASSET_S3_PATH_MAX bytes) and the query of
  * its presigned URL (query: NGX_ASSET_S3_QUERY_MAX bytes), as C strings;
  * the query's length, or -1.  The lengths of the settings were checked
- * at start.
+ * at start.  A PUT is signed with "If-None-Match: *", S3's conditional
+ * write: it creates the object or fails (412), so an upload URL cannot
+ * replace what was stored, however often it is replayed.
  */
 
 static int
@@ -151,6 +153,7 @@ ngx_asset_s3_presign(ngx_asset_s3_conf_t *s3, const char *method,
     req.expires = (long) ttl;
     req.content_type = NULL;
     req.content_length = -1;
+    req.if_none_match = (ngx_strcmp(method, "PUT") == 0) ? "*" : NULL;
 
     if (type) {
         (void) ngx_cpystrn((u_char *) ctype, type->data, type->len + 1);

@@ -39,7 +39,7 @@ typedef struct {
     const char  *value;
 } sigv4_header_t;
 
-#define SIGV4_HEADERS  3
+#define SIGV4_HEADERS  4
 
 
 static void
@@ -179,6 +179,11 @@ ngx_asset_sigv4_presign(ngx_asset_sigv4_t *req, char *out, size_t size)
 
     h[n].name = "host";
     h[n++].value = req->host;
+
+    if (req->if_none_match) {
+        h[n].name = "if-none-match";
+        h[n++].value = req->if_none_match;
+    }
 
     /* the query string, its names in order */
 
