@@ -26,6 +26,8 @@ enum {
 
 static ngx_int_t ngx_asset_media_create(ngx_chat_api_ctx_t *ctx);
 static ngx_int_t ngx_asset_media_get(ngx_chat_api_ctx_t *ctx);
+static const char *ngx_asset_media_type(ngx_chat_api_ctx_t *ctx,
+    ngx_asset_main_conf_t *amcf, ngx_str_t *type);
 static ngx_int_t ngx_asset_media_sha256(ngx_chat_api_ctx_t *ctx,
     ngx_str_t *sha);
 static ngx_int_t ngx_asset_media_reply(ngx_chat_api_ctx_t *ctx,
@@ -79,22 +81,17 @@ ngx_asset_media_create(ngx_chat_api_ctx_t *ctx)
     off_t                  n;
     json_t                *jsize;
     ngx_str_t              params[6], type, src;
+    const char            *why;
     ngx_asset_main_conf_t *amcf;
 
     amcf = ngx_http_get_module_main_conf(ctx->request, ngx_asset_module);
 
     if (ctx->step == NGX_ASSET_START) {
 
-        if (ngx_chat_api_string(ctx, "content_type", &type) != NGX_OK
-            || type.len == 0 || type.len > NGX_ASSET_TYPE_MAX)
-        {
-            return ngx_chat_api_bad_request(ctx,
-                       "\"content_type\" must be a media type");
-        }
+        why = ngx_asset_media_type(ctx, amcf, &type);
 
-        if (!ngx_asset_type_allowed(amcf, &type)) {
-            return ngx_chat_api_bad_request(ctx,
-                       "this content_type is not accepted");
+        if (why) {
+            return ngx_chat_api_bad_request(ctx, why);
         }
 
         jsize = json_object_get(ctx->body, "size");
@@ -155,6 +152,36 @@ ngx_asset_media_create(ngx_chat_api_ctx_t *ctx)
     n = (off_t) json_integer_value(json_object_get(ctx->body, "size"));
 
     return ngx_asset_media_reply(ctx, "PUT", n, &type);
+}
+
+
+/* NULL when "content_type" may be uploaded, else why not */
+
+static const char *
+ngx_asset_media_type(ngx_chat_api_ctx_t *ctx, ngx_asset_main_conf_t *amcf,
+    ngx_str_t *type)
+{
+    size_t  i;
+
+    if (ngx_chat_api_string(ctx, "content_type", type) != NGX_OK
+        || type->len == 0 || type->len > NGX_ASSET_TYPE_MAX)
+    {
+        return "\"content_type\" must be a media type";
+    }
+
+    /* printable: it becomes the Content-Type header of the downloads */
+
+    for (i = 0; i < type->len; i++) {
+        if (type->data[i] < 0x20 || type->data[i] > 0x7e) {
+            return "\"content_type\" must be a media type";
+        }
+    }
+
+    if (!ngx_asset_type_allowed(amcf, type)) {
+        return "this content_type is not accepted";
+    }
+
+    return NULL;
 }
 
 

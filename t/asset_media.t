@@ -245,6 +245,16 @@ subtest 'an image sent to a group reaches a member, who fetches the same '
     $_->close(1000) for $wa, $wm, $wo;
 };
 
+subtest 'a content_type that is not one printable header value is '
+        . 'refused' => sub {
+    for my $t ("image/png\r\nX-Injected: 1", "image/png\nX-Injected: 1",
+               "image/\x00png", "image/p\x{e9}ng") {
+        (my $name = $t) =~ s/([^\x20-\x7e])/sprintf '\\x%02x', ord $1/ge;
+        my $r = create($me, { content_type => $t, size => 10 });
+        is $r->{status}, 400, "\"$name\": 400";
+    }
+};
+
 subtest 'asset_ttl: media past it go, rows and objects, unless a stored '
         . 'message refers to them' => sub {
     ok nginx_start(workers => 2, config => $CONFIG, http_config => <<"END"),
