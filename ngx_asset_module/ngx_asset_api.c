@@ -26,14 +26,14 @@ enum {
 
 static ngx_int_t ngx_asset_media_create(ngx_chat_api_ctx_t *ctx);
 static ngx_int_t ngx_asset_media_get(ngx_chat_api_ctx_t *ctx);
-static const char *ngx_asset_media_type(ngx_chat_api_ctx_t *ctx,
-    ngx_asset_main_conf_t *amcf, ngx_str_t *type);
 static ngx_int_t ngx_asset_media_sha256(ngx_chat_api_ctx_t *ctx,
     ngx_str_t *sha);
+static const char *ngx_asset_media_type(ngx_chat_api_ctx_t *ctx,
+    ngx_asset_main_conf_t *amcf, ngx_str_t *type);
 static ngx_int_t ngx_asset_media_reply(ngx_chat_api_ctx_t *ctx,
-    const char *method, off_t size, ngx_str_t *type);
-static json_t *ngx_asset_url(ngx_http_request_t *r, const char *method,
-    ngx_str_t *id, off_t size, ngx_str_t *type);
+    ngx_asset_grant_t *g, off_t size);
+static json_t *ngx_asset_url(ngx_http_request_t *r, ngx_asset_grant_t *g,
+    off_t size);
 static ngx_int_t ngx_asset_local_url(ngx_http_request_t *r,
     ngx_asset_main_conf_t *amcf, ngx_asset_grant_t *g, ngx_str_t *url);
 static ngx_uint_t ngx_asset_type_allowed(ngx_asset_main_conf_t *amcf,
@@ -80,78 +80,78 @@ ngx_asset_media_create(ngx_chat_api_ctx_t *ctx)
     u_char                 raw[16], size[NGX_OFF_T_LEN];
     off_t                  n;
     json_t                *jsize;
-    ngx_str_t              params[6], type, src;
+    ngx_str_t              params[6], src;
     const char            *why;
+    ngx_asset_grant_t      g;
     ngx_asset_main_conf_t *amcf;
 
     amcf = ngx_http_get_module_main_conf(ctx->request, ngx_asset_module);
 
-    if (ctx->step == NGX_ASSET_START) {
+    if (ctx->step == NGX_ASSET_ROWS) {
+        ngx_str_set(&g.method, "PUT");
+        (void) ngx_chat_api_string(ctx, "content_type", &g.type);
+        (void) ngx_asset_media_sha256(ctx, &g.sha256);
+        n = (off_t) json_integer_value(json_object_get(ctx->body, "size"));
 
-        why = ngx_asset_media_type(ctx, amcf, &type);
-
-        if (why) {
-            return ngx_chat_api_bad_request(ctx, why);
-        }
-
-        jsize = json_object_get(ctx->body, "size");
-
-        if (!json_is_integer(jsize) || json_integer_value(jsize) <= 0) {
-            return ngx_chat_api_bad_request(ctx,
-                       "\"size\" must be a positive integer");
-        }
-
-        n = (off_t) json_integer_value(jsize);
-
-        if (n > amcf->max_size) {
-            return ngx_chat_json_error(ctx->request,
-                                       NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                                       "too_large",
-                                       "larger than asset_max_size");
-        }
-
-        if (ngx_asset_media_sha256(ctx, &params[4]) != NGX_OK) {
-            return ngx_chat_api_bad_request(ctx,
-                       "\"sha256\" must be 64 lowercase hex digits");
-        }
-
-        /* the id: 128 random bits, which name the object too */
-
-        if (RAND_bytes(raw, sizeof(raw)) != 1) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        ctx->id.data = ngx_pnalloc(ctx->request->pool, NGX_ASSET_ID_LEN + 2);
-        if (ctx->id.data == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        src.data = raw;
-        src.len = sizeof(raw);
-        ngx_encode_base64url(&ctx->id, &src);
-
-        params[0] = ctx->id;
-        params[1] = ctx->user_id;
-        params[2] = type;
-        params[3].data = size;
-        params[3].len = ngx_sprintf(size, "%O", n) - size;
-
-        if (amcf->backend == NGX_ASSET_S3) {
-            ngx_str_set(&params[5], "t");
-
-        } else {
-            ngx_str_set(&params[5], "f");
-        }
-
-        ctx->step = NGX_ASSET_ROWS;
-
-        return ngx_chat_api_query(ctx, ngx_asset_create_sql, 6, params);
+        return ngx_asset_media_reply(ctx, &g, n);
     }
 
-    (void) ngx_chat_api_string(ctx, "content_type", &type);
-    n = (off_t) json_integer_value(json_object_get(ctx->body, "size"));
+    why = ngx_asset_media_type(ctx, amcf, &params[2]);
 
-    return ngx_asset_media_reply(ctx, "PUT", n, &type);
+    if (why) {
+        return ngx_chat_api_bad_request(ctx, why);
+    }
+
+    jsize = json_object_get(ctx->body, "size");
+
+    if (!json_is_integer(jsize) || json_integer_value(jsize) <= 0) {
+        return ngx_chat_api_bad_request(ctx,
+                   "\"size\" must be a positive integer");
+    }
+
+    n = (off_t) json_integer_value(jsize);
+
+    if (n > amcf->max_size) {
+        return ngx_chat_json_error(ctx->request,
+                                   NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                   "too_large", "larger than asset_max_size");
+    }
+
+    if (ngx_asset_media_sha256(ctx, &params[4]) != NGX_OK) {
+        return ngx_chat_api_bad_request(ctx,
+                   "\"sha256\" must be 64 lowercase hex digits");
+    }
+
+    /* the id: 128 random bits, which name the object too */
+
+    if (RAND_bytes(raw, sizeof(raw)) != 1) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->id.data = ngx_pnalloc(ctx->request->pool, NGX_ASSET_ID_LEN + 2);
+    if (ctx->id.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    src.data = raw;
+    src.len = sizeof(raw);
+    ngx_encode_base64url(&ctx->id, &src);
+
+    params[0] = ctx->id;
+    params[1] = ctx->user_id;
+    params[3].data = size;
+    params[3].len = ngx_sprintf(size, "%O", n) - size;
+
+    if (amcf->backend == NGX_ASSET_S3) {
+        ngx_str_set(&params[5], "t");
+
+    } else {
+        ngx_str_set(&params[5], "f");
+    }
+
+    ctx->step = NGX_ASSET_ROWS;
+
+    return ngx_chat_api_query(ctx, ngx_asset_create_sql, 6, params);
 }
 
 
@@ -225,8 +225,9 @@ ngx_asset_media_sha256(ngx_chat_api_ctx_t *ctx, ngx_str_t *sha)
 static ngx_int_t
 ngx_asset_media_get(ngx_chat_api_ctx_t *ctx)
 {
-    off_t       size;
-    ngx_str_t   params[2], type, v;
+    off_t              size;
+    ngx_str_t          params[2], v;
+    ngx_asset_grant_t  g;
 
     if (ctx->step == NGX_ASSET_START) {
         ctx->step = NGX_ASSET_ROWS;
@@ -246,37 +247,42 @@ ngx_asset_media_get(ngx_chat_api_ctx_t *ctx)
 
     ngx_chat_pg_value(ctx->res, 0, 0, &v);
 
-    type.data = ngx_pstrdup(ctx->request->pool, &v);
-    type.len = v.len;
+    g.type.data = ngx_pstrdup(ctx->request->pool, &v);
+    g.type.len = v.len;
 
     ngx_chat_pg_value(ctx->res, 0, 1, &v);
     size = ngx_atoof(v.data, v.len);
 
-    if (type.data == NULL) {
+    if (g.type.data == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    return ngx_asset_media_reply(ctx, "GET", size, &type);
+    ngx_str_set(&g.method, "GET");
+    ngx_str_null(&g.sha256);
+
+    return ngx_asset_media_reply(ctx, &g, size);
 }
 
 
 /*
  * 201 {"media_id","upload"} to a PUT, 200 {"media_id","content_type",
- * "size","download"} to a GET
+ * "size","download"} to a GET; g: the method, type and sha256
  */
 
 static ngx_int_t
-ngx_asset_media_reply(ngx_chat_api_ctx_t *ctx, const char *method,
-    off_t size, ngx_str_t *type)
+ngx_asset_media_reply(ngx_chat_api_ctx_t *ctx, ngx_asset_grant_t *g,
+    off_t size)
 {
     json_t  *url;
 
-    url = ngx_asset_url(ctx->request, method, &ctx->id, size, type);
+    g->id = ctx->id;
+
+    url = ngx_asset_url(ctx->request, g, size);
     if (url == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (method[0] == 'P') {
+    if (g->method.data[0] == 'P') {
         return ngx_chat_json_reply(ctx->request, NGX_HTTP_CREATED,
                                    json_pack("{s:s%,s:o}", "media_id",
                                              ctx->id.data, ctx->id.len,
@@ -286,8 +292,8 @@ ngx_asset_media_reply(ngx_chat_api_ctx_t *ctx, const char *method,
     return ngx_chat_json_reply(ctx->request, NGX_HTTP_OK,
                                json_pack("{s:s%,s:s%,s:I,s:o}", "media_id",
                                          ctx->id.data, ctx->id.len,
-                                         "content_type", type->data,
-                                         type->len,
+                                         "content_type", g->type.data,
+                                         g->type.len,
                                          "size", (json_int_t) size,
                                          "download", url));
 }
@@ -300,36 +306,31 @@ ngx_asset_media_reply(ngx_chat_api_ctx_t *ctx, const char *method,
  */
 
 static json_t *
-ngx_asset_url(ngx_http_request_t *r, const char *method, ngx_str_t *id,
-    off_t size, ngx_str_t *type)
+ngx_asset_url(ngx_http_request_t *r, ngx_asset_grant_t *g, off_t size)
 {
     u_char                  sbuf[NGX_OFF_T_LEN];
     json_t                 *headers;
     ngx_int_t               rc;
     ngx_str_t               url;
     ngx_uint_t              put;
-    ngx_asset_grant_t       g;
     ngx_asset_main_conf_t  *amcf;
 
     amcf = ngx_http_get_module_main_conf(r, ngx_asset_module);
 
-    put = (method[0] == 'P');
+    put = (g->method.data[0] == 'P');
 
-    g.method.data = (u_char *) method;
-    g.method.len = ngx_strlen(method);
-    g.id = *id;
-    g.expires = ngx_time() + amcf->url_ttl;
-    g.size.data = sbuf;
-    g.size.len = put ? (size_t) (ngx_sprintf(sbuf, "%O", size) - sbuf) : 0;
-    g.type = *type;
+    g->expires = ngx_time() + amcf->url_ttl;
+    g->size.data = sbuf;
+    g->size.len = put ? (size_t) (ngx_sprintf(sbuf, "%O", size) - sbuf) : 0;
 
     if (amcf->backend == NGX_ASSET_S3) {
         /* the length is signed too: clients send exactly size bytes */
-        rc = ngx_asset_s3_url(r->pool, &amcf->s3, method, id, amcf->url_ttl,
-                              put ? type : NULL, put ? size : -1, &url);
+        rc = ngx_asset_s3_url(r->pool, &amcf->s3, (char *) g->method.data,
+                              &g->id, amcf->url_ttl, put ? &g->type : NULL,
+                              put ? size : -1, &url);
 
     } else {
-        rc = ngx_asset_local_url(r, amcf, &g, &url);
+        rc = ngx_asset_local_url(r, amcf, g, &url);
     }
 
     if (rc != NGX_OK) {
@@ -338,20 +339,21 @@ ngx_asset_url(ngx_http_request_t *r, const char *method, ngx_str_t *id,
 
     if (!put) {
         return json_pack("{s:s%,s:I}", "url", url.data, url.len,
-                         "expires_at", (json_int_t) g.expires * 1000);
+                         "expires_at", (json_int_t) g->expires * 1000);
     }
 
     if (amcf->backend == NGX_ASSET_S3) {
-        headers = json_pack("{s:s%,s:s}", "Content-Type", type->data,
-                            type->len, "If-None-Match", "*");
+        headers = json_pack("{s:s%,s:s}", "Content-Type", g->type.data,
+                            g->type.len, "If-None-Match", "*");
 
     } else {
-        headers = json_pack("{s:s%}", "Content-Type", type->data, type->len);
+        headers = json_pack("{s:s%}", "Content-Type", g->type.data,
+                            g->type.len);
     }
 
     return json_pack("{s:s,s:s%,s:o,s:I}", "method", "PUT",
                      "url", url.data, url.len, "headers", headers,
-                     "expires_at", (json_int_t) g.expires * 1000);
+                     "expires_at", (json_int_t) g->expires * 1000);
 }
 
 

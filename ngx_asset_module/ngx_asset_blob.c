@@ -3,8 +3,9 @@
  * The local blob store ("asset_blob"): the access phase lets through only
  * what a presigned URL grants (ngx_asset_sign.c): the object, the method,
  * the expiry, and for a PUT the exact size and type, decided before a
- * byte of the body is read.  nginx's own modules do the rest: dav stores
- * PUTs, static serves GETs, with the type the URL was signed for.
+ * byte of the body is read, and the hash, checked as it arrives.  A PUT
+ * is then this module's (ngx_asset_store.c: written once); a GET is
+ * nginx's static module's, with the type the URL was signed for.
  */
 
 #include <ngx_config.h>
@@ -23,11 +24,6 @@ static ngx_int_t ngx_asset_blob_grant(ngx_http_request_t *r,
 static ngx_int_t ngx_asset_blob_as_signed(ngx_http_request_t *r,
     ngx_asset_grant_t *g);
 static ngx_int_t ngx_asset_blob_absent(ngx_http_request_t *r);
-static void ngx_asset_blob_uploaded(void *data, PGresult *res);
-
-
-static const char  ngx_asset_uploaded_sql[] =
-    "UPDATE media SET uploaded_at = now() WHERE id = $1";
 
 
 ngx_int_t
@@ -105,6 +101,10 @@ ngx_asset_blob_access(ngx_http_request_t *r)
         goto refused;
     }
 
+    if (ngx_asset_store_start(r, &g.sha256) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     return NGX_OK;
 
 refused:
@@ -161,6 +161,14 @@ ngx_asset_blob_grant(ngx_http_request_t *r, ngx_asset_grant_t *g,
     }
 
     ngx_str_null(&g->size);
+    ngx_str_null(&g->sha256);
+
+    if (r->method == NGX_HTTP_PUT
+        && ngx_http_arg(r, (u_char *) "X-SHA256", 8, &g->sha256) == NGX_OK
+        && g->sha256.len != NGX_ASSET_SHA256_LEN)
+    {
+        return NGX_DECLINED;
+    }
 
     if (ngx_http_arg(r, (u_char *) "X-Expires", 9, &arg) != NGX_OK
         || (g->expires = ngx_atotm(arg.data, arg.len)) == NGX_ERROR
@@ -223,40 +231,4 @@ ngx_asset_blob_absent(ngx_http_request_t *r)
 
     return ngx_file_info(path.data, &fi) == NGX_FILE_ERROR
            ? NGX_OK : NGX_DECLINED;
-}
-
-
-/* an upload the store took: the media can be sent */
-
-ngx_int_t
-ngx_asset_blob_log(ngx_http_request_t *r)
-{
-    ngx_str_t               id;
-    ngx_asset_loc_conf_t   *alcf;
-    ngx_asset_main_conf_t  *amcf;
-
-    alcf = ngx_http_get_module_loc_conf(r, ngx_asset_module);
-
-    if (!alcf->blob || r->method != NGX_HTTP_PUT
-        || (r->headers_out.status != NGX_HTTP_CREATED
-            && r->headers_out.status != NGX_HTTP_NO_CONTENT))
-    {
-        return NGX_OK;
-    }
-
-    amcf = ngx_http_get_module_main_conf(r, ngx_asset_module);
-
-    if (ngx_asset_blob_id(r, amcf, &id) == NGX_OK) {
-        (void) ngx_chat_pg_query(ngx_asset_uploaded_sql, 1, &id,
-                                 ngx_asset_blob_uploaded, NULL,
-                                 ngx_cycle->log);
-    }
-
-    return NGX_OK;
-}
-
-
-static void
-ngx_asset_blob_uploaded(void *data, PGresult *res)
-{
 }

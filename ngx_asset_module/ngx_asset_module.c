@@ -289,12 +289,16 @@ ngx_asset_init(ngx_conf_t *cf)
 
     *h = ngx_asset_blob_access;
 
-    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    /* after dav's: so before it, as a phase's handlers run last first */
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_CONTENT_PHASE].handlers);
     if (h == NULL) {
         return NGX_ERROR;
     }
 
-    *h = ngx_asset_blob_log;
+    *h = ngx_asset_store_handler;
+
+    ngx_asset_store_init();
 
     return NGX_OK;
 }

@@ -8,6 +8,7 @@
  *   ngx_asset_api.c      POST /v1/media, GET /v1/media/{id} (asset_api)
  *   ngx_asset_sign.c     the local store's presigned URLs (pure)
  *   ngx_asset_blob.c     the local store's check of them (asset_blob)
+ *   ngx_asset_store.c    the local store's writes: once, as declared
  *   ngx_asset_sweep.c    asset_ttl: expired media, rows then objects
  *   ngx_asset_s3.c       the s3 backend: presigned URLs, DELETEs
  *   ngx_asset_sigv4.c    AWS Signature Version 4 (plain C)
@@ -77,7 +78,11 @@ ngx_int_t ngx_asset_api_handler(ngx_http_request_t *r);
 
 /* ngx_asset_blob.c */
 ngx_int_t ngx_asset_blob_access(ngx_http_request_t *r);
-ngx_int_t ngx_asset_blob_log(ngx_http_request_t *r);
+
+/* ngx_asset_store.c */
+void ngx_asset_store_init(void);
+ngx_int_t ngx_asset_store_handler(ngx_http_request_t *r);
+ngx_int_t ngx_asset_store_start(ngx_http_request_t *r, ngx_str_t *sha256);
 
 /* ngx_asset_sweep.c */
 ngx_int_t ngx_asset_sweep_init_process(ngx_cycle_t *cycle);

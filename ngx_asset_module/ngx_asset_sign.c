@@ -1,13 +1,16 @@
 
 /*
  * The local store's presigned URLs, as pure functions: no request, no
- * I/O.  A URL carries X-Expires (Unix seconds), X-Size (PUT), X-Type and
- * X-Signature: base64url of HMAC-SHA256 under asset_secret over
+ * I/O.  A URL carries X-Expires (Unix seconds), X-Size (PUT), X-SHA256
+ * (a PUT whose hash was declared), X-Type and X-Signature: base64url of
+ * HMAC-SHA256 under asset_secret over
  *
- *     METHOD "\n" media id "\n" X-Expires "\n" X-Size "\n" X-Type
+ *     METHOD "\n" media id "\n" X-Expires "\n" X-Size "\n" X-SHA256 "\n"
+ *     X-Type
  *
- * (X-Size empty for GET).  Media ids are 128 random bits in base64url:
- * opaque keys, which are also the objects' names in the store.
+ * (X-Size and X-SHA256 empty when absent).  The type comes last, so no
+ * field can pass for another.  Media ids are 128 random bits in
+ * base64url: opaque keys, which are also the objects' names in the store.
  */
 
 #include <ngx_config.h>
@@ -30,8 +33,8 @@ static ngx_int_t ngx_asset_sign(ngx_str_t *secret, ngx_asset_grant_t *g,
 size_t
 ngx_asset_sign_query_len(ngx_asset_grant_t *g)
 {
-    return sizeof("?X-Expires=&X-Size=&X-Type=&X-Signature=") - 1
-           + NGX_TIME_T_LEN + g->size.len
+    return sizeof("?X-Expires=&X-Size=&X-SHA256=&X-Type=&X-Signature=") - 1
+           + NGX_TIME_T_LEN + g->size.len + g->sha256.len
            + g->type.len + 2 * ngx_escape_uri(NULL, g->type.data, g->type.len,
                                               NGX_ESCAPE_ARGS)
            + NGX_ASSET_SIG_LEN;
@@ -53,6 +56,10 @@ ngx_asset_sign_query(u_char *p, ngx_str_t *secret, ngx_asset_grant_t *g)
 
     if (g->size.len) {
         p = ngx_sprintf(p, "&X-Size=%V", &g->size);
+    }
+
+    if (g->sha256.len) {
+        p = ngx_sprintf(p, "&X-SHA256=%V", &g->sha256);
     }
 
     p = ngx_cpymem(p, "&X-Type=", sizeof("&X-Type=") - 1);
@@ -97,19 +104,21 @@ static ngx_int_t
 ngx_asset_sign(ngx_str_t *secret, ngx_asset_grant_t *g, u_char *sig)
 {
     u_char        buf[16 + NGX_ASSET_ID_LEN + NGX_TIME_T_LEN + NGX_OFF_T_LEN
-                      + NGX_ASSET_TYPE_MAX];
+                      + NGX_ASSET_SHA256_LEN + NGX_ASSET_TYPE_MAX];
     u_char       *p, md[EVP_MAX_MD_SIZE];
     unsigned int  mdlen;
     ngx_str_t     src, dst;
 
     if (g->method.len > 6 || g->id.len != NGX_ASSET_ID_LEN
-        || g->size.len > NGX_OFF_T_LEN || g->type.len > NGX_ASSET_TYPE_MAX)
+        || g->size.len > NGX_OFF_T_LEN
+        || (g->sha256.len && g->sha256.len != NGX_ASSET_SHA256_LEN)
+        || g->type.len > NGX_ASSET_TYPE_MAX)
     {
         return NGX_ERROR;
     }
 
-    p = ngx_sprintf(buf, "%V\n%V\n%T\n%V\n%V", &g->method, &g->id,
-                    g->expires, &g->size, &g->type);
+    p = ngx_sprintf(buf, "%V\n%V\n%T\n%V\n%V\n%V", &g->method, &g->id,
+                    g->expires, &g->size, &g->sha256, &g->type);
 
     if (HMAC(EVP_sha256(), secret->data, (int) secret->len, buf, p - buf,
              md, &mdlen)

@@ -13,6 +13,7 @@
 
 
 #define NGX_ASSET_SIG_LEN      43       /* base64url of 32 bytes */
+#define NGX_ASSET_SHA256_LEN   64       /* hex */
 
 
 /* what a URL grants: the fields of the canonical string */
@@ -21,6 +22,7 @@ typedef struct {
     ngx_str_t                  id;          /* the media id */
     time_t                     expires;     /* Unix seconds */
     ngx_str_t                  size;        /* decimal; empty for GET */
+    ngx_str_t                  sha256;      /* hex, of a PUT; or empty */
     ngx_str_t                  type;        /* unescaped */
 } ngx_asset_grant_t;
 
