@@ -36,8 +36,6 @@ static json_t *ngx_asset_url(ngx_http_request_t *r, ngx_asset_grant_t *g,
     off_t size);
 static ngx_int_t ngx_asset_local_url(ngx_http_request_t *r,
     ngx_asset_main_conf_t *amcf, ngx_asset_grant_t *g, ngx_str_t *url);
-static ngx_uint_t ngx_asset_type_allowed(ngx_asset_main_conf_t *amcf,
-    ngx_str_t *type);
 
 
 /*
@@ -177,7 +175,7 @@ ngx_asset_media_type(ngx_chat_api_ctx_t *ctx, ngx_asset_main_conf_t *amcf,
         }
     }
 
-    if (!ngx_asset_type_allowed(amcf, type)) {
+    if (!ngx_asset_type_in(amcf->types->elts, amcf->types->nelts, type)) {
         return "this content_type is not accepted";
     }
 
@@ -386,37 +384,4 @@ ngx_asset_local_url(ngx_http_request_t *r, ngx_asset_main_conf_t *amcf,
     url->len = p - url->data;
 
     return NGX_OK;
-}
-
-
-static ngx_uint_t
-ngx_asset_type_allowed(ngx_asset_main_conf_t *amcf, ngx_str_t *type)
-{
-    ngx_str_t   *t;
-    ngx_uint_t   i;
-
-    t = amcf->types->elts;
-
-    for (i = 0; i < amcf->types->nelts; i++) {
-
-        /* "image/ *": the family */
-
-        if (t[i].len > 2 && t[i].data[t[i].len - 1] == '*') {
-            if (type->len > t[i].len - 1
-                && ngx_strncasecmp(type->data, t[i].data, t[i].len - 1) == 0)
-            {
-                return 1;
-            }
-
-            continue;
-        }
-
-        if (t[i].len == type->len
-            && ngx_strncasecmp(t[i].data, type->data, type->len) == 0)
-        {
-            return 1;
-        }
-    }
-
-    return 0;
 }

@@ -6,6 +6,11 @@
  * byte of the body is read, and the hash, checked as it arrives.  A PUT
  * is then this module's (ngx_asset_store.c: written once); a GET is
  * nginx's static module's, with the type the URL was signed for.
+ *
+ * The store may share the web client's origin, where script could read
+ * its tokens: media is served with "X-Content-Type-Options: nosniff", and
+ * every type but those no browser runs script in (images, audio, video,
+ * PDF, octet-stream) as an attachment in a CSP sandbox.
  */
 
 #include <ngx_config.h>
@@ -24,6 +29,25 @@ static ngx_int_t ngx_asset_blob_grant(ngx_http_request_t *r,
 static ngx_int_t ngx_asset_blob_as_signed(ngx_http_request_t *r,
     ngx_asset_grant_t *g);
 static ngx_int_t ngx_asset_blob_absent(ngx_http_request_t *r);
+static ngx_int_t ngx_asset_blob_serve(ngx_http_request_t *r,
+    ngx_asset_grant_t *g);
+
+
+/* served inline: types no browser runs script in */
+static ngx_str_t  ngx_asset_inline_types[] = {
+    ngx_string("image/jpeg"),
+    ngx_string("image/png"),
+    ngx_string("image/gif"),
+    ngx_string("image/webp"),
+    ngx_string("image/heic"),
+    ngx_string("image/heif"),
+    ngx_string("image/avif"),
+    ngx_string("image/bmp"),
+    ngx_string("audio/*"),
+    ngx_string("video/*"),
+    ngx_string("application/pdf"),
+    ngx_string("application/octet-stream")
+};
 
 
 ngx_int_t
@@ -71,10 +95,7 @@ ngx_asset_blob_access(ngx_http_request_t *r)
     }
 
     if (r->method != NGX_HTTP_PUT) {
-        /* served with the type it was signed for (the uploaded one) */
-        r->headers_out.content_type = g.type;
-        r->headers_out.content_type_len = g.type.len;
-        return NGX_OK;
+        return ngx_asset_blob_serve(r, &g);
     }
 
     if (r->headers_in.content_length_n < 0) {
@@ -231,4 +252,45 @@ ngx_asset_blob_absent(ngx_http_request_t *r)
 
     return ngx_file_info(path.data, &fi) == NGX_FILE_ERROR
            ? NGX_OK : NGX_DECLINED;
+}
+
+
+/* a GET: the type it was signed for (the uploaded one), never sniffed */
+
+static ngx_int_t
+ngx_asset_blob_serve(ngx_http_request_t *r, ngx_asset_grant_t *g)
+{
+    r->headers_out.content_type = g->type;
+    r->headers_out.content_type_len = g->type.len;
+
+    if (ngx_chat_http_header(r, "X-Content-Type-Options",
+                             (u_char *) "nosniff", 7)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ngx_asset_type_in(ngx_asset_inline_types,
+                          sizeof(ngx_asset_inline_types) / sizeof(ngx_str_t),
+                          &g->type))
+    {
+        return NGX_OK;
+    }
+
+    /*
+     * HTML, SVG, XML, script, text...: saved, not shown; and if a browser
+     * shows it anyway, in a sandbox: a unique origin, no script.
+     */
+
+    if (ngx_chat_http_header(r, "Content-Disposition",
+                             (u_char *) "attachment", 10)
+        != NGX_OK
+        || ngx_chat_http_header(r, "Content-Security-Policy",
+                                (u_char *) "default-src 'none'; sandbox", 27)
+           != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return NGX_OK;
 }

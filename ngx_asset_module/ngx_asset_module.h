@@ -7,7 +7,8 @@
  *   ngx_asset_module.c   directives, configuration, the module
  *   ngx_asset_api.c      POST /v1/media, GET /v1/media/{id} (asset_api)
  *   ngx_asset_sign.c     the local store's presigned URLs (pure)
- *   ngx_asset_blob.c     the local store's check of them (asset_blob)
+ *   ngx_asset_blob.c     the local store's check of them (asset_blob),
+ *                        and how it serves media
  *   ngx_asset_store.c    the local store's writes: once, as declared
  *   ngx_asset_sweep.c    asset_ttl: expired media, rows then objects
  *   ngx_asset_s3.c       the s3 backend: presigned URLs, DELETEs
@@ -72,6 +73,9 @@ typedef struct {
 
 extern ngx_module_t  ngx_asset_module;
 
+
+/* ngx_asset_module.c */
+ngx_uint_t ngx_asset_type_in(ngx_str_t *list, ngx_uint_t n, ngx_str_t *type);
 
 /* ngx_asset_api.c */
 ngx_int_t ngx_asset_api_handler(ngx_http_request_t *r);

@@ -1,7 +1,8 @@
 # Media (PROTOCOL.md 3): POST /v1/media gives a presigned PUT, the blob
 # store (an "asset_blob" location: the module stores, static serves) takes
 # exactly what was signed, once, with the declared sha256, GET
-# /v1/media/{id} gives a presigned GET to the uploader, and every forged,
+# /v1/media/{id} gives a presigned GET to the uploader, the store serves
+# media so that none runs as a page of its origin, and every forged,
 # tampered, expired, oversize, racing or replayed request is refused
 # before anything is stored.
 #
@@ -342,6 +343,35 @@ subtest 'the declared sha256 is checked before the media is usable' => sub {
     is put($url, $big)->{status}, 201, 'the declared bytes: 201';
     is sha256_hex(get($g->{json}{download}{url})->{body} // ''),
        sha256_hex($big), 'and they download';
+};
+
+subtest 'media is served with nosniff; active types as attachments in a '
+        . 'CSP sandbox' => sub {
+    my $png_id = upload($me, $png, 'image/png');
+    my $svg = '<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"/>';
+    my $svg_id = upload($me, $svg, 'image/svg+xml');
+    my $pdf_id = upload($me, "%PDF-1.4\n%%EOF\n", 'application/pdf');
+    ok $png_id && $svg_id && $pdf_id, 'a PNG, an SVG and a PDF uploaded'
+        or return;
+    my %got = map {
+        my $g = api_request(GET => "/v1/media/$_", token => $me->{token});
+        ($_ => get($g->{json}{download}{url} // ''))
+    } $png_id, $svg_id, $pdf_id;
+
+    for my $id ($png_id, $pdf_id) {
+        my $h = $got{$id}{headers};
+        is $got{$id}{status}, 200, "$h->{'content-type'}: 200";
+        is $h->{'x-content-type-options'}, 'nosniff', '... nosniff';
+        ok !exists $h->{'content-disposition'}, '... inline';
+    }
+    my $h = $got{$svg_id}{headers};
+    is $got{$svg_id}{status}, 200, 'image/svg+xml: 200';
+    like $h->{'content-type'} // '', qr{^image/svg\+xml}, '... its type';
+    is $h->{'x-content-type-options'}, 'nosniff', '... nosniff';
+    like $h->{'content-disposition'} // '', qr/^attachment/,
+         '... as an attachment';
+    like $h->{'content-security-policy'} // '', qr/\bsandbox\b/,
+         '... in a CSP sandbox';
 };
 
 subtest 'a content_type that is not one printable header value is '
