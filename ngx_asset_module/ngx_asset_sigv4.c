@@ -33,6 +33,25 @@ typedef struct {
 } sigv4_buf_t;
 
 
+/* a signed header; they are kept in order of their names */
+typedef struct {
+    const char  *name;
+    const char  *value;
+} sigv4_header_t;
+
+#define SIGV4_HEADERS  4
+
+
+static void
+sigv4_init(sigv4_buf_t *b, char *buf, size_t size)
+{
+    b->p = buf;
+    b->end = buf + size;
+    b->overflow = 0;
+    *buf = '\0';
+}
+
+
 static void
 sigv4_put(sigv4_buf_t *b, const char *s, size_t n)
 {
@@ -95,6 +114,23 @@ sigv4_hex(const unsigned char *md, size_t n, char *out)
 }
 
 
+/* the names of the signed headers, joined by sep */
+
+static void
+sigv4_names(sigv4_buf_t *b, sigv4_header_t *h, int n, const char *sep)
+{
+    int  i;
+
+    for (i = 0; i < n; i++) {
+        if (i) {
+            sigv4_puts(b, sep);
+        }
+
+        sigv4_puts(b, h[i].name);
+    }
+}
+
+
 static int
 sigv4_hmac(const unsigned char *key, size_t klen, const char *data,
     size_t dlen, unsigned char *out)
@@ -109,11 +145,13 @@ sigv4_hmac(const unsigned char *key, size_t klen, const char *data,
 int
 ngx_asset_sigv4_presign(ngx_asset_sigv4_t *req, char *out, size_t size)
 {
-    char           date[9], expires[24], length[24], hash[65], sig[65];
-    char           query[2048], canonical[4096], sts[512], key[256];
-    unsigned char  md[32], k1[32], k2[32];
-    unsigned int   mdlen;
-    sigv4_buf_t    q, c, s, o;
+    int             i, n;
+    char            date[9], expires[24], length[24], hash[65], sig[65];
+    char            query[2048], canonical[4096], sts[512], key[256];
+    unsigned char   md[32], k1[32], k2[32];
+    unsigned int    mdlen;
+    sigv4_buf_t     q, c, s, o;
+    sigv4_header_t  h[SIGV4_HEADERS];
 
     if (strlen(req->amz_date) != 16 || strlen(req->secret_key) > 200) {
         return -1;
@@ -125,12 +163,31 @@ ngx_asset_sigv4_presign(ngx_asset_sigv4_t *req, char *out, size_t size)
     snprintf(expires, sizeof(expires), "%ld", req->expires);
     snprintf(length, sizeof(length), "%lld", req->content_length);
 
+    /* the signed headers, in order */
+
+    n = 0;
+
+    if (req->content_length >= 0) {
+        h[n].name = "content-length";
+        h[n++].value = length;
+    }
+
+    if (req->content_type) {
+        h[n].name = "content-type";
+        h[n++].value = req->content_type;
+    }
+
+    h[n].name = "host";
+    h[n++].value = req->host;
+
+    if (req->if_none_match) {
+        h[n].name = "if-none-match";
+        h[n++].value = req->if_none_match;
+    }
+
     /* the query string, its names in order */
 
-    q.p = query;
-    q.end = query + sizeof(query);
-    q.overflow = 0;
-    query[0] = '\0';
+    sigv4_init(&q, query, sizeof(query));
 
     sigv4_puts(&q, "X-Amz-Algorithm=" SIGV4_ALGORITHM "&X-Amz-Credential=");
     sigv4_encode(&q, req->access_key, 0);
@@ -143,22 +200,11 @@ ngx_asset_sigv4_presign(ngx_asset_sigv4_t *req, char *out, size_t size)
     sigv4_puts(&q, "&X-Amz-Expires=");
     sigv4_puts(&q, expires);
     sigv4_puts(&q, "&X-Amz-SignedHeaders=");
-
-    if (req->content_length >= 0) {
-        sigv4_puts(&q, "content-length%3B");
-    }
-
-    if (req->content_type) {
-        sigv4_puts(&q, "content-type%3B");
-    }
-
-    sigv4_puts(&q, "host");
+    sigv4_names(&q, h, n, "%3B");
 
     /* the canonical request */
 
-    c.p = canonical;
-    c.end = canonical + sizeof(canonical);
-    c.overflow = 0;
+    sigv4_init(&c, canonical, sizeof(canonical));
 
     sigv4_puts(&c, req->method);
     sigv4_puts(&c, "\n");
@@ -167,31 +213,16 @@ ngx_asset_sigv4_presign(ngx_asset_sigv4_t *req, char *out, size_t size)
     sigv4_puts(&c, query);
     sigv4_puts(&c, "\n");
 
-    if (req->content_length >= 0) {
-        sigv4_puts(&c, "content-length:");
-        sigv4_puts(&c, length);
+    for (i = 0; i < n; i++) {
+        sigv4_puts(&c, h[i].name);
+        sigv4_puts(&c, ":");
+        sigv4_puts(&c, h[i].value);
         sigv4_puts(&c, "\n");
     }
 
-    if (req->content_type) {
-        sigv4_puts(&c, "content-type:");
-        sigv4_puts(&c, req->content_type);
-        sigv4_puts(&c, "\n");
-    }
-
-    sigv4_puts(&c, "host:");
-    sigv4_puts(&c, req->host);
-    sigv4_puts(&c, "\n\n");
-
-    if (req->content_length >= 0) {
-        sigv4_puts(&c, "content-length;");
-    }
-
-    if (req->content_type) {
-        sigv4_puts(&c, "content-type;");
-    }
-
-    sigv4_puts(&c, "host\nUNSIGNED-PAYLOAD");
+    sigv4_puts(&c, "\n");
+    sigv4_names(&c, h, n, ";");
+    sigv4_puts(&c, "\nUNSIGNED-PAYLOAD");
 
     if (q.overflow || c.overflow) {
         return -1;
@@ -207,9 +238,7 @@ ngx_asset_sigv4_presign(ngx_asset_sigv4_t *req, char *out, size_t size)
 
     /* the string to sign */
 
-    s.p = sts;
-    s.end = sts + sizeof(sts);
-    s.overflow = 0;
+    sigv4_init(&s, sts, sizeof(sts));
 
     sigv4_puts(&s, SIGV4_ALGORITHM "\n");
     sigv4_puts(&s, req->amz_date);
@@ -239,9 +268,7 @@ ngx_asset_sigv4_presign(ngx_asset_sigv4_t *req, char *out, size_t size)
 
     sigv4_hex(md, 32, sig);
 
-    o.p = out;
-    o.end = out + size;
-    o.overflow = 0;
+    sigv4_init(&o, out, size);
 
     sigv4_puts(&o, query);
     sigv4_puts(&o, "&X-Amz-Signature=");

@@ -22,6 +22,7 @@ typedef struct {
     long          expires;          /* seconds, 1 to 604800 */
     const char   *content_type;     /* signed if not NULL */
     long long     content_length;   /* signed if >= 0 */
+    const char   *if_none_match;    /* signed if not NULL: "*" */
 } ngx_asset_sigv4_t;
 
 

@@ -1,8 +1,10 @@
 # Media (PROTOCOL.md 3): POST /v1/media gives a presigned PUT, the blob
-# store (an "asset_blob" location: dav stores, static serves) takes exactly
-# what was signed, GET /v1/media/{id} gives a presigned GET to the
-# uploader, and every forged, tampered, expired, oversize or replayed
-# request is refused before anything is stored.
+# store (an "asset_blob" location: the module stores, static serves) takes
+# exactly what was signed, once, with the declared sha256, GET
+# /v1/media/{id} gives a presigned GET to the uploader, the store serves
+# media so that none runs as a page of its origin, and every forged,
+# tampered, expired, oversize, racing or replayed request is refused
+# before anything is stored.
 #
 #   scripts/test.sh t/asset_media.t
 
@@ -12,6 +14,8 @@ use lib 't/lib';
 use Test::Chat::Nginx;
 use Test::Chat::Delivery qw(chat_media_locations chat_blob_dir);
 use Digest::SHA qw(sha256_hex);
+use Time::HiRes qw(sleep);
+use File::Temp qw(tempdir);
 
 plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
                  . 'scripts/test.sh)'
@@ -20,7 +24,7 @@ plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
 my $BLOBS = chat_blob_dir();
 my $CONFIG = chat_media_locations();
 
-ok nginx_start(workers => 2, http_config => <<"END", config => $CONFIG),
+my $HTTP = <<"END";
 chat_postgres "\$TEST_NGINX_PG_DSN";
 chat_redis \$TEST_NGINX_REDIS;
 chat_dev_codes on;
@@ -29,6 +33,8 @@ asset_max_size 1m;
 asset_url_ttl 3s;
 asset_types image/* application/pdf;
 END
+
+ok nginx_start(workers => 2, http_config => $HTTP, config => $CONFIG),
    'nginx starts with the asset module';
 
 my $me = api_signup(device_name => 'uploader');
@@ -243,6 +249,162 @@ subtest 'an image sent to a group reaches a member, who fetches the same '
            . ': bad_request';
     }
     $_->close(1000) for $wa, $wm, $wo;
+};
+
+# an upload whose last byte is held back: the PUT is past the access
+# check and its body is being read
+sub put_start {
+    my ($url, $bytes, $type) = @_;
+    return http_start("PUT $url HTTP/1.1\r\nHost: localhost\r\n"
+                      . "Connection: close\r\nContent-Type: $type\r\n"
+                      . 'Content-Length: ' . length($bytes) . "\r\n\r\n"
+                      . substr($bytes, 0, -1));
+}
+
+sub put_last_byte {
+    my ($h, $bytes) = @_;
+    syswrite $h->{sock}, substr($bytes, -1) if $h->{sock};
+}
+
+sub blob {
+    my ($id) = @_;
+    open my $f, '<:raw', "$BLOBS/$id" or return '';
+    local $/;
+    return <$f>;
+}
+
+subtest 'an object is written once: of two PUTs racing, one stores, the '
+        . 'other is refused, and nothing is replaced' => sub {
+    my $first = "\x89PNG\r\n\x1a\n" . ('1' x 50000);
+    my $second = "\x89PNG\r\n\x1a\n" . ('2' x 50000);
+    my $r = create($me, { content_type => 'image/png',
+                          size => length $first });
+    api_ok($r, 201, 'POST /v1/media') or return;
+    my ($id, $url) = ($r->{json}{media_id}, $r->{json}{upload}{url});
+
+    my $a = put_start($url, $first, 'image/png');
+    my $b = put_start($url, $second, 'image/png');
+    sleep 0.5;          # both are past the access check, reading bodies
+    ok !stored($id), 'nothing is stored while the bodies come';
+    put_last_byte($a, $first);
+    my $ra = http_finish($a);
+    is $ra->{status}, 201, 'the first to finish is stored (201)';
+    put_last_byte($b, $second);
+    my $rb = http_finish($b);
+    ok $rb->{status} == 403 || $rb->{status} == 409,
+       "the second, with the same URL, is refused ($rb->{status})";
+    is blob($id), $first, 'the store holds the first upload\'s bytes';
+
+    my $g = api_request(GET => "/v1/media/$id", token => $me->{token});
+    my $d = get($g->{json}{download}{url} // '');
+    is sha256_hex($d->{body} // ''), sha256_hex($first),
+       'and a download gets them';
+
+    # finishing at the same instant: still exactly one
+    $r = create($me, { content_type => 'image/png', size => length $first });
+    ($id, $url) = ($r->{json}{media_id}, $r->{json}{upload}{url});
+    my @h = map { put_start($url, $_, 'image/png') } $first, $second;
+    sleep 0.5;
+    put_last_byte($h[0], $first);
+    put_last_byte($h[1], $second);
+    my @st = sort map { http_finish($_)->{status} // 0 } @h;
+    is $st[0], 201, 'two PUTs finishing together: one is stored';
+    ok $st[1] == 403 || $st[1] == 409, "... the other is refused ($st[1])";
+    ok blob($id) eq $first || blob($id) eq $second,
+       '... and the object is one of them, whole';
+};
+
+subtest 'the declared sha256 is checked before the media is usable' => sub {
+    my $big = "\x89PNG\r\n\x1a\n" . join('', map { chr(($_ * 13) % 256) }
+                                                1 .. 300000);
+    my $other = $big;
+    substr($other, 150000, 1) = chr(ord(substr($big, 150000, 1)) ^ 1);
+    my $r = create($me, { content_type => 'image/png', size => length $big,
+                          sha256 => sha256_hex($big) });
+    api_ok($r, 201, 'POST /v1/media with sha256') or return;
+    my ($id, $url) = ($r->{json}{media_id}, $r->{json}{upload}{url});
+    like $url, qr/[?&]X-SHA256=\Q${\ sha256_hex($big)}\E(&|$)/,
+         'the upload URL carries the declared hash, signed';
+
+    is put($url, $other)->{status}, 403,
+       'the same size, one byte changed: 403';
+    ok !stored($id), 'nothing is stored';
+    my $g = api_request(GET => "/v1/media/$id", token => $me->{token});
+    is get($g->{json}{download}{url} // '')->{status}, 404,
+       'and nothing is downloaded';
+    (my $nohash = $url) =~ s/&X-SHA256=[0-9a-f]+//;
+    is put($nohash, $other)->{status}, 403,
+       'the hash taken out of the URL: 403';
+    my $other_sha = sha256_hex($other);
+    (my $swapped = $url) =~ s/X-SHA256=[0-9a-f]+/X-SHA256=$other_sha/;
+    is put($swapped, $other)->{status}, 403,
+       'another hash put in the URL: 403';
+    ok !stored($id), 'still nothing stored';
+
+    is put($url, $big)->{status}, 201, 'the declared bytes: 201';
+    is sha256_hex(get($g->{json}{download}{url})->{body} // ''),
+       sha256_hex($big), 'and they download';
+};
+
+subtest 'media is served with nosniff; active types as attachments in a '
+        . 'CSP sandbox' => sub {
+    my $png_id = upload($me, $png, 'image/png');
+    my $svg = '<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"/>';
+    my $svg_id = upload($me, $svg, 'image/svg+xml');
+    my $pdf_id = upload($me, "%PDF-1.4\n%%EOF\n", 'application/pdf');
+    ok $png_id && $svg_id && $pdf_id, 'a PNG, an SVG and a PDF uploaded'
+        or return;
+    my %got = map {
+        my $g = api_request(GET => "/v1/media/$_", token => $me->{token});
+        ($_ => get($g->{json}{download}{url} // ''))
+    } $png_id, $svg_id, $pdf_id;
+
+    for my $id ($png_id, $pdf_id) {
+        my $h = $got{$id}{headers};
+        is $got{$id}{status}, 200, "$h->{'content-type'}: 200";
+        is $h->{'x-content-type-options'}, 'nosniff', '... nosniff';
+        ok !exists $h->{'content-disposition'}, '... inline';
+    }
+    my $h = $got{$svg_id}{headers};
+    is $got{$svg_id}{status}, 200, 'image/svg+xml: 200';
+    like $h->{'content-type'} // '', qr{^image/svg\+xml}, '... its type';
+    is $h->{'x-content-type-options'}, 'nosniff', '... nosniff';
+    like $h->{'content-disposition'} // '', qr/^attachment/,
+         '... as an attachment';
+    like $h->{'content-security-policy'} // '', qr/\bsandbox\b/,
+         '... in a CSP sandbox';
+};
+
+subtest 'a content_type that is not one printable header value is '
+        . 'refused' => sub {
+    for my $t ("image/png\r\nX-Injected: 1", "image/png\nX-Injected: 1",
+               "image/\x00png", "image/p\x{e9}ng") {
+        (my $name = $t) =~ s/([^\x20-\x7e])/sprintf '\\x%02x', ord $1/ge;
+        my $r = create($me, { content_type => $t, size => 10 });
+        is $r->{status}, 400, "\"$name\": 400";
+    }
+};
+
+subtest 'client_body_temp_path on another file system: the upload is '
+        . 'copied beside the object, then linked, once' => sub {
+    my $shm = -d '/dev/shm' && tempdir('asset_media_XXXXXX', DIR => '/dev/shm',
+                                       CLEANUP => 1);
+    plan skip_all => 'no /dev/shm on a file system of its own'
+        unless $shm && (stat $shm)[0] != (stat $BLOBS)[0];
+    chmod 0777, $shm;
+    (my $config = $CONFIG) =~ s{(location /blob/ \{)}
+                               {$1\n    client_body_temp_path $shm;};
+    ok nginx_start(workers => 2, http_config => $HTTP, config => $config),
+       "nginx with client_body_temp_path $shm";
+    my $r = create($me, { content_type => 'image/png', size => length $png,
+                          sha256 => sha256_hex($png) });
+    api_ok($r, 201, 'POST /v1/media') or return;
+    my ($id, $url) = ($r->{json}{media_id}, $r->{json}{upload}{url});
+    is put($url, $png)->{status}, 201, 'the PUT is stored (201)';
+    is blob($id), $png, 'the object holds the bytes';
+    is put($url, $png)->{status}, 403, 'the same PUT again: 403';
+    is_deeply [grep { !/^\Q$id\E$/ } map { s{.*/}{}r } glob("$BLOBS/$id*")],
+              [], 'no copy is left beside the object';
 };
 
 subtest 'asset_ttl: media past it go, rows and objects, unless a stored '

@@ -3,8 +3,14 @@
 # straight to the store, GET /v1/media/{id} gives a presigned GET that
 # returns them. s3rver does not check SigV4 signatures (its source says
 # "unimplemented"): that the signatures are right is t/asset_sigv4.t's
-# proof, against AWS's example and botocore. Needs node and t/node's
-# packages (scripts/test.sh installs them with npm).
+# proof, against AWS's example and botocore. Nor does it honour
+# If-None-Match on a PUT, S3's conditional write, which the module signs
+# into every upload URL so that it cannot replace an object: here an
+# independent check of the signature, written from the AWS documentation
+# (s3_signature_ok), shows that a PUT without that header is refused
+# (AWS S3 answers a PUT with it to an existing object 412 Precondition
+# Failed). Needs node and t/node's packages (scripts/test.sh installs
+# them with npm).
 #
 #   scripts/test.sh t/asset_s3.t
 
@@ -12,7 +18,7 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
-use Digest::SHA qw(sha256_hex);
+use Digest::SHA qw(sha256_hex hmac_sha256 hmac_sha256_hex);
 use File::Temp qw(tempdir);
 use IO::Socket::INET;
 use Time::HiRes qw(sleep);
@@ -83,7 +89,7 @@ END
 ok nginx_start(workers => 2, http_config => $HTTP, config => $CONFIG),
    'nginx starts with the s3 backend';
 
-# a request to an absolute URL of the store
+# a request to an absolute URL of the store; headers: {name => value}
 sub store {
     my ($method, $url, %o) = @_;
     my ($hostport, $path) = $url =~ m{^http://([^/]+)(/.*)$}
@@ -92,6 +98,8 @@ sub store {
     my $req = "$method $path HTTP/1.1\r\nHost: $hostport\r\n"
               . "Connection: close\r\n"
               . (defined $o{type} ? "Content-Type: $o{type}\r\n" : '')
+              . join('', map { "$_: $o{headers}{$_}\r\n" }
+                         sort keys %{ $o{headers} || {} })
               . ($method eq 'PUT' ? 'Content-Length: ' . length($body)
                                     . "\r\n" : '')
               . "\r\n$body";
@@ -112,7 +120,62 @@ like $url, qr{^http://127\.0\.0\.1:$S3PORT/media/\Q$m->{media_id}\E\?X-Amz-},
 like $url, qr/X-Amz-SignedHeaders=content-length%3Bcontent-type%3Bhost/,
      'length and type are signed';
 
-my $put = store(PUT => $url, body => $jpeg, type => 'image/jpeg');
+is_deeply $m->{upload}{headers},
+          { 'Content-Type' => 'image/jpeg', 'If-None-Match' => '*' },
+          'upload.headers: the type, and If-None-Match: * (write once)';
+like $url, qr/X-Amz-SignedHeaders=content-length%3Bcontent-type%3Bhost
+              %3Bif-none-match&/x,
+     'If-None-Match is signed';
+
+# S3's check of a presigned request (AWS Signature Version 4, query
+# parameters), written from the AWS documentation: whether the request's
+# method, path, query and signed headers (lowercase names) give its
+# X-Amz-Signature
+sub s3_signature_ok {
+    my ($method, $url, $secret, %h) = @_;
+    my ($host, $path, $query) = $url =~ m{^https?://([^/]+)(/[^?]*)\?(.*)$}
+        or return 0;
+    my $dec = sub { (my $v = shift) =~ s/%([0-9A-Fa-f]{2})/chr hex $1/ge; $v };
+    my $enc = sub {
+        (my $v = shift) =~ s/([^A-Za-z0-9_.~-])/sprintf '%%%02X', ord $1/ge;
+        $v;
+    };
+    my %q = map { map { $dec->($_) } split /=/, $_, 2 } split /&/, $query;
+    my $sig = delete $q{'X-Amz-Signature'} // return 0;
+    $h{host} //= $host;
+    my $headers = '';
+    for my $name (split /;/, $q{'X-Amz-SignedHeaders'} // '') {
+        return 0 unless defined $h{$name};     # signed, and not sent
+        $headers .= "$name:$h{$name}\n";
+    }
+    my $creq = join "\n", $method, $path,
+                          join('&', map { $enc->($_) . '=' . $enc->($q{$_}) }
+                                    sort keys %q),
+                          $headers, $q{'X-Amz-SignedHeaders'},
+                          'UNSIGNED-PAYLOAD';
+    my (undef, $date, $region, $service) = split m{/},
+                                                 $q{'X-Amz-Credential'};
+    my $key = "AWS4$secret";
+    $key = hmac_sha256($_, $key) for $date, $region, $service, 'aws4_request';
+    return hmac_sha256_hex(join("\n", 'AWS4-HMAC-SHA256', $q{'X-Amz-Date'},
+                                "$date/$region/$service/aws4_request",
+                                sha256_hex($creq)), $key) eq $sig;
+}
+
+my %sent = ('content-type' => 'image/jpeg',
+            'content-length' => length $jpeg, 'if-none-match' => '*');
+ok s3_signature_ok(PUT => $url, 'S3RVER', %sent),
+   'the PUT with upload.headers passes S3\'s signature check';
+ok !s3_signature_ok(PUT => $url, 'S3RVER', %sent, 'if-none-match' => undef),
+   'without If-None-Match it does not: S3 refuses it (403)';
+ok !s3_signature_ok(PUT => $url, 'S3RVER', %sent,
+                    'if-none-match' => '"an-etag"'),
+   'nor with another If-None-Match';
+ok !s3_signature_ok(PUT => $url, 'S3RVER', %sent, 'content-length' => 1),
+   'nor with another length (the check checks)';
+
+my $put = store(PUT => $url, body => $jpeg, type => 'image/jpeg',
+                headers => { 'If-None-Match' => '*' });
 is $put->{status}, 200, 'the PUT as signed: stored' or diag(explain $put);
 
 my $g = api_request(GET => "/v1/media/$m->{media_id}", token => $me->{token});
@@ -176,7 +239,8 @@ SKIP: {
         my $url = $r->{json}{upload}{url} // '';
         # s3rver does not check signatures: the bytes go in over HTTP
         $url =~ s{^https://localhost:$TLSPORT}{http://127.0.0.1:$S3PORT};
-        store(PUT => $url, body => $jpeg, type => 'image/jpeg');
+        store(PUT => $url, body => $jpeg, type => 'image/jpeg',
+              headers => { 'If-None-Match' => '*' });
         return $r->{json}{media_id} // '';
     };
 

@@ -3,7 +3,8 @@
 # (t/c/sigv4.c) and checked against reference values at fixed times: the
 # example of the AWS documentation ("Authenticating Requests: Using Query
 # Parameters"), and botocore's signer (t/c/sigv4_botocore.py, Debian's
-# python3-botocore), GET and PUT with the type and length signed.
+# python3-botocore), GET and PUT with the type and length signed, and
+# the conditional PUT the module signs (If-None-Match: *).
 #
 #   prove t/asset_sigv4.t
 
@@ -57,8 +58,9 @@ SKIP: {
     my @want = map { (split /\t/)[1] } @ref;
     my @got = sign(@in);
     for my $i (0 .. $#in) {
-        my ($m, $host, $path) = split / /, $in[$i];
-        is $got[$i], $want[$i], "botocore: $m $host$path";
+        my ($m, $host, $path, @rest) = split / /, $in[$i];
+        my $cond = @rest > 7 ? " If-None-Match: $rest[7]" : '';
+        is $got[$i], $want[$i], "botocore: $m $host$path$cond";
     }
 }
 
