@@ -10,7 +10,7 @@
 CHAT_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 NGINX_BIN=/usr/sbin/nginx
-CHAT_MODULES_DIR="$CHAT_TOP/build/modules"
+CHAT_MODULES_DIR="${CHAT_MODULES_DIR:-$CHAT_TOP/build/modules}"   # another build: compare
 PG_BIN=/usr/lib/postgresql/15/bin
 REDIS_SERVER=/usr/bin/redis-server
 REDIS_CLI=/usr/bin/redis-cli
