@@ -10,14 +10,16 @@
  * in the log (a string that lives as long as the worker).
  *
  * The failure policy, the same for every caller: nobody waits for the
- * publish and nothing is retried.  A publish that does not happen (Redis
- * down, chat_redis_max_pending reached, a timeout) is counted in
- * chat_publish_failures_total and logged at warn level ("<what> not
- * published"); it returns NGX_ERROR when it knows at once.  Callers publish only what PostgreSQL
- * keeps (messages, marks, membership changes), so a lost publish delays
- * what online devices see until they read PostgreSQL again: a gap fill,
- * the resync when the subscription link comes back, their next
- * connection.
+ * publish.  A fan-out that Redis did not take (the command link down,
+ * chat_redis_max_pending reached, a timeout, the link lost with it in
+ * flight) is counted in chat_publish_failures_total, logged at warn
+ * level ("<what> not published"), and kept (a bounded queue: 4096 of
+ * them, 8 MiB) to go again, whole, once the command link is back; it
+ * returns NGX_ERROR when it knows at once.  Receivers drop repeats.  What
+ * the queue drops past its bounds is stored all the same (callers
+ * publish only what PostgreSQL keeps: messages, marks, membership
+ * changes, unlinked devices), so it reaches online devices when they read
+ * PostgreSQL again: a gap fill, a resync, their next connection.
  */
 
 #ifndef _NGX_CHAT_FANOUT_H_INCLUDED_
@@ -28,6 +30,8 @@
 #include <ngx_core.h>
 
 
+ngx_int_t ngx_chat_fanout_init_worker(ngx_cycle_t *cycle);
+void ngx_chat_fanout_exit_worker(void);
 ngx_int_t ngx_chat_fanout(const char *name, ngx_str_t *users,
     ngx_str_t *message, const char *what, ngx_log_t *log);
 ngx_int_t ngx_chat_fanout_receipt(ngx_str_t *chat, ngx_str_t *user,

@@ -16,6 +16,7 @@
 #include "ngx_chat_session.h"
 #include "ngx_chat_features.h"
 #include "ngx_chat_metrics.h"
+#include "ngx_chat_fanout.h"
 
 
 static char *ngx_chat_handler(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -341,6 +342,7 @@ ngx_chat_init_process(ngx_cycle_t *cycle)
     if (ngx_chat_ws_init_worker(cycle) != NGX_OK
         || ngx_chat_pg_init_worker(&cmcf->pg, cycle) != NGX_OK
         || ngx_chat_redis_init_worker(&cmcf->redis, cycle) != NGX_OK
+        || ngx_chat_fanout_init_worker(cycle) != NGX_OK
         || ngx_chat_session_init_worker(ngx_chat_features, cycle) != NGX_OK
         || ngx_chat_expire_init_worker(cmcf, cycle) != NGX_OK)
     {
@@ -358,6 +360,7 @@ ngx_chat_exit_process(ngx_cycle_t *cycle)
     ngx_chat_expire_exit_worker();
     ngx_chat_session_exit_worker(cycle);
     ngx_chat_redis_exit_worker();
+    ngx_chat_fanout_exit_worker();
     ngx_chat_pg_exit_worker();
 }
 

@@ -363,6 +363,7 @@ ngx_chat_ws_detach(ngx_http_request_t *r, ngx_chat_ws_conn_t *wc)
 
     c->destroyed = 0;
     c->data = wc;
+    c->log->action = "serving websocket";
 
     if (c->buffer && ngx_pfree(c->pool, c->buffer->start) == NGX_OK) {
         c->buffer = NULL;
