@@ -41,6 +41,7 @@ static ngx_uint_t ngx_chat_api_match(ngx_str_t *pattern, ngx_str_t *path,
 static ngx_int_t ngx_chat_api_not_allowed(ngx_http_request_t *r,
     ngx_uint_t allowed);
 static ngx_int_t ngx_chat_api_unauthorized(ngx_http_request_t *r);
+static ngx_uint_t ngx_chat_api_credentials(ngx_http_request_t *r);
 static void ngx_chat_api_next(ngx_chat_api_ctx_t *ctx);
 static void ngx_chat_api_run(ngx_chat_api_ctx_t *ctx);
 static void ngx_chat_api_auth_handler(void *data, ngx_int_t rc,
@@ -171,6 +172,18 @@ ngx_chat_api_serve(ngx_http_request_t *r, ngx_chat_api_route_t *routes)
 
     route = ngx_chat_api_route(r, routes, ids, &allowed);
 
+    /*
+     * IDs are opaque (PROTOCOL.md): a caller with no credentials learns
+     * nothing of them, nor of the paths behind the public ones (401
+     * before 404 and 405).
+     */
+
+    if ((route == NULL || (route->flags & NGX_CHAT_API_AUTH))
+        && !ngx_chat_api_credentials(r))
+    {
+        return ngx_chat_api_unauthorized(r);
+    }
+
     if (route == NULL) {
         if (allowed) {
             return ngx_chat_api_not_allowed(r, allowed);
@@ -248,6 +261,19 @@ ngx_chat_api_serve(ngx_http_request_t *r, ngx_chat_api_route_t *routes)
     ngx_chat_api_next(ctx);
 
     return NGX_DONE;
+}
+
+
+/* an Authorization header, or a ?token= (EventSource cannot send one) */
+
+static ngx_uint_t
+ngx_chat_api_credentials(ngx_http_request_t *r)
+{
+    ngx_str_t  token;
+
+    return r->headers_in.authorization != NULL
+           || (ngx_http_arg(r, (u_char *) "token", 5, &token) == NGX_OK
+               && token.len);
 }
 
 
