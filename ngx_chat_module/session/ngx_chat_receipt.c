@@ -9,8 +9,10 @@
  * range, and a read receipt also to the reader's own channel, tagged
  * with the reading device, whose sessions skip it
  * (ngx_chat_fanout_receipt()).  A device that was away gets the marks
- * that moved meanwhile at the end of its sync (chat_marks), as many at a
- * time as it has room for.
+ * that moved meanwhile at the end of its sync (chat_marks_since), as many
+ * at a time as it has room for, and they count as its own (marks_seen)
+ * only once the transport has written them: a socket that closes first,
+ * or a long-poll with no room for them, loses none.
  */
 
 #include <ngx_config.h>
@@ -32,6 +34,7 @@ typedef struct {
     int64_t                    chat;
     int64_t                    user;
     int64_t                    seq;
+    int64_t                    ts;       /* when it moved, in us */
     ngx_uint_t                 read;     /* else delivered */
 } ngx_chat_receipt_mark_t;
 
@@ -43,9 +46,12 @@ typedef struct {
     ngx_chat_pg_query_t       *query;    /* chat_marks */
     ngx_chat_receipt_mark_t   *marks;    /* what the sync has to send */
     ngx_uint_t                 nmarks;
-    ngx_uint_t                 next;
+    ngx_uint_t                 next;     /* the next to send */
+    ngx_uint_t                 written;  /* those the transport wrote */
+    int64_t                    at;       /* when PostgreSQL read them */
     ngx_chat_session_waiter_t  waiter;   /* for room for the rest */
-    unsigned                   marks_had:1;
+    ngx_chat_session_waiter_t  done;     /* for the last to be written */
+    unsigned                   seen:1;   /* all counted as the device's */
 } ngx_chat_receipt_t;
 
 
@@ -66,10 +72,15 @@ static const char  ngx_chat_receipt_read_sql[] =
     "out_delivered_authors FROM chat_read($1, $2, $3)";
 
 static const char  ngx_chat_receipt_marks_sql[] =
-    "SELECT out_chat, out_user, out_status, out_seq FROM chat_marks($1)";
+    "SELECT out_chat, out_user, out_status, out_seq, out_ts, out_at "
+    "FROM chat_marks_since($1)";
 
+static const char  ngx_chat_receipt_seen_sql[] =
+    "SELECT chat_marks_seen($1, $2::bigint)";
+
+/* the receipts of a closing socket: those it had written $2 ms ago */
 static const char  ngx_chat_receipt_left_sql[] =
-    "UPDATE devices SET marks_seen = now() WHERE id = $1";
+    "SELECT chat_marks_seen($1, chat_us(now()) - $2::bigint * 1000)";
 
 
 static void ngx_chat_receipt_read(ngx_chat_session_t *s, json_t *msg);
@@ -79,7 +90,11 @@ static void ngx_chat_receipt_notice(ngx_chat_session_user_t *u, json_t *msg,
 static ngx_int_t ngx_chat_receipt_synced(ngx_chat_session_t *s);
 static void ngx_chat_receipt_marked(void *data, PGresult *res);
 static void ngx_chat_receipt_marks(ngx_chat_session_t *s, void *data);
+static void ngx_chat_receipt_done(ngx_chat_session_t *s, void *data);
+static void ngx_chat_receipt_seen(ngx_chat_session_t *s, int64_t at);
 static ngx_chat_receipt_t *ngx_chat_receipt_state(ngx_chat_session_t *s);
+static void ngx_chat_receipt_partly(ngx_chat_session_t *s,
+    ngx_chat_receipt_t *st);
 static ngx_uint_t ngx_chat_receipt_pending(ngx_chat_session_t *s);
 static void ngx_chat_receipt_end(ngx_chat_session_t *s);
 
@@ -374,14 +389,16 @@ ngx_chat_receipt_marked(void *data, PGresult *res)
         m->chat = ngx_chat_pg_int(res, i, 0);
         m->user = ngx_chat_pg_int(res, i, 1);
         m->seq = ngx_chat_pg_int(res, i, 3);
+        m->ts = ngx_chat_pg_int(res, i, 4);
 
         ngx_chat_pg_value(res, i, 2, &status);
         m->read = (status.len == 4);
     }
 
+    st->at = n ? ngx_chat_pg_int(res, 0, 5) : 0;
     st->nmarks = n;
     st->next = 0;
-    st->marks_had = 1;
+    st->written = 0;
 
     ngx_chat_receipt_marks(s, NULL);
 }
@@ -399,6 +416,10 @@ ngx_chat_receipt_marks(ngx_chat_session_t *s, void *data)
     ngx_chat_receipt_mark_t  *m;
 
     st = ngx_chat_session_get_ctx(s, ngx_chat_receipt_feature);
+
+    /* resumed by a drain: what went out before is written */
+
+    st->written = st->next;
 
     ngx_memzero(&out, sizeof(ngx_chat_out_t));
     out.kind = NGX_CHAT_OUT_RECEIPT;
@@ -424,11 +445,49 @@ ngx_chat_receipt_marks(ngx_chat_session_t *s, void *data)
         st->next++;
     }
 
+    /* they are the device's once the transport has written them */
+
+    if (st->nmarks) {
+        ngx_chat_session_wait(s, &st->done);
+
+    } else {
+        st->seen = 1;           /* there were none */
+    }
+
+    ngx_chat_session_resume(s);
+}
+
+
+/* every mark of the sync is written */
+
+static void
+ngx_chat_receipt_done(ngx_chat_session_t *s, void *data)
+{
+    ngx_chat_receipt_t  *st;
+
+    st = ngx_chat_session_get_ctx(s, ngx_chat_receipt_feature);
+
+    ngx_chat_receipt_seen(s, st->at);
+
     ngx_free(st->marks);
     st->marks = NULL;
     st->nmarks = 0;
+    st->seen = 1;
+}
 
-    ngx_chat_session_resume(s);
+
+static void
+ngx_chat_receipt_seen(ngx_chat_session_t *s, int64_t at)
+{
+    u_char     buf[NGX_INT64_LEN];
+    ngx_str_t  params[2];
+
+    params[0] = s->device_id;
+    params[1].data = buf;
+    params[1].len = ngx_sprintf(buf, "%L", at) - buf;
+
+    (void) ngx_chat_pg_query(ngx_chat_receipt_seen_sql, 2, params,
+                             ngx_chat_pg_ignore, NULL, ngx_cycle->log);
 }
 
 
@@ -450,6 +509,7 @@ ngx_chat_receipt_state(ngx_chat_session_t *s)
 
     ngx_queue_init(&st->reads);
     st->waiter.handler = ngx_chat_receipt_marks;
+    st->done.handler = ngx_chat_receipt_done;
 
     ngx_chat_session_set_ctx(s, st, ngx_chat_receipt_feature);
 
@@ -468,11 +528,45 @@ ngx_chat_receipt_pending(ngx_chat_session_t *s)
 }
 
 
+/*
+ * The socket goes with some of its sync's marks written: the device has
+ * those that moved before the first one it did not get (marks come
+ * oldest first; of marks that moved at the same moment, all or none).
+ */
+
+static void
+ngx_chat_receipt_partly(ngx_chat_session_t *s, ngx_chat_receipt_t *st)
+{
+    int64_t     next;
+    ngx_uint_t  i;
+
+    if (st->written == 0) {
+        return;
+    }
+
+    if (st->written == st->nmarks) {
+        ngx_chat_receipt_seen(s, st->at);
+        return;
+    }
+
+    next = st->marks[st->written].ts;
+
+    for (i = st->written; i > 0; i--) {
+        if (st->marks[i - 1].ts < next) {
+            ngx_chat_receipt_seen(s, st->marks[i - 1].ts);
+            return;
+        }
+    }
+}
+
+
 /* the socket goes: its reads are applied all the same */
 
 static void
 ngx_chat_receipt_end(ngx_chat_session_t *s)
 {
+    u_char                    ms[NGX_INT64_LEN];
+    ngx_str_t                 params[2];
     ngx_queue_t              *q;
     ngx_chat_receipt_t       *st;
     ngx_chat_receipt_read_t  *rd;
@@ -499,18 +593,26 @@ ngx_chat_receipt_end(ngx_chat_session_t *s)
         st->query = NULL;
     }
 
-    ngx_free(st->marks);
-    st->marks = NULL;
+    if (st->marks) {
+        ngx_chat_receipt_partly(s, st);
+        ngx_free(st->marks);
+        st->marks = NULL;
+    }
 
     /*
-     * A long-poll leaves marks_seen where its sync put it: the next poll
-     * gets again what moved since (receipts are marks: a repeat changes
-     * nothing).
+     * A socket that had its sync's marks had the receipts that came live
+     * as well, those it wrote: the marks that moved until its last write
+     * are the device's.  A long-poll leaves marks_seen where its sync put
+     * it: the next poll gets what moved since (a repeat changes nothing).
      */
 
-    if (st->marks_had && !(s->transport->flags & NGX_CHAT_TRANSPORT_POLL)) {
-        /* the marks it will have missed are those from now on */
-        (void) ngx_chat_pg_query(ngx_chat_receipt_left_sql, 1, &s->device_id,
+    if (st->seen && !(s->transport->flags & NGX_CHAT_TRANSPORT_POLL)) {
+        params[0] = s->device_id;
+        params[1].data = ms;
+        params[1].len = ngx_sprintf(ms, "%M", ngx_current_msec - s->drained_at)
+                        - ms;
+
+        (void) ngx_chat_pg_query(ngx_chat_receipt_left_sql, 2, params,
                                  ngx_chat_pg_ignore, NULL, ngx_cycle->log);
     }
 }

@@ -1053,6 +1053,8 @@ ngx_chat_session_drained(ngx_chat_session_t *s)
     ngx_queue_t                 *q, waiters;
     ngx_chat_session_waiter_t   *w;
 
+    s->drained_at = ngx_current_msec;
+
     if (ngx_queue_empty(&s->waiters)) {
         return;
     }

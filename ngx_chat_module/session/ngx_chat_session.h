@@ -247,6 +247,8 @@ struct ngx_chat_session_s {
     ngx_uint_t                 synced_count; /* messages the sync sent */
     ngx_uint_t                 close_code;   /* the peer's, answered once
                                                 its requests are applied */
+    ngx_msec_t                 drained_at;   /* when the transport last had
+                                                written all it was given */
     ngx_uint_t                 ops;          /* client requests in flight:
                                                 sends, acks, reads,
                                                 presence checks */

@@ -1107,6 +1107,13 @@ ngx_chat_events_poll_answer(ngx_event_t *ev)
     e->answered = 1;
     r = e->request;
 
+    /* what it collected goes with the answer: written, for the session */
+
+    if (!e->close_code && e->error == NULL) {
+        e->paused = 1;
+        ngx_chat_session_drained(&e->session);
+    }
+
     ngx_chat_events_end(e);
 
     if (e->close_code || e->error) {
