@@ -22,7 +22,7 @@ use Test::Chat::WS qw(:all);
 
 our @EXPORT = qw(
     run_tests repeat_each no_shuffle blocks workers log_level
-    port port2 servroot modules_dir nginx_binary
+    port port2 free_port servroot modules_dir nginx_binary
     nginx_start nginx_stop nginx_reload nginx_running nginx_master_pid
     nginx_worker_pids nginx_wait_exit nginx_test_config write_config
     error_log_mark error_log_since check_error_log alert_lines
@@ -30,6 +30,7 @@ our @EXPORT = qw(
     http_start http_finish wait_until
     api_request api_build_request api_ok api_error_is api_show random_mobile
     api_signup api_link_device ws_chat_auth ws_next ws_worker_pid
+    server_read_all metric error_log_wait redis_down_seen redis_up_seen
     pg_stop pg_start pg_pause pg_resume pg_scalar
     redis_stop redis_start redis_pause redis_resume
 );
@@ -70,7 +71,8 @@ sub nginx_binary { $ENV{CHAT_NGINX} || '/usr/sbin/nginx' }
 sub modules_dir  { $ENV{CHAT_MODULES} || "$REPO/build/modules" }
 
 
-sub _free_port {
+# A TCP port on 127.0.0.1 that nothing listens on now.
+sub free_port {
     my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
                                   Proto => 'tcp', Listen => 1, ReuseAddr => 1)
         or die "cannot find a free port: $!";
@@ -81,7 +83,7 @@ sub _free_port {
 
 
 sub port {
-    $PORT //= $ENV{TEST_NGINX_PORT} || _free_port();
+    $PORT //= $ENV{TEST_NGINX_PORT} || free_port();
     return $PORT;
 }
 
@@ -90,7 +92,7 @@ sub port2 {
     port();
     for (1 .. 10) {
         last if defined $PORT2 && $PORT2 != $PORT;
-        $PORT2 = _free_port();
+        $PORT2 = free_port();
     }
     return $PORT2;
 }
@@ -494,6 +496,27 @@ sub _show_pat {
 }
 
 
+# error_log_wait($mark, $pattern | [$pattern, ...], within => 10,
+# each_worker => 1): waits until the error log written since $mark has a
+# line matching each pattern (with each_worker, from every worker process
+# running now); true if it came in time.
+sub error_log_wait {
+    my ($mark, $pats, %o) = @_;
+    my @pats = ref $pats eq 'ARRAY' ? @$pats : ($pats);
+    return _wait_for($o{within} // 10, sub {
+        my @lines = split /\n/, error_log_since($mark);
+        my @who = $o{each_worker} ? nginx_worker_pids() : ('any');
+        return 0 unless @who;
+        for my $p (@pats) {
+            my %by = map { (/\] (\d+)#\d+: / ? $1 : '?') => 1, any => 1 }
+                     grep { _match($_, $p) } @lines;
+            return 0 if grep { !$by{$_} } @who;
+        }
+        return 1;
+    });
+}
+
+
 # ---------------------------------------------------------------------------
 # HTTP client.
 
@@ -518,6 +541,14 @@ sub http_request {
             $off += $n;
         }
     }
+    return _parse_http(_read_response($s, $timeout));
+}
+
+
+# Reads a response until it is complete, EOF or $timeout seconds; closes
+# the socket and returns the bytes.
+sub _read_response {
+    my ($s, $timeout) = @_;
     my $raw = '';
     my $sel = IO::Select->new($s);
     my $deadline = time + $timeout;
@@ -530,7 +561,7 @@ sub http_request {
         last if _http_complete($raw);
     }
     close $s;
-    return _parse_http($raw);
+    return $raw;
 }
 
 
@@ -586,6 +617,17 @@ sub ws_connect {
 }
 
 
+# metric($name, port => ...): the value chat_metrics gives for $name at
+# /metrics (a location of the config), or undef.
+sub metric {
+    my ($name, %o) = @_;
+    my $r = http_request("GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n",
+                         %o);
+    my ($v) = ($r->{body} // '') =~ /^\Q$name\E(?:\{[^}]*\})?\s+(\S+)\s*$/m;
+    return $v;
+}
+
+
 # ---------------------------------------------------------------------------
 # Two requests in flight at once: http_start writes a request and returns
 # the socket, http_finish reads and parses its response.
@@ -609,20 +651,7 @@ sub http_start {
 sub http_finish {
     my ($h, %o) = @_;
     return { error => $h->{error} } unless $h->{sock};
-    my $s = $h->{sock};
-    my $raw = '';
-    my $sel = IO::Select->new($s);
-    my $deadline = time + ($o{timeout} // 5);
-    while (1) {
-        my $left = $deadline - time;
-        last if $left <= 0 || !$sel->can_read($left);
-        my $n = sysread $s, my $buf, 65536;
-        last unless $n;
-        $raw .= $buf;
-        last if _http_complete($raw);
-    }
-    close $s;
-    my $r = _parse_http($raw);
+    my $r = _parse_http(_read_response($h->{sock}, $o{timeout} // 5));
     $r->{elapsed} = time - $h->{t0};
     return _decode_api($r);
 }
@@ -927,22 +956,53 @@ sub _event_text {
 }
 
 
+# The client socket of a connection: a Test::Chat::WS, an http_start
+# handle or the socket itself.
+sub _client_socket {
+    my ($conn) = @_;
+    return $conn->socket if ref $conn eq 'Test::Chat::WS';
+    return $conn->{sock} if ref $conn eq 'HASH';
+    return $conn;
+}
+
+
+# The server side of a client's loopback TCP connection, from
+# /proc/net/tcp: {rx_queue => bytes the server has not read, inode => 0
+# while no process has accepted it}, or undef when there is none.
+sub _server_side {
+    my ($sock) = @_;
+    my ($cport, $sport) = $sock ? ($sock->sockport, $sock->peerport) : ();
+    return undef unless $cport && $sport;
+    my $want = sprintf '0100007F:%04X 0100007F:%04X', $sport, $cport;
+    for my $line (split /\n/, _slurp('/proc/net/tcp')) {
+        my @f = split ' ', $line;
+        next unless @f > 9 && "$f[1] $f[2]" eq $want;
+        my (undef, $rx) = split /:/, $f[4];
+        return { rx_queue => hex $rx, inode => $f[9] };
+    }
+    return undef;
+}
+
+
+# server_read_all($conn): true once nginx has read all that the client
+# wrote on the connection (a Test::Chat::WS, an http_start handle or a
+# socket): a worker has accepted it and left nothing in its receive queue,
+# or the server has answered (there is something to read) or closed it.
+sub server_read_all {
+    my ($conn) = @_;
+    my $sock = _client_socket($conn) or return 1;
+    return 1 if IO::Select->new($sock)->can_read(0);
+    my $side = _server_side($sock) or return 1;
+    return $side->{inode} && !$side->{rx_queue} ? 1 : 0;
+}
+
+
 # The pid of the worker process that holds the server side of a client
 # connection (found through /proc/net/tcp and the workers' fds), or undef.
 sub ws_worker_pid {
     my ($ws, %o) = @_;
-    my $sock = ref $ws eq 'Test::Chat::WS' ? $ws->socket : $ws;
-    return undef unless $sock;
-    my $cport = $sock->sockport;
-    my $sport = $sock->peerport;
-    my $want = sprintf '0100007F:%04X 0100007F:%04X', $sport, $cport;
-    my $inode;
-    for my $line (split /\n/, _slurp('/proc/net/tcp')) {
-        my @f = split ' ', $line;
-        next unless @f > 9 && "$f[1] $f[2]" eq $want;
-        $inode = $f[9];
-        last;
-    }
+    my $side = _server_side(_client_socket($ws)) or return undef;
+    my $inode = $side->{inode};
     return undef unless $inode;
     for my $pid (nginx_worker_pids()) {
         opendir my $dh, "/proc/$pid/fd" or next;
@@ -1018,6 +1078,26 @@ sub redis_stop { _svc_stop('redis') }
 sub redis_start { _svc_start('redis') }
 
 
+# redis_down_seen($mark, within => 10): waits until every worker has
+# logged, since $mark, the loss of both its Redis links (commands and
+# subscriptions); true if they all did. redis_up_seen: until every
+# worker has logged both connected again.
+sub redis_down_seen {
+    my ($mark, %o) = @_;
+    return error_log_wait($mark, [map {
+        qr/redis: $_: (?:connection lost|connect failed|connect timed out)/
+    } qw(commands subscriptions)], each_worker => 1, %o);
+}
+
+
+sub redis_up_seen {
+    my ($mark, %o) = @_;
+    return error_log_wait($mark, [map { qr/redis: $_: connected/ }
+                                  qw(commands subscriptions)],
+                          each_worker => 1, %o);
+}
+
+
 # Stops a throwaway service of scripts/test.sh (resumed first if paused),
 # remembering it is down so that the file's exit brings it back.
 sub _svc_stop {
@@ -1054,6 +1134,7 @@ sub pg_pause {
     my @all = ($pm, _descendants($pm));
     kill 'STOP', @all;
     push @{ $PAUSED{pg} }, @all;
+    _wait_stopped(@all);
     return @all;
 }
 
@@ -1067,7 +1148,18 @@ sub redis_pause {
     _guard_signals();
     kill 'STOP', $pid;
     push @{ $PAUSED{redis} }, $pid;
+    _wait_stopped($pid);
     return ($pid);
+}
+
+
+# Until the processes are stopped (state T in /proc) or gone: a signal is
+# delivered when the process is next scheduled, not when kill returns.
+sub _wait_stopped {
+    my (@pids) = @_;
+    _wait_for(5, sub {
+        !grep { _slurp("/proc/$_/stat") =~ /^\d+ \(.*\) [^TtZX] /s } @pids;
+    }) or Test::More::diag("not stopped within 5s: @pids");
 }
 
 
@@ -1861,7 +1953,7 @@ sub with_nginx2 {
     for my $k (qw(port port2)) {
         for (1 .. 20) {
             last if defined $N2{$k} && !$taken{ $N2{$k} };
-            $N2{$k} = _free_port();
+            $N2{$k} = free_port();
         }
         $taken{ $N2{$k} } = 1;
     }
@@ -2202,16 +2294,29 @@ C<nginx_master_pid()>, C<nginx_worker_pids()>, C<error_log_mark()>,
 C<error_log_since($mark)>, C<check_error_log(name => .., since => $mark,
 error_log => [...], no_error_log => [...])>, C<http_request($raw)>,
 C<ws_connect(path => ..., ...)> (L<Test::Chat::WS>), C<port()>, C<port2()>,
-C<servroot()>, C<nginx_wait_exit($seconds, @pids)>.
-C<run_tests(done_testing => 0)> leaves the plan open for
-scripted tests after the blocks.
+C<servroot()>, C<nginx_wait_exit($seconds, @pids)>, C<free_port()> (a
+port nothing listens on). C<run_tests(done_testing => 0)> leaves the plan
+open for scripted tests after the blocks.
+
+=head2 Waiting for what the server did
+
+Tests wait for something they can observe, with a generous bound, rather
+than sleep. C<wait_until($seconds, sub {...}, interval => 0.25)> polls
+until the sub returns true and returns its value.
+C<error_log_wait($mark, $pattern | [$pattern, ...], within => 10,
+each_worker => 1)> waits until the error log since C<$mark> has a line
+matching each pattern (from every worker, with C<each_worker>).
+C<metric($name)> is the value of a metric at C</metrics> (a
+C<chat_metrics> location of the config). C<server_read_all($conn)> is
+true once nginx has read all the client wrote on a connection (a
+L<Test::Chat::WS>, an C<http_start> handle or a socket), as
+F</proc/net/tcp> shows it, or has answered or closed it.
 
 =head2 Two requests at once
 
 C<http_start($raw, port => ...)> writes a request and returns a handle;
 C<http_finish($handle, timeout => 5)> reads its response (as
-C<api_request>, with C<elapsed>). C<wait_until($seconds, sub {...},
-interval => 0.25)> polls until the sub returns true and returns its value.
+C<api_request>, with C<elapsed>).
 
 =head2 The chat API
 
@@ -2245,9 +2350,12 @@ With the environment of scripts/test.sh (C<CHAT_PG_DIR>, C<CHAT_PG_PORT>,
 C<CHAT_REDIS_DIR>, C<CHAT_REDIS_PORT>): C<pg_stop()>, C<pg_start()>,
 C<redis_stop()>, C<redis_start()> (through scripts/lib.sh), and
 C<pg_pause()>/C<pg_resume()>, C<redis_pause()>/C<redis_resume()> (SIGSTOP
-and SIGCONT: a server that accepts connections but never answers). A
-service a file stopped or paused is started or resumed again when the file
-exits, even on die, INT or TERM.
+and SIGCONT: a server that accepts connections but never answers; the
+pauses return once the processes are stopped). A service a file stopped or
+paused is started or resumed again when the file exits, even on die, INT
+or TERM. C<redis_down_seen($mark, within => 10)> waits until every worker
+has logged since C<$mark> the loss of both its Redis links,
+C<redis_up_seen($mark)> until every worker has logged both connected.
 
 =head2 A second host
 
