@@ -214,6 +214,33 @@ sub spread {
     return @d;
 }
 
+# Hangs up $d, then waits until the server has noted when it left
+# (devices.marks_seen moves): the marks that move from then on are those
+# its next sync brings. One assertion more than hang_up's.
+sub leaves {
+    my ($d) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my $sql = 'SELECT marks_seen FROM devices WHERE id = '
+              . int($d->{acct}{device_id});
+    my $before = pg_scalar($sql) // '';
+    hang_up($d);
+    ok wait_until(10, sub { (pg_scalar($sql) // $before) ne $before }),
+       "$d->{name} is away: the server noted when it left";
+}
+
+# Waits until B's delivered and read marks in $chat are "$delivered
+# $read" in PostgreSQL (members): a step applied before the next.
+sub marks_are {
+    my ($chat, $user, $delivered, $read, $name) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my $sql = "SELECT delivered || ' ' || read FROM members WHERE chat_id = "
+              . int($chat) . ' AND user_id = ' . int($user->{user_id});
+    my $want = "$delivered $read";
+    ok wait_until(10, sub { (pg_scalar($sql) // '') eq $want }),
+       "$name: the marks are delivered $delivered, read $read"
+        or diag('members has ' . (pg_scalar($sql) // 'nothing'));
+}
+
 sub privacy_is {
     my ($r, $want, $name) = @_;
     local $Test::Builder::Level = $Test::Builder::Level + 1;
@@ -507,19 +534,18 @@ behaviour 'an author away: B acks and reads step by step while A is '
     my ($da, $db) = spread(1, $ua, 'A', $ub, 'B') or return;
     send_ok($da, $chat, [$db], "A sends $_") or return for 1 .. 3;
     ok pump([$da, $db], caught_up([$db], $chat, 3)), 'B gets 1..3';
-    hang_up($da);
-    sleep 0.5;
+    leaves($da);
 
-    # Steps apart (an ack is applied within a second, in practice at
-    # once): delivered 1, 2; read 2; read 3 (which raises delivered to 3).
+    # Steps apart, each applied before the next: delivered 1, 2; read 2;
+    # read 3 (which raises delivered to 3).
     ack($db, $chat, 1);
-    settle([$db], 0.5);
+    marks_are($chat, $ub, 1, 0, 'B acks 1');
     ack($db, $chat, 2);
-    settle([$db], 0.5);
+    marks_are($chat, $ub, 2, 0, 'B acks 2');
     read_to($db, $chat, 2);
-    settle([$db], 0.5);
+    marks_are($chat, $ub, 2, 2, 'B reads 2');
     read_to($db, $chat, 3);
-    settle([$db], 1.5);
+    marks_are($chat, $ub, 3, 3, 'B reads 3');
 
     $da = device($ua, 'A back') or return;
     my @sync = grep { $_->{_sync} } @{ $da->{receipts} || [] };
@@ -749,12 +775,11 @@ behaviour 'across two hosts: A on host 1, B reading on host 2; A\'s '
        'A: read 1, read 2' or diag(show_receipts($da));
 
     # Away on host 1, back on host 2.
-    hang_up($da);
-    hang_up($da2);
-    sleep 0.5;
+    leaves($da);
+    leaves($da2);
     send_ok($db, $chat, [$db, $db2], 'B (host 2) sends 3') or return;
     read_to($db2, $chat, 3);
-    settle([$db, $db2], 1.5);
+    marks_are($chat, $ub, 3, 3, 'B2 (host 1) reads 3');
     $da = device($ua, 'A back on host 2', host => 2) or return;
     my @sync = grep { $_->{_sync} } @{ $da->{receipts} || [] };
     is join(', ', sort map { "$_->{status} " . who($_->{user_id})
