@@ -1055,11 +1055,21 @@ sub _guard_signals {
 }
 
 
-# One value from PostgreSQL (psql with CHAT_PG_DSN), for checks of what
-# is stored that the API does not show; undef when psql fails.
+# pg_scalar($sql, @ids): one value from PostgreSQL (psql with
+# CHAT_PG_DSN), for checks of what is stored that the API does not show;
+# undef when psql fails. Each "?" of $sql stands for the next of @ids,
+# which must be integers: they are checked as text, never used as numbers
+# (that would make an id of the caller's a number, which JSON::PP then
+# sends as one).
 sub pg_scalar {
-    my ($sql) = @_;
+    my ($sql, @ids) = @_;
     croak 'CHAT_PG_DSN is not set' unless $ENV{CHAT_PG_DSN};
+    $sql =~ s{\?}{
+        my $id = shift @ids;
+        croak "pg_scalar: '" . ($id // 'undef') . "' is not an integer"
+            unless defined $id && "$id" =~ /^-?\d+\z/;
+        "$id";
+    }ge;
     open my $fh, '-|', 'psql', '-XAtq', '-v', 'ON_ERROR_STOP=1',
          '-d', $ENV{CHAT_PG_DSN}, '-c', $sql
         or return undef;
