@@ -220,25 +220,25 @@ sub spread {
 sub leaves {
     my ($d) = @_;
     local $Test::Builder::Level = $Test::Builder::Level + 1;
-    my $sql = 'SELECT marks_seen FROM devices WHERE id = '
-              . int($d->{acct}{device_id});
-    my $before = pg_scalar($sql) // '';
+    my @q = ('SELECT marks_seen FROM devices WHERE id = ?',
+             $d->{acct}{device_id});
+    my $before = pg_scalar(@q) // '';
     hang_up($d);
-    ok wait_until(10, sub { (pg_scalar($sql) // $before) ne $before }),
+    ok wait_until(10, sub { (pg_scalar(@q) // $before) ne $before }),
        "$d->{name} is away: the server noted when it left";
 }
 
-# Waits until B's delivered and read marks in $chat are "$delivered
-# $read" in PostgreSQL (members): a step applied before the next.
+# One assertion: $user's delivered and read marks in $chat come to be
+# "$delivered $read" in PostgreSQL (members), within 10 s.
 sub marks_are {
     my ($chat, $user, $delivered, $read, $name) = @_;
     local $Test::Builder::Level = $Test::Builder::Level + 1;
-    my $sql = "SELECT delivered || ' ' || read FROM members WHERE chat_id = "
-              . int($chat) . ' AND user_id = ' . int($user->{user_id});
+    my @q = ("SELECT delivered || ' ' || read FROM members WHERE "
+             . 'chat_id = ? AND user_id = ?', $chat, $user->{user_id});
     my $want = "$delivered $read";
-    ok wait_until(10, sub { (pg_scalar($sql) // '') eq $want }),
+    ok wait_until(10, sub { (pg_scalar(@q) // '') eq $want }),
        "$name: the marks are delivered $delivered, read $read"
-        or diag('members has ' . (pg_scalar($sql) // 'nothing'));
+        or diag('members has ' . (pg_scalar(@q) // 'nothing'));
 }
 
 sub privacy_is {
