@@ -283,7 +283,11 @@ behaviour 'unacked messages come again on the next connection; after a '
        'B gets it live';
     stream_ok($db, $chat, 4, 'B, third connection', from => 3);
     ack($db, $chat, 4);
-    sleep 1.5;
+    ok wait_until(10, sub {
+           (pg_scalar('SELECT acked FROM cursors WHERE chat_id = ? AND '
+                      . 'device_id = ?', $chat, $ub->{device_id}) // 0) == 4
+       }),
+       'the ack of 4 is applied with the socket open (B\'s cursor at 4)';
     $db->{ws}->disconnect;           # TCP gone, no close frame
 
     send_ok($da, $chat, [$da], 'A sends a 5th while B is away') or return;
