@@ -9,7 +9,6 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
-use Time::HiRes qw(sleep);
 
 plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
                  . 'scripts/test.sh)'
@@ -38,6 +37,13 @@ sub stored {
     my ($chat) = @_;
     return pg_scalar("SELECT count(*) FROM messages WHERE chat_id = "
                      . int($chat));
+}
+
+# How far a device has acked a chat (its cursor).
+sub acked {
+    my ($acct, $chat) = @_;
+    return pg_scalar('SELECT acked FROM cursors WHERE chat_id = ? AND '
+                     . 'device_id = ?', $chat, $acct->{device_id}) // -1;
 }
 
 sub gauge {
@@ -70,7 +76,8 @@ subtest 'a group message is deleted after the last of the 5 devices owed '
                                      members => [map { $_->{user_id} }
                                                  @u[1, 2]] });
     my $chat = $g->{chat_id};
-    my @ws = map { (ws_chat_open($_))[0] } @u, @second;
+    my @devices = (@u, @second);
+    my @ws = map { (ws_chat_open($_))[0] } @devices;
     my ($sender, @others) = @ws;
 
     # "created" (seq 1) goes to all six devices: acked everywhere, it goes
@@ -85,7 +92,8 @@ subtest 'a group message is deleted after the last of the 5 devices owed '
 
     for my $i (0 .. 3) {
         ack($others[$i], $chat, $seq);
-        sleep 0.3;
+        ok wait_until(10, sub { acked($devices[$i + 1], $chat) == $seq }),
+           'the ack of device ' . ($i + 2) . ' is applied (its cursor)';
         is stored($chat), 1,
            'still stored after ' . ($i + 1) . ' of the 5 acked';
     }
