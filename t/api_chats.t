@@ -14,7 +14,7 @@ use lib 't/lib';
 use Test::Chat::Nginx;
 use B ();
 use JSON::PP ();
-use Time::HiRes qw(time sleep);
+use Time::HiRes qw(time);
 
 binmode Test::More->builder->$_, ':encoding(UTF-8)'
     for qw(output failure_output todo_output);
@@ -681,7 +681,11 @@ behaviour 'the last admin leaving makes the longest-standing member admin; '
     my $id = $g->{chat_id};
     # C joins before B, although B's user id is the smaller.
     api_ok(add_member($ann, $id, $cat->{user_id}), 200, 'A adds C');
-    sleep 0.01;
+    # B's join (its transaction's now()) is later than C's
+    wait_until(5, sub {
+        (pg_scalar('SELECT now() > joined_at FROM members WHERE chat_id = ? '
+                   . 'AND user_id = ?', $id, $cat->{user_id}) // '') eq 't'
+    });
     api_ok(add_member($ann, $id, $bob->{user_id}), 200, 'then B');
 
     api_ok(remove_member($ann, $id, $ann->{user_id}), 204,
@@ -813,8 +817,9 @@ SKIP: {
         sub {
         my $ann = signup('a') or return;
         my $bob = signup('b') or return;
+        my $mark = error_log_mark();
         redis_stop() or return fail('redis stops');
-        sleep 0.5;
+        ok redis_down_seen($mark), 'both workers see Redis gone';
         my $r = create_group($ann, 'offline', $bob);
         api_ok($r, 201, 'a group is created');
         my $id = $r->{json}{chat_id};
@@ -824,13 +829,18 @@ SKIP: {
                   'created');
         system_is($id, 2, $ann, { event => 'renamed',
                                 title => 'still offline' }, 'renamed');
-        # the adapter reconnects with a backoff
+        # the adapter reconnects with a backoff; a rename is published
+        # when B's socket gets it
+        my ($wb) = ws_chat_open($bob, name => 'B connects');
         my $n = 0;
-        ok wait_until(15, sub {
+        ok $wb && wait_until(15, sub {
             my $mark = error_log_mark();
-            my $t = rename_chat($ann, $id, 'online ' . ++$n);
-            sleep 0.3;
-            return ($t->{status} // 0) == 200
+            my $title = 'online ' . ++$n;
+            my $t = rename_chat($ann, $id, $title);
+            my ($ev) = ws_chat_wait($wb, 2, sub {
+                ($_[0]{event} // '') eq 'renamed'
+                && ($_[0]{title} // '') eq $title });
+            return ($t->{status} // 0) == 200 && $ev
                    && error_log_since($mark) !~ /not published/;
         }, interval => 0.5), 'once Redis is back, system messages are '
                              . 'published again';
