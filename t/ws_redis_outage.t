@@ -19,7 +19,7 @@ use lib 't/lib';
 use Test::Chat::Nginx;
 use Test::Chat::Delivery qw(:devices chat_http_config chat_locations);
 use List::Util qw(max);
-use Time::HiRes qw(time sleep);
+use Time::HiRes qw(time);
 
 my @env = qw(CHAT_PG_DSN CHAT_REDIS CHAT_REDIS_DIR CHAT_REDIS_PORT);
 plan skip_all => join(', ', @env) . ' must be set (run me through '
@@ -102,7 +102,8 @@ sub holdings {
               . ')' } sort keys %chats } @$devs;
 }
 
-# The scenario of both behaviours: $down->() takes Redis away, $up->()
+# The scenario of both behaviours: $down->() takes Redis away (true once
+# it is away: stopped and every worker has seen it, or hung), $up->()
 # brings it back.
 sub outage {
     my ($what, $down, $up) = @_;
@@ -146,7 +147,6 @@ sub outage {
     # The outage.
     ok $down->(), "Redis $what" or return;
     my $t_down = time;
-    sleep 0.3;
     my @order = ([$da, $direct], [$dc, $g], [$b1, $direct], [$da, $g],
                  [$da, $direct], [$b3, $g], [$dc, $g], [$b1, $direct],
                  [$da, $direct], [$b2, $g]);
@@ -216,7 +216,9 @@ behaviour 'Redis stopped mid-conversation: sends are stored and answered; '
           . 'when it is back every socket reads back what it missed, in '
           . 'order, once; live delivery works again' => sub {
     outage('stops',
-           sub { $REDIS = 'stopped'; redis_stop() },
+           sub { $REDIS = 'stopped';
+                 my $mark = error_log_mark();
+                 redis_stop() && redis_down_seen($mark) },
            sub { my $ok = redis_start(); $REDIS = 'up' if $ok; $ok });
 };
 
