@@ -14,7 +14,7 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
-use Time::HiRes qw(time sleep);
+use Time::HiRes qw(time);
 
 my @env = qw(CHAT_PG_DSN CHAT_REDIS CHAT_PG_DIR CHAT_PG_PORT CHAT_REDIS_DIR
              CHAT_REDIS_PORT);
@@ -98,7 +98,8 @@ sub others_served {
     my ($req, $name) = @_;
     local $Test::Builder::Level = $Test::Builder::Level + 1;
     my $h = http_start($req);
-    sleep 0.1;
+    # the worker has read it, and it has not been answered
+    wait_until(10, sub { server_read_all($h) }, interval => 0.02);
     my $ok = api_request(GET => '/ok', timeout => 5);
     is $ok->{status}, 200, "$name: GET /ok answers meanwhile";
     ok(($ok->{elapsed} // 99) < 0.5,
@@ -288,17 +289,17 @@ outage 'after a Redis restart, unlinking still closes the device\'s '
     is scalar(keys %on), 2, "B's sockets are on both workers" if %on;
     my $procs = processes();
 
+    my $mark = error_log_mark();
     ok redis_stop(), 'Redis stops' or return;
-    sleep 1;
-    my $t_start = time;
+    ok redis_down_seen($mark), 'both workers see it gone';
+    $mark = error_log_mark();
     ok redis_start(), 'Redis starts again' or return;
     my ($back, $took, $ok) = recovers(sub { register(random_mobile()) },
                                       202, 10);
     ok $ok, sprintf('register answers 202 again (%.1fs)', $took)
         or diag(api_show($back));
-    # Give the subscriber connection the same 10 s as the rest.
-    my $left = 10 - (time - $t_start);
-    sleep $left if $left > 0;
+    ok redis_up_seen($mark), 'both workers have their subscriptions link '
+                             . 'back';
     is scalar(grep { pongs($_, 'still') } @sb), scalar @sb,
        'B sockets lived through the outage';
 
