@@ -23,7 +23,7 @@ use IO::Select;
 use IO::Socket::INET;
 use JSON::PP ();
 use List::Util qw(max min);
-use Time::HiRes qw(time sleep);
+use Time::HiRes qw(time);
 
 plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
                  . 'scripts/test.sh)'
@@ -1311,8 +1311,10 @@ behaviour 'reload (HUP) with an SSE stream and a long-poll open: both end '
     my $s = sse_open(token => $ux->{token});
     sse_head_ok($s, 'X opens a stream') or return;
     sse_sync_ok($s, $ux, 'X\'s stream');
+    my $open = connections() // 0;
     my $h = poll_start($uy->{token}, 'wait=30');
-    sleep 0.5;
+    ok wait_until(10, sub { (connections() // 0) > $open }),
+       'Y\'s long-poll is open (chat_connections counts it)';
     my $t0 = time;
     my @old = nginx_reload();
     ok scalar(@old), 'HUP: new workers run';
