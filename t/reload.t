@@ -6,7 +6,7 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
-use Time::HiRes qw(time sleep);
+use Time::HiRes qw(time);
 
 my $ECHO = 'location /echo { chat_ws_echo; }';
 
@@ -86,7 +86,8 @@ subtest 'HUP: a message half received when the reload comes' => sub {
     my $ws = open_echo('fragmented');
     $ws->send_raw(ws_text('first half', fin => 0)
                   . substr(ws_cont('second half'), 0, 5));
-    sleep 0.1;
+    ok wait_until(10, sub { server_read_all($ws) }, interval => 0.02),
+       'the worker has read the half message';
     my $t0 = time;
     my @old = nginx_reload();
     my ($code, $closed) = goodbye($ws, $t0);
