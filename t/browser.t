@@ -150,8 +150,9 @@ while (1) {
 }
 if (waitpid($pid, WNOHANG) == 0) {
     kill 'TERM', $pid;
-    sleep 1;
-    kill 'KILL', $pid if waitpid($pid, WNOHANG) == 0;
+    kill 'KILL', $pid
+        unless wait_until(5, sub { waitpid($pid, WNOHANG) != 0 },
+                          interval => 0.05);
     waitpid $pid, 0;
 }
 close $out;
