@@ -5,7 +5,8 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
-use Time::HiRes qw(time sleep);
+use IO::Select;
+use Time::HiRes qw(time);
 
 run_tests(done_testing => 0);
 
@@ -39,7 +40,7 @@ END
             # The server stopped reading us: it must be about to give up.
             $stuck_since //= time;
             last if time - $stuck_since > 5;
-            sleep 0.01;
+            IO::Select->new($ws->socket)->can_write(0.1);
             next;
         }
         $stuck_since = undef;
