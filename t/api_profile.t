@@ -269,6 +269,7 @@ behaviour 'GET /v1/users/{id}: online while one of the user\'s sockets '
             'A connects: online, last_seen null');
     my $da2 = device($a2, 'A2', worker => $w[1]) or return;
     hang_up($da);
+    # What is tested: past the debounce A is still online (A2 is open).
     sleep $DEBOUNCE + 0.5;
     user_is(user($b, $a->{user_id}), $a, '', 1, undef,
             'A\'s first socket closed, A2\'s is open (other worker): '

@@ -167,7 +167,7 @@ behaviour 'the auth message gives ready with the device\'s ids; the '
     is $ws->status, 101, 'handshake';
     ok $ready, 'ready after the auth message' or return diag("got $err");
     ready_ok($ready, $acct, 'auth message');
-    sleep 1.5;
+    sleep 1.5;          # what is tested: past chat_ws_auth_timeout (1s)
     ping_pong($ws, 123, 'after the auth timeout');
     ok $ws->is_open, 'still open';
     is_deeply [$ws->violations], [], 'frames well-formed';
@@ -181,7 +181,7 @@ behaviour 'an Authorization: Bearer header on the upgrade gives ready '
     is $ws->status, 101, 'handshake';
     ok $ready, 'ready, unasked' or return diag("got $err");
     ready_ok($ready, $acct, 'header');
-    sleep 1.5;
+    sleep 1.5;          # what is tested: past chat_ws_auth_timeout (1s)
     ping_pong($ws, 'x', 'after the auth timeout');
 };
 
@@ -249,7 +249,7 @@ behaviour 'no auth within chat_ws_auth_timeout (1s) closes with 4002'
     $t0 = time;
     $ws = ws_connect(path => '/v1/ws');
     $ws->ping('are you there');
-    sleep 0.5;
+    sleep 0.5;          # pings spread over the auth timeout, on purpose
     $ws->ping('still here');
     $took = closes_with($ws, 4002, 'only pings', since => $t0, within => 4);
     ok defined $took && $took <= 2.5, 'pings do not count as auth';

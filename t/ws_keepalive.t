@@ -102,7 +102,7 @@ END
     is $ws->status, 101, 'handshake';
     my $ok = 1;
     for my $i (1 .. 6) {
-        sleep 0.6;
+        sleep 0.6;      # paced on purpose: 3.6s in all, past the timeout
         $ws->send_text("tick $i");
         my $m = $ws->recv_message(2);
         $ok &&= $m && $m->{type} eq 'text' && $m->{data} eq "tick $i";
@@ -160,6 +160,7 @@ location /echo {
     chat_ws_idle_timeout 2s;
 }
 --- ws_send eval
+# paced on purpose: pings 0.6s apart, 3.6s in all, past the idle timeout
 [(map { ([sleep => 0.6], [ping => "k$_"], [expect => pong => "k$_"]) } 1 .. 6),
  [text => "alive after 3.6s"]]
 --- ws_expect eval

@@ -46,7 +46,7 @@ is_deeply [sort keys %sent], [map { "burst-$_" } 1 .. 3],
 is_deeply [sort keys %limited], [map { "burst-$_" } 4, 5],
           'the 4th and 5th get rate_limited';
 
-sleep 1.1;
+sleep 1.1;          # what is tested: the bucket refills with time (2r/s)
 my $ev = ws_chat_send_wait($ws, 5, id => 'later', chat_id => $chat,
                            text => 'after a second');
 is $ev && $ev->{type}, 'sent', 'a second later the bucket has refilled';
