@@ -10,8 +10,7 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
-use B ();
-use Time::HiRes qw(time sleep);
+use Test::Chat::JSON qw(json_int_ok json_string_ok now_ms);
 
 binmode Test::More->builder->$_, ':encoding(UTF-8)'
     for qw(output failure_output todo_output);
@@ -73,33 +72,11 @@ sub behaviour {
     };
 }
 
-sub now_ms { int(time * 1000) }
-
-sub is_json_string {
-    my ($v, $name) = @_;
-    local $Test::Builder::Level = $Test::Builder::Level + 1;
-    my $f = defined $v && !ref $v ? B::svref_2object(\$v)->FLAGS : 0;
-    ok(defined $v && !ref $v && ($f & B::SVp_POK)
-       && !($f & (B::SVp_IOK | B::SVp_NOK)) && length $v,
-       "$name is a non-empty JSON string")
-        or diag('got ' . (defined $v ? "'$v'" : 'null/absent'));
-}
-
-sub is_json_int {
-    my ($v, $name) = @_;
-    local $Test::Builder::Level = $Test::Builder::Level + 1;
-    my $f = defined $v && !ref $v ? B::svref_2object(\$v)->FLAGS : 0;
-    ok(defined $v && !ref $v && ($f & (B::SVp_IOK | B::SVp_NOK))
-       && !($f & B::SVp_POK) && $v =~ /^-?\d+$/,
-       "$name is a JSON integer")
-        or diag('got ' . (defined $v ? "'$v'" : 'null/absent'));
-}
-
 # Epoch milliseconds between two local clock readings (one minute of slack).
 sub is_epoch_ms {
     my ($v, $t0, $t1, $name) = @_;
     local $Test::Builder::Level = $Test::Builder::Level + 1;
-    is_json_int($v, $name);
+    json_int_ok($v, $name);
     ok(defined $v && $v =~ /^\d+$/ && $v >= $t0 - 60_000
        && $v <= $t1 + 60_000, "$name is now, in epoch milliseconds")
         or diag("got " . ($v // 'undef') . ", local clock says $t0..$t1");
@@ -161,10 +138,10 @@ behaviour 'register: 202 with expires_in 300 and a 6-digit dev_code, '
     my $mark = error_log_mark();
     my $r = register($mobile);
     api_ok($r, 202, 'POST /v1/register') or return;
-    is_json_int($r->{json}{expires_in}, 'expires_in');
+    json_int_ok($r->{json}{expires_in}, 'expires_in');
     is $r->{json}{expires_in}, 300, 'expires_in is 300';
     my $code = dev_code($r);
-    is_json_string($code, 'dev_code');
+    json_string_ok($code, 'dev_code');
     like $code // '', qr/^\d{6}\z/, 'dev_code is 6 digits';
     my $log = error_log_since($mark);
     my @lines = grep { index($_, $code // 'none') >= 0 } split /\n/, $log;
@@ -262,13 +239,13 @@ behaviour 'verify: the first verify creates the user and answers its ids '
     my $v = verify($m, dev_code($r), 'first phone');
     my $t1 = now_ms();
     api_ok($v, 200, 'verify') or return;
-    is_json_string($v->{json}{$_}, $_) for qw(user_id device_id token);
+    json_string_ok($v->{json}{$_}, $_) for qw(user_id device_id token);
     token_ok($v->{json}{token}, 'verify');
 
     my $me = me($v->{json}{token});
     api_ok($me, 200, 'GET /v1/me with the token') or return;
     is $me->{json}{user_id}, $v->{json}{user_id}, 'me: the same user_id';
-    is_json_string($me->{json}{user_id}, 'me: user_id');
+    json_string_ok($me->{json}{user_id}, 'me: user_id');
     is $me->{json}{mobile}, $m, 'me: the verified mobile';
     is_epoch_ms($me->{json}{created_at}, $t0, $t1, 'me: created_at');
 
@@ -449,8 +426,8 @@ behaviour 'link-code then link adds a device to the code\'s user; a code '
     my $r = api_request(POST => '/v1/devices/link-code',
                         token => $acct->{token});
     api_ok($r, 200, 'link-code') or return;
-    is_json_string($r->{json}{code}, 'code');
-    is_json_int($r->{json}{expires_in}, 'expires_in');
+    json_string_ok($r->{json}{code}, 'code');
+    json_int_ok($r->{json}{expires_in}, 'expires_in');
     is $r->{json}{expires_in}, 120, 'expires_in is 120';
     my $code = $r->{json}{code};
 
@@ -458,7 +435,7 @@ behaviour 'link-code then link adds a device to the code\'s user; a code '
                         body => { code => $code, device_name => 'laptop' });
     api_ok($l, 200, 'link (no token needed)') or return;
     is $l->{json}{user_id}, $acct->{user_id}, "the code's user";
-    is_json_string($l->{json}{device_id}, 'device_id');
+    json_string_ok($l->{json}{device_id}, 'device_id');
     isnt $l->{json}{device_id}, $acct->{device_id}, 'a new device';
     token_ok($l->{json}{token}, 'link');
     my $me = me($l->{json}{token});
@@ -532,8 +509,8 @@ behaviour 'GET /v1/devices lists the caller\'s devices, times in epoch '
               'exactly the two devices of the caller';
     for my $d (@$devs) {
         my $n = $d->{name} // 'unnamed';
-        is_json_string($d->{device_id}, "$n: device_id");
-        is_json_string($d->{name}, "$n: name");
+        json_string_ok($d->{device_id}, "$n: device_id");
+        json_string_ok($d->{name}, "$n: name");
         is_epoch_ms($d->{added_at}, $t0, $t1, "$n: added_at");
         ok exists $d->{last_seen}, "$n: last_seen is present";
         is_epoch_ms($d->{last_seen}, $t0, now_ms(), "$n: last_seen")
@@ -647,7 +624,7 @@ behaviour 'GET /v1/users/lookup finds a user by mobile, else 404' => sub {
                         token => $acct->{token});
     api_ok($r, 200, "lookup $dev->{mobile}") or return;
     is $r->{json}{user_id}, $dev->{user_id}, "... is the other user";
-    is_json_string($r->{json}{user_id}, 'user_id');
+    json_string_ok($r->{json}{user_id}, 'user_id');
 
     (my $self = $acct->{mobile}) =~ s/\+/%2B/;
     $r = api_request(GET => "/v1/users/lookup?mobile=$self",

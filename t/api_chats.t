@@ -12,9 +12,8 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
-use B ();
 use JSON::PP ();
-use Time::HiRes qw(time);
+use Test::Chat::JSON qw(is_json_int is_json_string now_ms);
 
 binmode Test::More->builder->$_, ':encoding(UTF-8)'
     for qw(output failure_output todo_output);
@@ -74,22 +73,6 @@ sub behaviour {
                         error_log => $o{error_log},
                         no_error_log => $o{no_error_log} // ['[error]']);
     };
-}
-
-sub now_ms { int(time * 1000) }
-
-sub json_string_ok {
-    my ($v) = @_;
-    my $f = defined $v && !ref $v ? B::svref_2object(\$v)->FLAGS : 0;
-    return defined $v && !ref $v && ($f & B::SVp_POK)
-           && !($f & (B::SVp_IOK | B::SVp_NOK)) && length $v;
-}
-
-sub json_int_ok {
-    my ($v) = @_;
-    my $f = defined $v && !ref $v ? B::svref_2object(\$v)->FLAGS : 0;
-    return defined $v && !ref $v && ($f & (B::SVp_IOK | B::SVp_NOK))
-           && !($f & B::SVp_POK) && $v =~ /^\d+$/;
 }
 
 
@@ -159,7 +142,7 @@ sub chat_is {
         push @why, 'not an object';
     } else {
         push @why, 'chat_id is not a JSON string of digits'
-            unless json_string_ok($chat->{chat_id})
+            unless is_json_string($chat->{chat_id})
                    && $chat->{chat_id} =~ /^[1-9]\d*$/;
         push @why, 'type is ' . ($chat->{type} // 'absent')
             unless ($chat->{type} // '') =~ /^(direct|group)$/;
@@ -169,13 +152,14 @@ sub chat_is {
         for my $m (@{ ref $chat->{members} eq 'ARRAY'
                       ? $chat->{members} : [] }) {
             push @why, 'a member is not {"user_id","role"}'
-                unless ref $m eq 'HASH' && json_string_ok($m->{user_id})
+                unless ref $m eq 'HASH' && is_json_string($m->{user_id})
+                       && length $m->{user_id}
                        && ($m->{role} // '') =~ /^(admin|member)$/;
         }
         push @why, 'last_seq is not a JSON integer'
-            unless json_int_ok($chat->{last_seq});
+            unless is_json_int($chat->{last_seq});
         push @why, 'created_at is not epoch milliseconds of now'
-            unless json_int_ok($chat->{created_at})
+            unless is_json_int($chat->{created_at})
                    && abs($chat->{created_at} - now_ms()) < 300_000;
         for my $k (sort keys %want) {
             my $got = $k eq 'roles' ? roles($chat) : $chat->{$k};

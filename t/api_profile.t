@@ -14,6 +14,7 @@ use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
 use Test::Chat::Delivery qw(:serve :devices);
+use Test::Chat::JSON qw(json_type ms);
 use JSON::PP ();
 use Time::HiRes qw(time sleep);
 
@@ -38,8 +39,6 @@ serve(defaults => 1,
 my $NOBODY = '9223372036854775807';
 
 my $JSON = JSON::PP->new->canonical->allow_nonref;
-
-sub ms { int($_[0] * 1000) }
 
 sub me {
     my ($acct) = @_;
@@ -68,8 +67,7 @@ sub privacy {
 # What a decoded JSON value was on the wire: null, bool, string, int...
 sub types {
     my ($h) = @_;
-    return { map { $_ => Test::Chat::Delivery::_json_type($h->{$_}) }
-             keys %$h };
+    return { map { $_ => json_type($h->{$_}) } keys %$h };
 }
 
 # One assertion: $r is 200 with exactly {"user_id","about","online",

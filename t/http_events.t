@@ -18,7 +18,7 @@ use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
 use Test::Chat::Delivery qw(:all);
-use B ();
+use Test::Chat::JSON qw(json_type ms);
 use IO::Select;
 use IO::Socket::INET;
 use JSON::PP ();
@@ -66,8 +66,6 @@ END { nginx_stop() if nginx_running() }
 my $JSON = JSON::PP->new->canonical->allow_nonref;
 my $JSON_BYTES = JSON::PP->new->utf8->canonical->allow_nonref;
 
-sub ms { int($_[0] * 1000) }
-
 # The chat_connections gauge (chat sessions open, the fallback's too).
 sub connections {
     my $r = http_request("GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n");
@@ -84,20 +82,6 @@ sub show {
                                            grep { !/^_/ } keys %$o } : $o };
     return $JSON->encode([map { $strip->($_) } @$v]) if ref $v eq 'ARRAY';
     return $JSON->encode($strip->($v));
-}
-
-# What a decoded JSON value was on the wire: null, bool, array, hash,
-# string, int or number. Read it before anything uses the value as a
-# string (a hash key, a regex, an interpolation): that caches a string in
-# it and it would look like a JSON string.
-sub json_type {
-    my $v = $_[0];
-    return 'null' unless defined $v;
-    return JSON::PP::is_bool($v) ? 'bool' : lc ref $v if ref $v;
-    my $f = B::svref_2object(\$v)->FLAGS;
-    my $num = $f & (B::SVp_IOK | B::SVp_NOK);
-    return 'string' if ($f & B::SVp_POK) && !$num;
-    return $num && !($f & B::SVp_POK) && $v =~ /^-?\d+$/ ? 'int' : 'number';
 }
 
 # The object without the keys this file adds (_types, _canon, _at...), as

@@ -10,7 +10,7 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
-use B ();
+use Test::Chat::JSON qw(is_json_int is_json_string now_ms);
 use Time::HiRes qw(time sleep);
 
 plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
@@ -58,22 +58,6 @@ sub behaviour {
         check_error_log(name => $name, since => $mark,
                         no_error_log => $o{no_error_log} // ['[error]']);
     };
-}
-
-sub now_ms { int(time * 1000) }
-
-sub is_json_string {
-    my ($v) = @_;
-    my $f = defined $v && !ref $v ? B::svref_2object(\$v)->FLAGS : 0;
-    return defined $v && ($f & B::SVp_POK)
-           && !($f & (B::SVp_IOK | B::SVp_NOK));
-}
-
-sub is_json_int {
-    my ($v) = @_;
-    my $f = defined $v && !ref $v ? B::svref_2object(\$v)->FLAGS : 0;
-    return defined $v && ($f & (B::SVp_IOK | B::SVp_NOK))
-           && !($f & B::SVp_POK) && $v =~ /^\d+$/;
 }
 
 sub show {

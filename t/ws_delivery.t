@@ -15,6 +15,7 @@ use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
 use Test::Chat::Delivery qw(:all);
+use Test::Chat::JSON qw(is_json_int);
 use Time::HiRes qw(time sleep);
 
 plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '

@@ -16,6 +16,7 @@ use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
 use Test::Chat::Delivery qw(:devices chat_http_config chat_locations);
+use Test::Chat::JSON qw(ms);
 use JSON::PP ();
 use List::Util qw(max);
 use Time::HiRes qw(time sleep);
@@ -113,8 +114,6 @@ sub named_users {
     $NAME{ $_->{user_id} } = $_->{name} for @u;
     return @u;
 }
-
-sub ms { int($_[0] * 1000) }
 
 sub live { my %s; [grep { $_ && !$_->{dead} && !$s{$_}++ } @_] }
 

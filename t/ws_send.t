@@ -12,7 +12,8 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
-use Test::Chat::Delivery qw(:serve :json);
+use Test::Chat::Delivery qw(:serve);
+use Test::Chat::JSON qw(is_json_int is_json_string now_ms);
 use B ();
 use Time::HiRes qw(time sleep);
 
@@ -35,15 +36,6 @@ sub http_config {
 serve(defaults => 1, http_config => http_config());
 
 my $T = 10;         # bound of every wait, in seconds
-
-sub now_ms { int(time * 1000) }
-
-sub is_json_string {
-    my ($v) = @_;
-    my $f = defined $v && !ref $v ? B::svref_2object(\$v)->FLAGS : 0;
-    return defined $v && ($f & B::SVp_POK)
-           && !($f & (B::SVp_IOK | B::SVp_NOK));
-}
 
 # Two users who share a direct chat: A and B connected; returns
 # (A, B, chat_id, A's socket, B's socket) or ().

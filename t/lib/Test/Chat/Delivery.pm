@@ -11,12 +11,13 @@ use warnings;
 
 use Carp ();
 use Exporter qw(import);
-use B ();
 use JSON::PP ();
 use IO::Select;
 use List::Util qw(min);
 use Test::More ();
 use Time::HiRes qw(time sleep);
+
+use Test::Chat::JSON qw(json_type is_json_int);
 
 # No import: Test::Chat::Nginx's import names the package its data-driven
 # blocks run in, and that is the suite's, not this one.
@@ -36,12 +37,11 @@ our @EXPORT_OK;
 our %EXPORT_TAGS = (
     serve => [qw(chat_http_config chat_locations chat_media_locations
                  chat_blob_dir serve behaviour)],
-    json => [qw(is_json_int)],
     devices => [qw(%MSGS $T device record send_msg ack pump send_ok
                    got_seq own_seqs caught_up got_list want_list stream_ok
                    sends_in_order_ok quiet_ok hang_up no_errors_ok ranges
                    ranges_in_order direct_chat group_chat users
-                   users_across_hosts host_port host_workers is_json_int)],
+                   users_across_hosts host_port host_workers)],
 );
 @EXPORT_OK = do { my %s; grep { !$s{$_}++ } map { @$_ } values %EXPORT_TAGS };
 $EXPORT_TAGS{all} = [@EXPORT_OK];
@@ -144,26 +144,6 @@ sub behaviour {
 # ---------------------------------------------------------------------------
 # Small things.
 
-# 'null', 'bool', 'array', 'hash', 'string', 'int' or 'number': what a
-# decoded JSON value was on the wire
-sub _json_type {
-    return 'null' unless defined $_[0];
-    return JSON::PP::is_bool($_[0]) ? 'bool' : lc ref $_[0] if ref $_[0];
-    my $f = B::svref_2object(\$_[0])->FLAGS;
-    my $num = $f & (B::SVp_IOK | B::SVp_NOK);
-    return 'string' if ($f & B::SVp_POK) && !$num;
-    my $v = $_[0];      # a match on the value itself would make it a string
-    return $num && !($f & B::SVp_POK) && $v =~ /^-?\d+$/ ? 'int'
-                                                         : 'number';
-}
-
-sub is_json_int {
-    my ($v) = @_;
-    my $f = defined $v && !ref $v ? B::svref_2object(\$v)->FLAGS : 0;
-    return defined $v && ($f & (B::SVp_IOK | B::SVp_NOK))
-           && !($f & B::SVp_POK) && $v =~ /^\d+$/;
-}
-
 sub _runs {
     my ($max, @n) = @_;
     my @r;
@@ -233,7 +213,7 @@ sub record {
         # in $d->{receipts}, $d->{presences} and $d->{profiles} for the
         # suites about them, with the JSON types of the fields as decoded
         # (_types), whether it came before "synced" (_sync), and when (_at)
-        $ev->{_types} = { map { $_ => _json_type($ev->{$_}) } keys %$ev };
+        $ev->{_types} = { map { $_ => json_type($ev->{$_}) } keys %$ev };
         $ev->{_sync} = $d->{synced} ? 0 : 1;
         $ev->{_at} = time;
         push @{ $d->{ $kept{$t} } }, $ev;
@@ -583,7 +563,8 @@ the chat suites
 
 Load it after L<Test::Chat::Nginx> (which gives the suite Test::More and
 the nginx, API and WebSocket helpers). Nothing is exported unless asked
-for; the tags are C<:serve>, C<:json>, C<:devices> and C<:all>.
+for; the tags are C<:serve>, C<:devices> and C<:all>. The JSON types of
+what devices are sent are L<Test::Chat::JSON>'s.
 
 =head1 NGINX (C<:serve>)
 
@@ -628,17 +609,6 @@ settings; "nginx starts" fails when it cannot), then C<check_error_log>
 on what the subtest wrote to the error log: C<error_log> must be there,
 C<no_error_log> (default C<[error]>) must not, and no alert, crit, emerg
 or crash.
-
-=back
-
-=head1 JSON (C<:json>)
-
-=over
-
-=item is_json_int($v)
-
-True when C<$v> was decoded from a JSON integer (a number, not a string,
-of digits only).
 
 =back
 
