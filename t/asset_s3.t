@@ -24,13 +24,6 @@ plan skip_all => 'no node, or t/node/node_modules/s3rver (npm install in '
                  . 't/node)'
     unless -d 't/node/node_modules/s3rver' && `node --version 2>/dev/null`;
 
-sub free_port {
-    my $probe = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
-                                      LocalPort => 0, Listen => 1)
-        or die "no port: $!";
-    return $probe->sockport;
-}
-
 my $dir = tempdir(CLEANUP => 1);
 mkdir "$dir/store";
 my @PIDS;
