@@ -11,6 +11,7 @@ use warnings;
 
 use Carp ();
 use Exporter qw(import);
+use File::Basename ();
 use JSON::PP ();
 use IO::Select;
 use List::Util qw(min);
@@ -28,6 +29,7 @@ BEGIN {
     *{$_} = \&{"Test::Chat::Nginx::$_"}
         for qw(port port2 nginx_start nginx_running error_log_mark
                check_error_log with_nginx2 nginx2_port nginx2_port2
+               nginx2_start
                nginx_worker_pids ws_chat_auth ws_chat_event ws_chat_send
                ws_chat_show ws_worker_pid api_chat_create api_signup
                servroot);
@@ -83,27 +85,36 @@ location /blob/ {
 END
 }
 
+# PostgreSQL and Redis outlive a suite: by default a Redis prefix of the
+# suite's own, "t_<suite>_<pid>:".
 sub chat_http_config {
     my (%o) = @_;
-    defined $o{prefix} or Carp::croak('chat_http_config: prefix is missing');
+    my $prefix = $o{prefix}
+                 // 't_' . File::Basename::basename($0, '.t') . "_$$:";
     my $c = <<"END" . ($o{extra} // '');
 chat_postgres "\$TEST_NGINX_PG_DSN";
 chat_redis \$TEST_NGINX_REDIS;
 chat_dev_codes on;
-chat_redis_prefix "$o{prefix}";
+chat_redis_prefix "$prefix";
 END
     $c .= <<"END" if $o{port2};
 
 server {
     listen 127.0.0.1:\$TEST_NGINX_PORT2 reuseport;
-$LOCATIONS
+${\ ($o{locations} // $LOCATIONS)}
 }
 END
     return $c;
 }
 
 my %DEFAULTS;
-my $STARTED = '';
+my %STARTED;        # host => the configuration it runs
+
+# The sub's value, with Test::Chat::Nginx pointed at host 1 or 2.
+sub _on_host {
+    my ($host, $code) = @_;
+    return $host == 2 ? with_nginx2($code) : $code->();
+}
 
 sub serve {
     my (%c) = @_;
@@ -111,15 +122,17 @@ sub serve {
         %DEFAULTS = %c;
         return 1;
     }
+    my $host = delete $c{host} // 1;
     %c = (%DEFAULTS, %c);
     defined $c{http_config} or Carp::croak('serve: no http_config');
     $c{config} //= $LOCATIONS;
     $c{workers} //= 2;
     my $key = join "\0", map { "$_=$c{$_}" } sort keys %c;
-    return 1 if $key eq $STARTED && nginx_running();
-    $STARTED = '';
-    nginx_start(%c) or return 0;
-    $STARTED = $key;
+    return 1 if ($STARTED{$host} // '') eq $key
+                && _on_host($host, sub { nginx_running() });
+    $STARTED{$host} = '';
+    ($host == 2 ? nginx2_start(%c) : nginx_start(%c)) or return 0;
+    $STARTED{$host} = $key;
     return 1;
 }
 
@@ -127,16 +140,31 @@ sub behaviour {
     my ($name, @rest) = @_;
     my $code = pop @rest;
     my %o = @rest;
+    my @hosts = 1 .. ($o{hosts} // 1);
     Test::More::subtest($name => sub {
-        unless (serve(%{ $o{nginx} || {} })) {
-            Test::More::fail('nginx starts');
-            return;
+        for my $h (@hosts) {
+            my $ok = serve(%{ $o{nginx} || {} }, host => $h);
+            if (@hosts > 1) {
+                Test::More::ok($ok, "host $h (nginx $h) runs") or return;
+            } elsif (!$ok) {
+                Test::More::fail('nginx starts');
+                return;
+            }
         }
-        my $mark = error_log_mark();
+        my %mark = map { my $h = $_; ($h => _on_host($h, sub {
+                                          error_log_mark() })) } @hosts;
         $code->();
-        check_error_log(name => $name, since => $mark,
-                        error_log => $o{error_log},
-                        no_error_log => $o{no_error_log} // ['[error]']);
+        for my $h (@hosts) {
+            _on_host($h, sub {
+                check_error_log(name => @hosts > 1 ? "$name (host $h)"
+                                                   : $name,
+                                since => $mark{$h},
+                                error_log => $h == 1 ? $o{error_log}
+                                                     : undef,
+                                no_error_log => $o{no_error_log}
+                                                // ['[error]']);
+            });
+        }
     });
 }
 
@@ -582,33 +610,37 @@ the local blob store (C</blob/>: C<asset_blob>, C<dav_methods PUT>, 1m
 bodies) in the server root; C<chat_blob_dir()> is that store's directory,
 made writable by the workers, where an object's file is its media id.
 
-=item chat_http_config(prefix => $p, extra => $text, port2 => 1)
+=item chat_http_config(prefix => $p, extra => $t, port2 => 1, locations => $l)
 
 The http-level directives: C<chat_postgres>, C<chat_redis>,
 C<chat_dev_codes on> and C<chat_redis_prefix $p> (PostgreSQL and Redis
-outlive a suite: a prefix of its own), then C<$text> as it is (more
-directives). With C<port2>, a second server on C<$TEST_NGINX_PORT2> with
-C<reuseport> and the same locations: each worker has a listening socket of
-its own there, so a socket can be placed on either worker (see C<device>'s
-C<worker>).
+outlive a suite: a prefix of its own, by default "t_", the suite's name,
+"_", its pid and ":"), then C<$t> as it is (more directives). With C<port2>, a second server
+on C<$TEST_NGINX_PORT2> with C<reuseport> and the same locations (or
+C<$l>): each worker has a listening socket of its own there, so a
+socket can be placed on either worker (see C<device>'s C<worker>).
 
-=item serve(%config)
+=item serve(%config, host => 2)
 
 Starts nginx (C<nginx_start>) unless it already runs with this
 configuration; returns true when it runs. C<%config> is C<nginx_start>'s,
 over the defaults; C<config> defaults to C<chat_locations()> and
 C<workers> to 2. C<serve(defaults =E<gt> 1, %config)> only sets the
-defaults (a suite's C<http_config>, say).
+defaults (a suite's C<http_config>, say). With C<host =E<gt> 2>, the same
+for L<Test::Chat::Nginx>'s second instance (C<nginx2_start>), another host
+of the deployment.
 
 =item behaviour $name, %options, sub { ... }
 
-Options: C<nginx =E<gt> {...}>, C<error_log>, C<no_error_log>.
+Options: C<nginx =E<gt> {...}>, C<hosts =E<gt> 2>, C<error_log>,
+C<no_error_log>.
 
 A subtest named C<$name> on a running nginx (C<serve> with C<nginx>'s
-settings; "nginx starts" fails when it cannot), then C<check_error_log>
-on what the subtest wrote to the error log: C<error_log> must be there,
-C<no_error_log> (default C<[error]>) must not, and no alert, crit, emerg
-or crash.
+settings; "nginx starts" fails when it cannot; with C<hosts =E<gt> 2> on
+both hosts, one assertion each that it runs), then C<check_error_log> on
+what the subtest wrote to the error log (of each host): C<error_log> must
+be there (host 1's), C<no_error_log> (default C<[error]>) must not, and
+no alert, crit, emerg or crash.
 
 =back
 
