@@ -10,6 +10,7 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
+use Test::Chat::Delivery qw(:serve);
 use Test::Chat::JSON qw(json_int_ok json_string_ok now_ms);
 
 binmode Test::More->builder->$_, ':encoding(UTF-8)'
@@ -19,58 +20,13 @@ plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
                  . 'scripts/test.sh)'
     unless $ENV{CHAT_PG_DSN} && $ENV{CHAT_REDIS};
 
-# PostgreSQL and Redis outlive this file: a prefix of our own, and numbers
-# from random_mobile().
-my $PREFIX = "t_accounts_$$:";
-
-sub http_config {
-    my ($extra) = @_;
-    return <<"END" . ($extra // '');
-chat_postgres "\$TEST_NGINX_PG_DSN";
-chat_redis \$TEST_NGINX_REDIS;
-chat_redis_prefix "$PREFIX";
-chat_dev_codes on;
-END
-}
-
+# PostgreSQL and Redis outlive this file: a prefix of our own
+# (chat_http_config's), and numbers from random_mobile().
 my $CONFIG = <<'END';
 location /v1/ { chat_api; }
 location = /v1/ws { chat_ws; chat_ws_auth_timeout 1s; }
 END
-
-my $STARTED = '';
-
-# Starts nginx unless it already runs with this configuration.
-sub serve {
-    my (%c) = @_;
-    $c{http_config} //= http_config();
-    $c{config} //= $CONFIG;
-    $c{workers} //= 2;
-    my $key = join "\0", map { "$_=$c{$_}" } sort keys %c;
-    return 1 if $key eq $STARTED && nginx_running();
-    $STARTED = '';
-    nginx_start(%c) or return 0;
-    $STARTED = $key;
-    return 1;
-}
-
-# A subtest that also checks the error log written during it.
-sub behaviour {
-    my ($name, @rest) = @_;
-    my $code = pop @rest;
-    my %o = @rest;
-    subtest $name => sub {
-        unless (serve(%{ $o{nginx} || {} })) {
-            fail('nginx starts');
-            return;
-        }
-        my $mark = error_log_mark();
-        $code->();
-        check_error_log(name => $name, since => $mark,
-                        error_log => $o{error_log},
-                        no_error_log => $o{no_error_log} // ['[error]']);
-    };
-}
+serve(defaults => 1, http_config => chat_http_config(), config => $CONFIG);
 
 # Epoch milliseconds between two local clock readings (one minute of slack).
 sub is_epoch_ms {
@@ -720,7 +676,8 @@ behaviour 'bodies over the default 16k get 413 too_large' => sub {
 };
 
 behaviour 'chat_api_max_body_size 1k: 1.5k gets 413, 900 bytes pass',
-    nginx => { http_config => http_config("chat_api_max_body_size 1k;\n") },
+    nginx => { http_config => chat_http_config(
+                   extra => "chat_api_max_body_size 1k;\n") },
     sub {
     my $m = random_mobile();
     api_error_is(api_request(POST => '/v1/register',
@@ -736,7 +693,8 @@ behaviour 'chat_api_max_body_size 1k: 1.5k gets 413, 900 bytes pass',
 
 behaviour 'chat_max_devices 2: a third device gets 409 conflict, by '
           . 'verify and by link; unlinking one frees the slot',
-    nginx => { http_config => http_config("chat_max_devices 2;\n") },
+    nginx => { http_config => chat_http_config(
+                   extra => "chat_max_devices 2;\n") },
     sub {
     my $acct = api_signup(device_name => 'one') or return;
     my $dev = api_link_device($acct, device_name => 'two') or return;
@@ -772,7 +730,8 @@ behaviour 'chat_max_devices 2: a third device gets 409 conflict, by '
 # ------------------------------------------------- dev codes and SMS relay
 
 behaviour 'chat_dev_codes off: register answers without dev_code',
-    nginx => { http_config => http_config() =~ s/chat_dev_codes on;/chat_dev_codes off;/r },
+    nginx => { http_config => chat_http_config()
+                              =~ s/chat_dev_codes on;/chat_dev_codes off;/r },
     sub {
     my $r = register(random_mobile());
     api_ok($r, 202, 'register');
@@ -784,7 +743,7 @@ behaviour 'chat_dev_codes off: register answers without dev_code',
 behaviour 'chat_sms_relay: the number and code are passed to the relay '
           . 'location',
     nginx => {
-        http_config => http_config(<<'END'),
+        http_config => chat_http_config(extra => <<'END'),
 chat_sms_relay /sms;
 log_subrequest on;
 log_format sms '$request_method $request_uri args=$args body=$request_body';

@@ -12,6 +12,7 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
+use Test::Chat::Delivery qw(:serve);
 use JSON::PP ();
 use Test::Chat::JSON qw(is_json_int is_json_string now_ms);
 
@@ -22,58 +23,14 @@ plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
                  . 'scripts/test.sh)'
     unless $ENV{CHAT_PG_DSN} && $ENV{CHAT_REDIS};
 
-my $PREFIX = "t_chats_$$:";
-
 # No user has this id: the largest bigint.
 my $NOBODY = '9223372036854775807';
-
-sub http_config {
-    my ($extra) = @_;
-    return <<"END" . ($extra // '');
-chat_postgres "\$TEST_NGINX_PG_DSN";
-chat_redis \$TEST_NGINX_REDIS;
-chat_redis_prefix "$PREFIX";
-chat_dev_codes on;
-END
-}
 
 my $CONFIG = <<'END';
 location /v1/ { chat_api; }
 location = /v1/ws { chat_ws; chat_ws_auth_timeout 1s; }
 END
-
-my $STARTED = '';
-
-sub serve {
-    my (%c) = @_;
-    $c{http_config} //= http_config();
-    $c{config} //= $CONFIG;
-    $c{workers} //= 2;
-    my $key = join "\0", map { "$_=$c{$_}" } sort keys %c;
-    return 1 if $key eq $STARTED && nginx_running();
-    $STARTED = '';
-    nginx_start(%c) or return 0;
-    $STARTED = $key;
-    return 1;
-}
-
-# A subtest that also checks the error log written during it.
-sub behaviour {
-    my ($name, @rest) = @_;
-    my $code = pop @rest;
-    my %o = @rest;
-    subtest $name => sub {
-        unless (serve(%{ $o{nginx} || {} })) {
-            fail('nginx starts');
-            return;
-        }
-        my $mark = error_log_mark();
-        $code->();
-        check_error_log(name => $name, since => $mark,
-                        error_log => $o{error_log},
-                        no_error_log => $o{no_error_log} // ['[error]']);
-    };
-}
+serve(defaults => 1, http_config => chat_http_config(), config => $CONFIG);
 
 
 # ------------------------------------------------------------------ helpers
@@ -709,7 +666,8 @@ behaviour 'the last admin leaving makes the longest-standing member admin; '
 
 behaviour 'chat_max_group_size 3: a 4th member is 409 conflict, by create '
           . 'and by add',
-    nginx => { http_config => http_config("chat_max_group_size 3;\n") },
+    nginx => { http_config => chat_http_config(
+                   extra => "chat_max_group_size 3;\n") },
     sub {
     my ($ann, $bob, $cat, $dan) = map { signup($_) } qw(a b c d);
     return fail('sign up') if grep { !$_ } $ann, $bob, $cat, $dan;
@@ -739,13 +697,14 @@ behaviour 'chat_max_group_size 3: a 4th member is 409 conflict, by create '
 behaviour 'chat_max_group_size takes a positive number' => sub {
     for my $v ('0', '-1', 'many') {
         my ($ok, $out) = nginx_test_config(
-            http_config => http_config("chat_max_group_size $v;\n"),
+            http_config => chat_http_config(
+                extra => "chat_max_group_size $v;\n"),
             config => $CONFIG);
         ok !$ok, "chat_max_group_size $v is refused";
         like $out, qr/chat_max_group_size/, '... naming the directive';
     }
     my ($ok, $out) = nginx_test_config(
-        http_config => http_config("chat_max_group_size 1;\n"),
+        http_config => chat_http_config(extra => "chat_max_group_size 1;\n"),
         config => $CONFIG);
     ok $ok, 'chat_max_group_size 1 is fine' or diag($out);
 };

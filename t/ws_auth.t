@@ -10,14 +10,13 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
+use Test::Chat::Delivery qw(:serve);
 use Test::Chat::JSON qw(is_json_int is_json_string now_ms);
 use Time::HiRes qw(time sleep);
 
 plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
                  . 'scripts/test.sh)'
     unless $ENV{CHAT_PG_DSN} && $ENV{CHAT_REDIS};
-
-my $PREFIX = "t_ws_auth_$$:";
 
 my $LOCATIONS = <<'END';
 location /v1/ { chat_api; }
@@ -27,38 +26,8 @@ END
 # A second server on port2 with reuseport: each worker has its own listening
 # socket there and the kernel spreads connections over them by address, so
 # a handful of sockets lands on both workers.
-my $HTTP = <<"END";
-chat_postgres "\$TEST_NGINX_PG_DSN";
-chat_redis \$TEST_NGINX_REDIS;
-chat_redis_prefix "$PREFIX";
-chat_dev_codes on;
-
-server {
-    listen 127.0.0.1:\$TEST_NGINX_PORT2 reuseport;
-$LOCATIONS
-}
-END
-
-my $STARTED;
-
-sub behaviour {
-    my ($name, @rest) = @_;
-    my $code = pop @rest;
-    my %o = @rest;
-    subtest $name => sub {
-        $STARTED = nginx_start(http_config => $HTTP, config => $LOCATIONS,
-                               workers => 2)
-            unless $STARTED && nginx_running();
-        unless ($STARTED) {
-            fail('nginx starts');
-            return;
-        }
-        my $mark = error_log_mark();
-        $code->();
-        check_error_log(name => $name, since => $mark,
-                        no_error_log => $o{no_error_log} // ['[error]']);
-    };
-}
+serve(defaults => 1, config => $LOCATIONS,
+      http_config => chat_http_config(port2 => 1, locations => $LOCATIONS));
 
 sub show {
     my ($what, @v) = @_;

@@ -9,6 +9,7 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
+use Test::Chat::Delivery qw(:serve);
 
 plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
                  . 'scripts/test.sh)'
@@ -16,20 +17,8 @@ plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
 
 my $T = 10;
 
-sub serve {
-    my ($extra) = @_;
-    return nginx_start(workers => 2, http_config => <<"END" . ($extra // ''),
-chat_postgres "\$TEST_NGINX_PG_DSN";
-chat_redis \$TEST_NGINX_REDIS;
-chat_dev_codes on;
-chat_redis_prefix "t_ws_expiry_$$:";
-END
-        config => <<'END');
-location /v1/ { chat_api; }
-location = /v1/ws { chat_ws; }
-location = /metrics { chat_metrics; }
-END
-}
+serve(defaults => 1, http_config => chat_http_config(),
+      config => chat_locations() . "location = /metrics { chat_metrics; }\n");
 
 # What PostgreSQL still holds of one chat. (The chat_messages_stored
 # gauge counts the whole database, which other files share.)
@@ -105,7 +94,9 @@ subtest 'a group message is deleted after the last of the 5 devices owed '
 
 subtest 'expired messages are swept, and a device that missed them gets '
         . '"expired" in their place' => sub {
-    ok serve("chat_message_ttl 2s;\n"), 'nginx starts with a 2s TTL';
+    ok serve(http_config => chat_http_config(
+                 extra => "chat_message_ttl 2s;\n")),
+       'nginx starts with a 2s TTL';
     my $mark = error_log_mark();
     my ($a, $b, $c) = map { api_signup(device_name => $_) } qw(a b c);
     my $ab = api_chat_create($a, { type => 'direct',

@@ -24,16 +24,9 @@ plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
                  . 'scripts/test.sh)'
     unless $ENV{CHAT_PG_DSN} && $ENV{CHAT_REDIS};
 
-# PostgreSQL and Redis outlive this file: a prefix of our own, and new
-# users (random_mobile) in every behaviour.
-my $PREFIX = "t_ws_send_$$:";
-
-sub http_config {
-    my ($extra) = @_;
-    return chat_http_config(prefix => $PREFIX, extra => $extra);
-}
-
-serve(defaults => 1, http_config => http_config());
+# PostgreSQL and Redis outlive this file: a prefix of our own
+# (chat_http_config's), and new users (random_mobile) in every behaviour.
+serve(defaults => 1, http_config => chat_http_config());
 
 my $T = 10;         # bound of every wait, in seconds
 
@@ -349,7 +342,7 @@ behaviour 'forbidden: sending to a chat one is not a member of, to a '
 
 behaviour 'too_large: text over chat_max_message_size bytes of UTF-8 '
           . '(100 here), refused; 100 bytes are fine' =>
-          nginx => { http_config => http_config(
+          nginx => { http_config => chat_http_config(extra =>
                          "chat_max_message_size 100;\n") } => sub {
     my ($ua, $ub, $chat, $wa, $wb) = pair() or return;
     error_ok($wa, { id => 'big', chat_id => $chat, text => 'x' x 101 },
@@ -378,7 +371,7 @@ behaviour 'too_large: text over chat_max_message_size bytes of UTF-8 '
 behaviour 'unavailable: with PostgreSQL down a send is refused, never '
           . 'answered sent; once it is back sends work and the peer gets '
           . 'exactly the sent ones' =>
-          nginx => { http_config => http_config(
+          nginx => { http_config => chat_http_config(extra =>
                          "chat_postgres_timeout 2s;\n") },
           no_error_log => [] => sub {
     my @env = qw(CHAT_PG_DIR CHAT_PG_PORT);
