@@ -15,7 +15,7 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
-use Test::Chat::Delivery qw(:devices chat_http_config chat_locations);
+use Test::Chat::Delivery qw(:serve :devices);
 use Test::Chat::JSON qw(ms);
 use JSON::PP ();
 use List::Util qw(max);
@@ -29,55 +29,17 @@ my $LEASE = 3;          # chat_presence_lease, seconds
 my $DEBOUNCE = 2;       # chat_presence_debounce, seconds
 
 # PostgreSQL and Redis outlive this file: a prefix of our own (the same on
-# both hosts: one deployment), and new users in every behaviour.
-my $PREFIX = "t_ws_presence_$$:";
-my $HTTP = chat_http_config(prefix => $PREFIX, port2 => 1,
-                            extra => "chat_presence_lease ${LEASE}s;\n"
-                                     . "chat_presence_debounce "
-                                     . "${DEBOUNCE}s;\n");
-my $LOCATIONS = chat_locations();
+# both hosts: one deployment), and new users in every behaviour. Every
+# behaviour runs on both hosts.
+serve(defaults => 1,
+      http_config => chat_http_config(port2 => 1, extra => <<"END"));
+chat_presence_lease ${LEASE}s;
+chat_presence_debounce ${DEBOUNCE}s;
+END
 
 END {
     nginx_stop() if nginx_running();
     nginx2_stop(no_check => 1) if nginx2_running();
-}
-
-
-# ---------------------------------------------------------------------------
-# Hosts and behaviours.
-
-sub hosts_up {
-    my $ok = nginx_running()
-             || nginx_start(http_config => $HTTP, config => $LOCATIONS,
-                            workers => 2);
-    ok $ok, 'host 1 (nginx 1) runs' or return 0;
-    $ok = nginx2_running()
-          || nginx2_start(http_config => $HTTP, config => $LOCATIONS,
-                          workers => 2);
-    ok $ok, 'host 2 (nginx 2) runs' or return 0;
-    return 1;
-}
-
-# behaviour $name, error_log1 => [...], sub { ... }: a subtest on both
-# hosts, then their error logs since: no [error], alert or crash (but
-# what error_log1 expects in host 1's).
-sub behaviour {
-    my ($name, @rest) = @_;
-    my $code = pop @rest;
-    my %o = @rest;
-    subtest $name => sub {
-        hosts_up() or return;
-        my $mark1 = error_log_mark();
-        my $mark2 = with_nginx2(sub { error_log_mark() });
-        $code->();
-        check_error_log(name => "$name (host 1)", since => $mark1,
-                        error_log => $o{error_log1},
-                        no_error_log => ['[error]']);
-        with_nginx2(sub {
-            check_error_log(name => "$name (host 2)", since => $mark2,
-                            no_error_log => ['[error]']);
-        });
-    };
 }
 
 
@@ -256,7 +218,8 @@ behaviour 'W on host 1 watches U: never seen, then online when U connects '
           . 'on host 2, online while one of U\'s devices is connected on '
           . 'any host, offline after the debounce with last_seen when the '
           . 'last socket closed; a watcher subscribing later gets that '
-          . 'at once' => sub {
+          . 'at once',
+          hosts => 2 => sub {
     my ($uw, $uu, $uv) = named_users('W', 'U', 'V') or return;
     my $uu2 = api_link_device($uu, device_name => 'U2') or return;
     direct_chat($uw, $uu) or return;
@@ -303,7 +266,8 @@ behaviour 'W on host 1 watches U: never seen, then online when U connects '
 
 behaviour 'a stranger (no shared chat) cannot be watched: forbidden, and '
           . 'nothing of that subscribe holds; malformed presence '
-          . 'messages get bad_request; one\'s own id may be watched' => sub {
+          . 'messages get bad_request; one\'s own id may be watched',
+          hosts => 2 => sub {
     my ($uw, $uf, $us) = named_users('W', 'F', 'S') or return;
     direct_chat($uw, $uf) or return;
     my $dw = device($uw, 'W', host => 2) or return;
@@ -344,7 +308,8 @@ behaviour 'a stranger (no shared chat) cannot be watched: forbidden, and '
 behaviour "flapping: U closes and comes back within 0.5 s, four times, "
           . "on alternate hosts; with chat_presence_debounce ${DEBOUNCE}s "
           . 'W sees no offline, and no online either; then U goes for '
-          . 'good and W sees it' => sub {
+          . 'good and W sees it',
+          hosts => 2 => sub {
     my ($uw, $uu) = named_users('W', 'U') or return;
     direct_chat($uw, $uu) or return;
     my $dw = device($uw, 'W', host => 2) or return;
@@ -392,7 +357,8 @@ behaviour "flapping: U closes and comes back within 0.5 s, four times, "
 behaviour 'last_seen privacy: B "nobody" is seen with last_seen null; W2 '
           . '"nobody" sees null for everyone; C "everyone" and D '
           . '"contacts" are seen with their last_seen by W1 '
-          . '("everyone"); online is shown to all' => sub {
+          . '("everyone"); online is shown to all',
+          hosts => 2 => sub {
     my ($ub, $uc, $ud, $uw1, $uw2, $uw3)
         = named_users(qw(B C D W1 W2 W3)) or return;
     group_chat($uw1, 'privacy', [$ub, $uc, $ud, $uw2, $uw3]) or return;
@@ -469,7 +435,8 @@ behaviour 'last_seen privacy: B "nobody" is seen with last_seen null; W2 '
 };
 
 behaviour 'unsubscribe stops the events; ids not watched are ignored, '
-          . 'without an answer' => sub {
+          . 'without an answer',
+          hosts => 2 => sub {
     my ($uw, $uu, $ux, $us) = named_users('W', 'U', 'X', 'S') or return;
     direct_chat($uw, $uu) or return;
     direct_chat($uw, $ux) or return;
@@ -506,7 +473,8 @@ behaviour "lease: the worker holding U's only socket on host 1 is killed "
           . "(SIGKILL); W on host 2 sees U offline within "
           . "chat_presence_lease ($LEASE s) and 2 s; U back on the new "
           . 'worker is online again',
-          error_log1 => [qr/worker process \d+ exited on signal 9/] => sub {
+          hosts => 2,
+          error_log => [qr/worker process \d+ exited on signal 9/] => sub {
     my ($uw, $uu) = named_users('W', 'U') or return;
     direct_chat($uw, $uu) or return;
     my $dw = device($uw, 'W', host => 2) or return;

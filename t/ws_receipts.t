@@ -14,10 +14,10 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
-use Test::Chat::Delivery qw(:devices chat_http_config chat_locations);
+use Test::Chat::Delivery qw(:serve :devices);
 use JSON::PP ();
 use List::Util qw(min max);
-use Time::HiRes qw(time sleep);
+use Time::HiRes qw(time);
 
 plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
                  . 'scripts/test.sh)'
@@ -27,55 +27,11 @@ plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
 # both hosts: one deployment), and new users in every behaviour. A second
 # server on port2 with reuseport on each host, so that sockets can be
 # placed on either worker.
-my $PREFIX = "t_ws_receipts_$$:";
-my $HTTP = chat_http_config(prefix => $PREFIX, port2 => 1);
-my $LOCATIONS = chat_locations();
+serve(defaults => 1, http_config => chat_http_config(port2 => 1));
 
 END {
     nginx_stop() if nginx_running();
     nginx2_stop(no_check => 1) if nginx2_running();
-}
-
-
-# ---------------------------------------------------------------------------
-# Hosts and behaviours.
-
-sub host_up {
-    my ($host) = @_;
-    my $ok;
-    if ($host == 1) {
-        $ok = nginx_running()
-              || nginx_start(http_config => $HTTP, config => $LOCATIONS,
-                             workers => 2);
-    } else {
-        $ok = nginx2_running()
-              || nginx2_start(http_config => $HTTP, config => $LOCATIONS,
-                              workers => 2);
-    }
-    ok $ok, "host $host (nginx $host) runs" or return 0;
-    return 1;
-}
-
-# behaviour $name, hosts => 2, sub { ... }: a subtest on host 1 (and host
-# 2), then the error logs of what it did: no [error], alert, crash.
-sub behaviour {
-    my ($name, @rest) = @_;
-    my $code = pop @rest;
-    my %o = @rest;
-    my $hosts = $o{hosts} // 1;
-    subtest $name => sub {
-        host_up(1) or return;
-        if ($hosts == 2) { host_up(2) or return }
-        my $mark1 = error_log_mark();
-        my $mark2 = $hosts == 2 ? with_nginx2(sub { error_log_mark() }) : 0;
-        $code->();
-        check_error_log(name => "$name (host 1)", since => $mark1,
-                        no_error_log => ['[error]']);
-        with_nginx2(sub {
-            check_error_log(name => "$name (host 2)", since => $mark2,
-                            no_error_log => ['[error]']);
-        }) if $hosts == 2;
-    };
 }
 
 
@@ -741,7 +697,8 @@ behaviour 'bad reads: no chat_id, seq 0, "x", -1, 1.5 get bad_request; a '
 
 behaviour 'across two hosts: A on host 1, B reading on host 2; A\'s '
           . 'devices on both hosts get B\'s marks, and B\'s device on '
-          . 'host 1 its read', hosts => 2 => sub {
+          . 'host 1 its read',
+          hosts => 2 => sub {
     my ($ua, $ub) = named_users('A', 'B') or return;
     my $ua2 = api_link_device($ua, device_name => 'A2') or return;
     my $ub2 = api_link_device($ub, device_name => 'B2') or return;

@@ -17,7 +17,7 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
-use Test::Chat::Delivery qw(:devices chat_http_config chat_locations);
+use Test::Chat::Delivery qw(:serve :devices);
 use List::Util qw(max);
 use Time::HiRes qw(time);
 
@@ -27,14 +27,11 @@ plan skip_all => join(', ', @env) . ' must be set (run me through '
     if grep { !$ENV{$_} } @env;
 
 # PostgreSQL and Redis outlive this file: a prefix of our own, and new
-# users (random_mobile) in every behaviour.
-my $PREFIX = "t_ws_redis_outage_$$:";
-
-# A second server on port2 with reuseport: each worker has a listening
-# socket of its own there, so sockets can be placed on either worker.
-my $HTTP = chat_http_config(prefix => $PREFIX, port2 => 1,
-                            extra => "chat_redis_timeout 1s;\n");
-my $LOCATIONS = chat_locations();
+# users (random_mobile) in every behaviour. A second server on port2 with
+# reuseport: each worker has a listening socket of its own there, so
+# sockets can be placed on either worker.
+serve(defaults => 1, http_config => chat_http_config(
+          port2 => 1, extra => "chat_redis_timeout 1s;\n"));
 
 my $HOLD = 4;       # how long Redis stays away, in seconds
 
@@ -52,18 +49,12 @@ sub redis_back {
     $REDIS = 'up';
 }
 
-# A subtest on a running nginx (2 workers); Redis is brought back after it
-# whatever happened. Losing Redis is logged at error level: expected;
-# alert, crit, emerg and crashes never.
-sub behaviour {
-    my ($name, @rest) = @_;
-    my $code = pop @rest;
-    my %o = @rest;
-    subtest $name => sub {
-        my $ok = nginx_running()
-                 || nginx_start(http_config => $HTTP, config => $LOCATIONS,
-                                workers => 2);
-        ok $ok, 'nginx runs' or return;
+# A behaviour that brings Redis back after it, whatever happened, and
+# notes the kinds of [error] lines it logged. Losing Redis is logged at
+# error level: expected; alert, crit, emerg and crashes never.
+sub outage_behaviour {
+    my ($name, $code) = @_;
+    behaviour $name, no_error_log => [], sub {
         my $mark = error_log_mark();
         my $died = !eval { $code->(); 1 };
         my $err = $@;
@@ -71,14 +62,11 @@ sub behaviour {
         fail("died: $err") if $died;
         my @errors = grep { /\[(error|crit|alert|emerg)\]/ }
                      split /\n/, error_log_since($mark);
-        # For the record: the kinds of [error] lines, counted.
         my %kinds;
         $kinds{ s/^\S+ \S+ \[(\w+)\] \d+#\d+: (?:\*\d+ )?/[$1] /r }++
             for @errors;
         note(scalar(@errors) . ' [error] or worse lines in the error log'
              . join('', map { "\n  $kinds{$_} x $_" } sort keys %kinds));
-        check_error_log(name => $name, since => $mark,
-                        no_error_log => $o{no_error_log});
     };
 }
 
@@ -212,9 +200,10 @@ sub outage {
 }
 
 
-behaviour 'Redis stopped mid-conversation: sends are stored and answered; '
-          . 'when it is back every socket reads back what it missed, in '
-          . 'order, once; live delivery works again' => sub {
+outage_behaviour 'Redis stopped mid-conversation: sends are stored and '
+                 . 'answered; when it is back every socket reads back what '
+                 . 'it missed, in order, once; live delivery works again'
+                 => sub {
     outage('stops',
            sub { $REDIS = 'stopped';
                  my $mark = error_log_mark();
@@ -222,9 +211,10 @@ behaviour 'Redis stopped mid-conversation: sends are stored and answered; '
            sub { my $ok = redis_start(); $REDIS = 'up' if $ok; $ok });
 };
 
-behaviour 'Redis hung (SIGSTOP) mid-conversation: sends are stored and '
-          . 'answered; when it resumes every socket reads back what it '
-          . 'missed, in order, once; live delivery works again' => sub {
+outage_behaviour 'Redis hung (SIGSTOP) mid-conversation: sends are stored '
+                 . 'and answered; when it resumes every socket reads back '
+                 . 'what it missed, in order, once; live delivery works '
+                 . 'again' => sub {
     outage('hangs',
            sub { $REDIS = 'paused'; scalar redis_pause() },
            sub { my $n = redis_resume(); $REDIS = 'up'; $n });
