@@ -18,7 +18,7 @@ use List::Util qw(min);
 use Test::More ();
 use Time::HiRes qw(time sleep);
 
-use Test::Chat::JSON qw(json_type is_json_int);
+use Test::Chat::JSON qw(json_type is_json_int now_ms);
 
 # No import: Test::Chat::Nginx's import names the package its data-driven
 # blocks run in, and that is the suite's, not this one.
@@ -32,7 +32,7 @@ BEGIN {
                nginx2_start
                nginx_worker_pids ws_chat_auth ws_chat_event ws_chat_send
                ws_chat_show ws_worker_pid api_chat_create api_signup
-               servroot);
+               servroot api_request api_ok);
 }
 
 our @EXPORT_OK;
@@ -43,7 +43,9 @@ our %EXPORT_TAGS = (
                    got_seq own_seqs caught_up got_list want_list stream_ok
                    sends_in_order_ok quiet_ok hang_up no_errors_ok ranges
                    ranges_in_order direct_chat group_chat users
-                   users_across_hosts host_port host_workers)],
+                   users_across_hosts who host_port host_workers spread
+                   alive settle error_ok set_privacy presences_of
+                   profiles_of presence_ok show_presences)],
 );
 @EXPORT_OK = do { my %s; grep { !$s{$_}++ } map { @$_ } values %EXPORT_TAGS };
 $EXPORT_TAGS{all} = [@EXPORT_OK];
@@ -512,6 +514,136 @@ sub no_errors_ok {
         or Test::More::diag(join "\n", @e[0 .. min(9, $#e)]);
 }
 
+sub spread {
+    my (@accts) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my @w = nginx_worker_pids();
+    my @d;
+    for my $i (0 .. $#accts) {
+        my $d = device($accts[$i], $accts[$i]{name}, port => port2(),
+                       worker => $w[$i % 2]) or return;
+        push @d, $d;
+    }
+    my %on;
+    $on{ $_->{pid} // 'unknown' }++ for @d;
+    if ($on{unknown}) {
+        Test::More::diag('cannot map sockets to workers through /proc; '
+                         . 'cannot prove that both workers hold sockets');
+    } else {
+        Test::More::is(scalar(keys %on), 2, 'the sockets are on both '
+                       . 'workers (' . join(', ', map { "$_: $on{$_}" }
+                                                  sort keys %on) . ')');
+    }
+    return @d;
+}
+
+sub alive {
+    my %seen;
+    return [grep { $_ && !$_->{dead} && !$seen{$_}++ } @_];
+}
+
+sub settle {
+    my ($devs, $secs) = @_;
+    pump(alive(@$devs), undef, within => $secs);
+}
+
+sub error_ok {
+    my ($devs, $d, $msg, $code, $name) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my $n = @{ $d->{errors} };
+    $d->{ws}->send_json($msg);
+    pump(alive(@$devs, $d), sub { @{ $d->{errors} } > $n || $d->{dead} },
+         within => 5, quiet => 5);
+    my $e = $d->{errors}[$n];
+    Test::More::ok($e && ($e->{code} // '') eq $code && !$d->{dead},
+                   "$name: {\"type\":\"error\",\"code\":\"$code\"}, the "
+                   . 'socket stays open')
+        or Test::More::diag('got ' . ws_chat_show($e)
+                            . ($d->{dead} ? '; the socket closed' : '')
+                            . '; other: ' . join(', ', map { ws_chat_show($_) }
+                                                      @{ $d->{other} }));
+}
+
+
+# ---------------------------------------------------------------------------
+# Presence and profiles.
+
+sub set_privacy {
+    my ($acct, $body, $name) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my $r = api_request(PATCH => '/v1/me/privacy', token => $acct->{token},
+                        body => $body);
+    return api_ok($r, 200, $name) ? $r : undef;
+}
+
+sub _about {
+    my ($kind, $d, $u, $from) = @_;
+    my @e = grep { ($_->{user_id} // '') eq $u->{user_id} }
+            @{ $d->{$kind} || [] };
+    @e = @e[($from // 0) .. $#e];
+    return @e;          # in scalar context: how many
+}
+
+sub presences_of { _about(presences => @_) }
+
+sub profiles_of { _about(profiles => @_) }
+
+sub show_presences {
+    my ($d) = @_;
+    my @p = @{ $d->{presences} || [] };
+    return "$d->{name} got no presence" unless @p;
+    my $t0 = $p[0]{_at};
+    return "$d->{name} got:\n" . join "\n", map {
+        sprintf '  +%.2fs %s (%s)', $_->{_at} - $t0, ws_chat_show($_),
+                who($_->{user_id}) } @p;
+}
+
+# What is wrong with $ev as the presence of $u (see presence_ok).
+sub _presence_wrong {
+    my ($ev, $u, $online, $ls) = @_;
+    return "no presence event about $u->{name}" unless ref $ev eq 'HASH';
+    my @why;
+    push @why, 'type is not "presence"'
+        unless ($ev->{type} // '') eq 'presence';
+    my $t = $ev->{_types}
+            // { map { $_ => json_type($ev->{$_}) } keys %$ev };
+    push @why, "user_id is not the string of $u->{name}"
+        unless ($t->{user_id} // '') eq 'string'
+               && $ev->{user_id} eq $u->{user_id};
+    push @why, 'online is not a JSON boolean'
+        unless ($t->{online} // '') eq 'bool';
+    push @why, 'online is not ' . ($online ? 'true' : 'false')
+        unless ($ev->{online} ? 1 : 0) == ($online ? 1 : 0);
+    if (!exists $ev->{last_seen}) {
+        push @why, 'no last_seen field';
+    } elsif (!defined $ls) {
+        push @why, 'last_seen is not null' if defined $ev->{last_seen};
+    } elsif (($t->{last_seen} // '') ne 'int') {
+        push @why, "last_seen is a JSON $t->{last_seen}, not an integer";
+    } elsif ($ev->{last_seen} < $ls->[0] || $ev->{last_seen} > $ls->[1]) {
+        push @why, sprintf 'last_seen is %d, expected %d..%d (now %d)',
+                           $ev->{last_seen}, @$ls, now_ms();
+    }
+    my @extra = grep { !/^_/ && !/^(type|user_id|online|last_seen)$/ }
+                keys %$ev;
+    push @why, "unexpected fields: @extra" if @extra;
+    return @why;
+}
+
+sub presence_ok {
+    my ($d, $ev, $u, $online, $ls, $name) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my @why = _presence_wrong($ev, $u, $online, $ls);
+    Test::More::ok(!@why, "$name: " . ($d ? "$d->{name} gets " : '')
+                          . "$u->{name} " . ($online ? 'online' : 'offline')
+                          . ', last_seen ' . (defined $ls ? 'a time'
+                                                          : 'null'))
+        or Test::More::diag(join('; ', @why) . "\n"
+                            . ($d ? show_presences($d)
+                                  : ws_chat_show($ev)));
+    return !@why;
+}
+
 
 # ---------------------------------------------------------------------------
 # Users and chats.
@@ -545,19 +677,25 @@ sub group_chat {
     return $c->{chat_id};
 }
 
-sub users {
-    my @u = map { api_signup(device_name => $_) } @_;
+my %NAME;       # user_id => name, for diagnostics
+
+sub _named {
+    my (@u) = @_;
     return if grep { !$_ } @u;
+    $NAME{ $_->{user_id} } = $_->{name} for @u;
     return @u;
 }
 
+sub users { _named(map { api_signup(device_name => $_) } @_) }
+
 sub users_across_hosts {
     my $i = 0;
-    my @u = map { api_signup(device_name => $_,
-                             ($i++ % 2 ? (port => nginx2_port()) : ())) } @_;
-    return if grep { !$_ } @u;
-    return @u;
+    return _named(map { api_signup(device_name => $_,
+                                   ($i++ % 2 ? (port => nginx2_port()) : ()))
+                      } @_);
 }
+
+sub who { $NAME{ $_[0] // '' } // $_[0] // '?' }
 
 1;
 
@@ -615,10 +753,11 @@ made writable by the workers, where an object's file is its media id.
 The http-level directives: C<chat_postgres>, C<chat_redis>,
 C<chat_dev_codes on> and C<chat_redis_prefix $p> (PostgreSQL and Redis
 outlive a suite: a prefix of its own, by default "t_", the suite's name,
-"_", its pid and ":"), then C<$t> as it is (more directives). With C<port2>, a second server
-on C<$TEST_NGINX_PORT2> with C<reuseport> and the same locations (or
-C<$l>): each worker has a listening socket of its own there, so a
-socket can be placed on either worker (see C<device>'s C<worker>).
+"_", its pid and ":"), then C<$t> as it is (more directives). With
+C<port2>, a second server on C<$TEST_NGINX_PORT2> with C<reuseport> and
+the same locations (or C<$l>): each worker has a listening socket of its
+own there, so a socket can be placed on either worker (see C<device>'s
+C<worker>).
 
 =item serve(%config, host => 2)
 
@@ -760,6 +899,46 @@ For diagnostics: 1, 2, 3, 5, 7, 8 as "1-3, 5, 7-8", sorted first (cut at
 
 New accounts, one a name (its device named so too), signed up through
 host 1, or alternately through host 1 and host 2; () when one fails.
+C<who($user_id)> is the name of such an account (else the id), for
+diagnostics.
+
+=item spread(@accts)
+
+Devices of the accounts, named by their names, on alternate workers of
+host 1 (through its reuseport port2), and one assertion that they are on
+both workers (a diag instead when /proc cannot tell). Returns the
+devices, or () after a failed assertion.
+
+=item alive(@devs), settle(\@devs, $secs)
+
+The devices still connected, once each (an arrayref); and a quiet
+window: every live device read for C<$secs> seconds, what comes
+recorded.
+
+=item error_ok(\@devs, $d, $msg, $code, $name)
+
+Writes C<$msg> on C<$d>'s socket; one assertion that an error of
+C<$code> comes back and the socket stays open (reading C<@devs>
+meanwhile).
+
+=item set_privacy($acct, $body, $name)
+
+C<PATCH /v1/me/privacy>; one assertion (200). Returns the answer, or
+undef.
+
+=item presences_of($d, $u, $from), profiles_of($d, $u, $from)
+
+The presence (profile) events C<$d> got about account C<$u>, from index
+C<$from> of those; in scalar context, how many.
+
+=item presence_ok($d, $ev, $u, $online, $ls, $name)
+
+One assertion: C<$ev> is exactly
+C<{"type":"presence","user_id","online","last_seen"}> about C<$u>,
+C<online> the JSON boolean C<$online>, C<last_seen> null (C<$ls> undef)
+or an integer within C<[$ls-E<gt>[0], $ls-E<gt>[1]]> (epoch ms). C<$d>,
+if given, is the device that got it (named in the assertion; a failure
+shows every presence it got: C<show_presences($d)>).
 
 =item direct_chat($x, $y, host => 2)
 

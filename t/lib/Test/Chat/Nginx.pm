@@ -1802,10 +1802,18 @@ sub api_chat_create {
 }
 
 
+# An event (or a list of them) as JSON, for a diag: without the keys a
+# test added to it (those that begin with "_").
 sub ws_chat_show {
     my ($ev) = @_;
     return 'nothing' unless defined $ev;
-    return $JSON->encode($ev);
+    my $own = sub {
+        my ($o) = @_;
+        return $o unless ref $o eq 'HASH';
+        return { map { $_ => $o->{$_} } grep { !/^_/ } keys %$o };
+    };
+    return $JSON->encode(ref $ev eq 'ARRAY' ? [map { $own->($_) } @$ev]
+                                            : $own->($ev));
 }
 
 
@@ -2396,6 +2404,7 @@ and leaves the events before it unread; C<ws_chat_unread($ws, @events)>
 puts events back. C<ws_chat_send($ws, id => ..., chat_id => ..., text =>
 ...)> writes a C<send>; C<ws_chat_send_wait($ws, $timeout, %fields)> also
 waits for the C<sent> or C<error> with that id. C<ws_chat_show($event)>
-formats an event for C<diag>.
+formats an event (or a list) for C<diag>, without the keys a test added
+(those that begin with "_").
 
 =cut
