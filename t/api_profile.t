@@ -56,12 +56,12 @@ sub user {
     return api_request(GET => "/v1/users/$id", token => $viewer->{token});
 }
 
-sub privacy {
+# One assertion: the user's last_seen setting is now $last_seen.
+sub set_last_seen {
     my ($acct, $last_seen) = @_;
     local $Test::Builder::Level = $Test::Builder::Level + 1;
-    api_ok(api_request(PATCH => '/v1/me/privacy', token => $acct->{token},
-                       body => { last_seen => $last_seen }),
-           200, "$acct->{name}: last_seen \"$last_seen\"");
+    set_privacy($acct, { last_seen => $last_seen },
+                "$acct->{name}: last_seen \"$last_seen\"");
 }
 
 # What a decoded JSON value was on the wire: null, bool, string, int...
@@ -107,15 +107,6 @@ sub user_is {
     }
     ok !@why, $name or diag(join('; ', @why) . "\n" . api_show($r));
     return $j;
-}
-
-# The profile events $d got about $u (from index $from of those).
-sub profiles {
-    my ($d, $u, $from) = @_;
-    my @p = grep { ($_->{user_id} // '') eq $u->{user_id} }
-            @{ $d->{profiles} || [] };
-    @p = @p[($from // 0) .. $#p];
-    return @p;          # in scalar context: how many
 }
 
 # One assertion: $ev is exactly {"type":"profile","user_id","about"}.
@@ -301,9 +292,9 @@ behaviour 'GET /v1/users/{id}: last_seen privacy as for watchers: an '
           . 'null for everyone; online is shown all the same' => sub {
     my ($o, $p, $v, $h) = users(qw(O P V H)) or return;
     group_chat($v, 'privacy', [$o, $p, $h]) or return;
-    privacy($o, 'nobody');
-    privacy($p, 'contacts');
-    privacy($h, 'nobody');
+    set_last_seen($o, 'nobody');
+    set_last_seen($p, 'contacts');
+    set_last_seen($h, 'nobody');
 
     my @d = (device($o, 'O'), device($p, 'P'));
     return if grep { !$_ } @d;
@@ -329,7 +320,7 @@ behaviour 'GET /v1/users/{id}: last_seen privacy as for watchers: an '
     user_is(user($o, $o->{user_id}), $o, '', 0, undef,
             'O ("nobody") sees its own last_seen null too');
 
-    privacy($h, 'everyone');
+    set_last_seen($h, 'everyone');
     user_is(user($h, $p->{user_id}), $p, '', 0, $range,
             'H turns "everyone": sees P\'s last_seen');
 };
@@ -340,7 +331,7 @@ behaviour 'a change of about reaches the user\'s presence watchers on both '
           . 'none to sockets not watching' => sub {
     my ($u, $w1, $w2, $x) = users(qw(U W1 W2 X)) or return;
     group_chat($u, 'watchers', [$w1, $w2, $x]) or return;
-    privacy($w2, 'nobody');
+    set_last_seen($w2, 'nobody');
     my @w = nginx_worker_pids();
     is scalar(@w), 2, 'two workers' or return;
     my $d1 = device($w1, 'W1', worker => $w[0]) or return;
@@ -357,19 +348,20 @@ behaviour 'a change of about reaches the user\'s presence watchers on both '
        'W1 and W2 subscribe to U: the state comes';
 
     api_ok(set_about($u, "busy \x{1F4BC}"), 200, 'U sets its about');
-    pump(\@all, sub { profiles($d1, $u) && profiles($d2, $u) }, within => 5);
-    profile_is($d1, (profiles($d1, $u))[0], $u, "busy \x{1F4BC}",
+    pump(\@all, sub { profiles_of($d1, $u) && profiles_of($d2, $u) },
+         within => 5);
+    profile_is($d1, (profiles_of($d1, $u))[0], $u, "busy \x{1F4BC}",
                'U sets its about');
-    profile_is($d2, (profiles($d2, $u))[0], $u, "busy \x{1F4BC}",
+    profile_is($d2, (profiles_of($d2, $u))[0], $u, "busy \x{1F4BC}",
                'U sets its about (W2 hides its last_seen)');
 
     api_ok(set_about($u, "busy \x{1F4BC}"), 200, 'U sets the same again');
     api_ok(set_about($u, ''), 200, 'then clears it');
-    pump(\@all, sub { profiles($d1, $u) > 1 && profiles($d2, $u) > 1 },
+    pump(\@all, sub { profiles_of($d1, $u) > 1 && profiles_of($d2, $u) > 1 },
          within => 5);
     pump(\@all, undef, within => 0.5);
     for my $d ($d1, $d2) {
-        my @p = profiles($d, $u, 1);
+        my @p = profiles_of($d, $u, 1);
         is scalar(@p), 1, "$d->{name}: one more event, not two (the same "
                           . 'about again is no change)';
         profile_is($d, $p[0], $u, '', 'U clears its about');
@@ -379,13 +371,17 @@ behaviour 'a change of about reaches the user\'s presence watchers on both '
 
     $d1->{ws}->send_json({ type => 'presence',
                            unsubscribe => [$u->{user_id}] });
-    pump(\@all, undef, within => 0.3);
+    # a socket's messages are answered in order: once a ping sent after
+    # it is answered, the unsubscribe is done
+    $d1->{ws}->send_json({ type => 'ping', t => 'unsubscribed' });
+    ok ws_chat_wait($d1->{ws}, 5, sub { $_[0]{type} eq 'pong' }),
+       'W1 unsubscribes from U (a ping after it is answered)';
     api_ok(set_about($u, 'later'), 200, 'U changes it again');
-    pump(\@all, sub { profiles($d2, $u) > 2 }, within => 5);
-    profile_is($d2, (profiles($d2, $u))[2], $u, 'later',
+    pump(\@all, sub { profiles_of($d2, $u) > 2 }, within => 5);
+    profile_is($d2, (profiles_of($d2, $u))[2], $u, 'later',
                'after W1 unsubscribed');
     pump(\@all, undef, within => 0.5);
-    is scalar(profiles($d1, $u)), 2, 'W1 (unsubscribed) gets nothing more';
+    is scalar(profiles_of($d1, $u)), 2, 'W1 (unsubscribed) gets nothing more';
     no_errors_ok(\@all, 'profile events');
     hang_up($_) for @all;
 };

@@ -579,59 +579,6 @@ sub rx_show {
 
 
 # ---------------------------------------------------------------------------
-# Presence objects.
-
-# One assertion: $ev is exactly {"type":"presence","user_id","online",
-# "last_seen"} about $u, online a JSON boolean, last_seen null ($ls undef)
-# or an integer within [$ls->[0], $ls->[1]] (epoch ms).
-sub presence_ok {
-    my ($ev, $u, $online, $ls, $name) = @_;
-    local $Test::Builder::Level = $Test::Builder::Level + 1;
-    my @why;
-    if (ref $ev ne 'HASH') {
-        push @why, "no presence about $u->{name}";
-    } else {
-        push @why, 'type is not "presence"'
-            unless ($ev->{type} // '') eq 'presence';
-        annotate($ev);
-        my $t = $ev->{_types};
-        push @why, "user_id is not the string of $u->{name}"
-            unless ($t->{user_id} // '') eq 'string'
-                   && $ev->{user_id} eq $u->{user_id};
-        push @why, 'online is not a JSON boolean'
-            unless ($t->{online} // '') eq 'bool';
-        push @why, 'online is not ' . ($online ? 'true' : 'false')
-            unless ($ev->{online} ? 1 : 0) == ($online ? 1 : 0);
-        if (!exists $ev->{last_seen}) {
-            push @why, 'no last_seen';
-        } elsif (!defined $ls) {
-            push @why, 'last_seen is not null' if defined $ev->{last_seen};
-        } elsif (($t->{last_seen} // '') ne 'int') {
-            push @why, 'last_seen is not an integer';
-        } elsif ($ev->{last_seen} < $ls->[0]
-                 || $ev->{last_seen} > $ls->[1]) {
-            push @why, sprintf 'last_seen is %d, expected %d..%d',
-                               $ev->{last_seen}, @$ls;
-        }
-        my @extra = grep { !/^_/ && !/^(type|user_id|online|last_seen)$/ }
-                    keys %$ev;
-        push @why, "unexpected fields: @extra" if @extra;
-    }
-    ok !@why, "$name: $u->{name} " . ($online ? 'online' : 'offline')
-              . ', last_seen ' . (defined $ls ? 'a time' : 'null')
-        or diag(join('; ', @why) . ': ' . show($ev));
-    return !@why;
-}
-
-# The presence events about $u that device $d got.
-sub pres {
-    my ($d, $u) = @_;
-    return grep { ($_->{user_id} // '') eq $u->{user_id} }
-           @{ $d->{presences} || [] };
-}
-
-
-# ---------------------------------------------------------------------------
 
 behaviour 'long-poll: 401 without or with a bad token, ?token= works; '
           . "nothing owed: [] after ?wait=1; a msg sent over WebSocket "
@@ -1158,7 +1105,7 @@ behaviour 'POST /v1/send: sent with a seq, a resend the same seq and '
         or diag(api_show($r));
     ok ref $r->{json} eq 'ARRAY' && @{ $r->{json} } == 1,
        '... an array of one presence object' or diag(api_show($r));
-    presence_ok(ref $r->{json} eq 'ARRAY' ? $r->{json}[0] : undef,
+    presence_ok(undef, ref $r->{json} eq 'ARRAY' ? $r->{json}[0] : undef,
                 $ua, 1, undef, '... A (connected over WebSocket)');
     $r = api_request(POST => '/v1/presence', token => $ub->{token},
                      body => { type => 'presence',
@@ -1185,8 +1132,8 @@ behaviour "presence: a user who only long-polls (again at once after each "
     my $dw = device($uw, 'W') or return;
     $dw->{ws}->send_json({ type => 'presence',
                            subscribe => [$uu->{user_id}] });
-    pump([$dw], sub { pres($dw, $uu) >= 1 }, within => 5);
-    presence_ok((pres($dw, $uu))[0], $uu, 0, undef,
+    pump([$dw], sub { presences_of($dw, $uu) >= 1 }, within => 5);
+    presence_ok(undef, (presences_of($dw, $uu))[0], $uu, 0, undef,
                 'W subscribes to U, never seen');
 
     # U polls, ?wait=1, again at once after each answer, for longer than
@@ -1202,11 +1149,11 @@ behaviour "presence: a user who only long-polls (again at once after each "
         $polls++;
         push @bad, "poll $polls: " . api_show($r)
             unless ($r->{status} // 0) == 200;
-        $online_at //= time if pres($dw, $uu) >= 2;
+        $online_at //= time if presences_of($dw, $uu) >= 2;
     }
     ok !@bad, "U polled $polls times, each 200" or diag(join "\n", @bad);
-    my @p = pres($dw, $uu);
-    presence_ok($p[1], $uu, 1, undef, 'W sees U online while U polls');
+    my @p = presences_of($dw, $uu);
+    presence_ok(undef, $p[1], $uu, 1, undef, 'W sees U online while U polls');
     ok $online_at && $online_at - $t0 < 3,
        sprintf('... within 3s of the first poll (%s)',
                $online_at ? sprintf('%.2fs', $online_at - $t0) : 'never');
@@ -1219,10 +1166,10 @@ behaviour "presence: a user who only long-polls (again at once after each "
                                  @more[0 .. min(5, $#more)]));
 
     my $n = @p;
-    pump([$dw], sub { pres($dw, $uu) > $n }, within => $DEBOUNCE + 4,
+    pump([$dw], sub { presences_of($dw, $uu) > $n }, within => $DEBOUNCE + 4,
          quiet => $DEBOUNCE + 4);
-    my $off = (pres($dw, $uu))[$n];
-    presence_ok($off, $uu, 0, [ms($t_last) - 1000, ms($t_end) + 1000],
+    my $off = (presences_of($dw, $uu))[$n];
+    presence_ok(undef, $off, $uu, 0, [ms($t_last) - 1000, ms($t_end) + 1000],
                 'U stops polling: W sees U offline, last_seen when the '
                 . 'last poll ended');
     my $after = $off ? $off->{_at} - $t_end : undef;
@@ -1248,7 +1195,7 @@ behaviour "presence: a user who only long-polls (again at once after each "
         ok $r->{elapsed} < 1.5,
            sprintf('... at once (%.2fs)', $r->{elapsed});
         ok $a && @$a == 1, '... with one object' or diag(show($a));
-        presence_ok($pres_of->($a), $uv, 1, undef, '...');
+        presence_ok(undef, $pres_of->($a), $uv, 1, undef, '...');
     }
     api_error_is(poll($up->{token}, "wait=1&presence=$us->{user_id}:on"),
                  403, 'forbidden', 'P polls ?presence=S (no shared chat)');
@@ -1266,7 +1213,7 @@ behaviour "presence: a user who only long-polls (again at once after each "
                $r->{ended_at} - $t2, $DEBOUNCE);
     ok $a && @$a == 1, '... with one object' or diag(show($a));
     my $p = $pres_of->($a);
-    presence_ok($p, $uv, 0, [ms($t1) - 1000, ms($t2) + 1000], '...');
+    presence_ok(undef, $p, $uv, 0, [ms($t1) - 1000, ms($t2) + 1000], '...');
     my $seen = $p && $p->{last_seen};
     if (defined $seen) {
         $r = poll($up->{token}, "wait=2&presence=$iv:$seen");
@@ -1282,7 +1229,7 @@ behaviour "presence: a user who only long-polls (again at once after each "
         ok $r->{elapsed} < 1.5,
            sprintf('... at once: the state differs (%.2fs)', $r->{elapsed});
         ok $a && @$a == 1, '... with one object' or diag(show($a));
-        presence_ok($pres_of->($a), $uv, 0, [$seen // 0, $seen // 0],
+        presence_ok(undef, $pres_of->($a), $uv, 0, [$seen // 0, $seen // 0],
                     '...');
     }
     no_errors_ok([$dw], 'presence');

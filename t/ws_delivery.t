@@ -45,30 +45,6 @@ sub system_ok {
     }
 }
 
-# Devices on alternate workers (or anywhere, when /proc cannot tell):
-# returns the devices, or () after a failed assertion.
-sub spread {
-    my (@accts) = @_;
-    local $Test::Builder::Level = $Test::Builder::Level + 1;
-    my @w = nginx_worker_pids();
-    my @d;
-    for my $i (0 .. $#accts) {
-        my $d = device($accts[$i], $accts[$i]{name}, port => port2(),
-                       worker => $w[$i % 2]) or return;
-        push @d, $d;
-    }
-    my %on;
-    $on{ $_->{pid} // 'unknown' }++ for @d;
-    if ($on{unknown}) {
-        diag('cannot map sockets to workers through /proc; cannot prove '
-             . 'that both workers hold sockets');
-    } else {
-        is scalar(keys %on), 2, 'the sockets are on both workers ('
-           . join(', ', map { "$_: $on{$_}" } sort keys %on) . ')';
-    }
-    return @d;
-}
-
 
 behaviour '1:1: A and B each get what the other sends, live; the seqs '
           . 'are dense with their own sends' => sub {

@@ -36,22 +36,16 @@ END {
 
 
 # ---------------------------------------------------------------------------
-# Receipts and presence events: Test::Chat::Delivery's record() keeps them
-# in $d->{receipts} and $d->{presences}, with _types, _sync and _at.
+# Receipt events: Test::Chat::Delivery's record() keeps them in
+# $d->{receipts}, with _types, _sync and _at.
 
 my $JSON = JSON::PP->new->canonical->allow_nonref;
 
 sub show {
     my ($ev) = @_;
-    return 'nothing' unless $ev;
-    return $JSON->encode({ map { $_ => $ev->{$_} } grep { !/^_/ }
-                           keys %$ev })
-           . ($ev->{_sync} ? ' (before synced)' : '');
+    return ws_chat_show($ev) . ($ev && $ev->{_sync} ? ' (before synced)'
+                                                    : '');
 }
-
-my %NAME;       # user_id => name, for diagnostics
-
-sub who { $NAME{ $_[0] // '' } // $_[0] // '?' }
 
 sub show_receipts {
     my ($d) = @_;
@@ -60,13 +54,6 @@ sub show_receipts {
     return "$d->{name} got:\n" . join "\n", map {
         '  ' . ($_->{status} // '?') . ' user ' . who($_->{user_id})
         . ' seq ' . ($_->{seq} // '?') . ': ' . show($_) } @r;
-}
-
-# users(...) remembering the names of the user ids.
-sub named_users {
-    my @u = users(@_) or return;
-    $NAME{ $_->{user_id} } = $_->{name} for @u;
-    return @u;
 }
 
 # The receipts $d got: chat => $c, user => $acct, status => $s (each
@@ -91,12 +78,6 @@ sub mark_of {
 }
 
 sub nrcpts { scalar(@{ $_[0]{receipts} || [] }) }
-
-# Reads every device for $secs.
-sub settle {
-    my ($devs, $secs) = @_;
-    pump([grep { !$_->{dead} } @$devs], undef, within => $secs);
-}
 
 sub read_to {
     my ($d, $chat, $seq) = @_;
@@ -154,22 +135,6 @@ sub no_receipt_ok {
 
 sub counts { return { map { $_->{name} => nrcpts($_) } @_ } }
 
-# Devices on alternate workers of host $host (any worker when /proc
-# cannot tell).
-sub spread {
-    my ($host, @pairs) = @_;
-    local $Test::Builder::Level = $Test::Builder::Level + 1;
-    my @w = host_workers($host);
-    my @d;
-    my $i = 0;
-    while (my ($acct, $name) = splice @pairs, 0, 2) {
-        my $d = device($acct, $name, host => $host,
-                       worker => $w[$i++ % 2]) or return;
-        push @d, $d;
-    }
-    return @d;
-}
-
 # Hangs up $d, then waits until the server has noted when it left
 # (devices.marks_seen moves): the marks that move from then on are those
 # its next sync brings. One assertion more than hang_up's.
@@ -210,28 +175,18 @@ sub privacy_is {
     is_deeply \%got, $want, $name or diag(api_show($r));
 }
 
-sub patch_privacy {
-    my ($acct, $body, $name) = @_;
-    local $Test::Builder::Level = $Test::Builder::Level + 1;
-    my $r = api_request(PATCH => '/v1/me/privacy', token => $acct->{token},
-                        body => $body);
-    return api_ok($r, 200, $name) ? $r : undef;
-}
-
-
 # ---------------------------------------------------------------------------
 
 behaviour '1:1 over two workers: B\'s ack gives both of A\'s devices a '
           . '"delivered" receipt, B\'s read a "read" receipt, which also '
           . 'reaches B\'s other device but not the reading one; a mark '
           . 'that does not move sends nothing' => sub {
-    my ($ua, $ub) = named_users('A', 'B') or return;
+    my ($ua, $ub) = users('A', 'B') or return;
     my $ua2 = api_link_device($ua, device_name => 'A2') or return;
     my $ub2 = api_link_device($ub, device_name => 'B2') or return;
     my $chat = direct_chat($ua, $ub) or return;
     # A and A2 on different workers, B and B2 too.
-    my ($da, $db, $db2, $da2) = spread(1, $ua, 'A', $ub, 'B', $ub2, 'B2',
-                                       $ua2, 'A2') or return;
+    my ($da, $db, $db2, $da2) = spread($ua, $ub, $ub2, $ua2) or return;
     my @all = ($da, $da2, $db, $db2);
 
     send_ok($da, $chat, \@all, 'A sends 1') or return;
@@ -298,9 +253,9 @@ behaviour '1:1 over two workers: B\'s ack gives both of A\'s devices a '
 behaviour 'one device each, the usual case: B\'s ack deletes the message '
           . '(every device has it), then B reads it: A still gets the '
           . '"read" receipt' => sub {
-    my ($ua, $ub) = named_users('A', 'B') or return;
+    my ($ua, $ub) = users('A', 'B') or return;
     my $chat = direct_chat($ua, $ub) or return;
-    my ($da, $db) = spread(1, $ua, 'A', $ub, 'B') or return;
+    my ($da, $db) = spread($ua, $ub) or return;
     my @all = ($da, $db);
     send_ok($da, $chat, \@all, 'A sends 1') or return;
     send_ok($da, $chat, \@all, 'A sends 2') or return;
@@ -327,9 +282,9 @@ behaviour 'one device each, the usual case: B\'s ack deletes the message '
 behaviour 'a group of 4: the author sees each member\'s delivered and '
           . 'read marks, one receipt per move, and can tell "delivered '
           . 'to all" and "read by all"' => sub {
-    my @u = named_users(qw(G1 G2 G3 G4)) or return;
+    my @u = users(qw(G1 G2 G3 G4)) or return;
     my ($u1, $u2, $u3, $u4) = @u;
-    my @d = spread(1, map { ($_, $_->{name}) } @u) or return;
+    my @d = spread(@u) or return;
     my ($d1, $d2, $d3, $d4) = @d;
     my $g = group_chat($u1, 'receipts', [$u2, $u3, $u4]) or return;
     ok pump(\@d, caught_up(\@d, $g, 1)), 'all four get created (1)';
@@ -409,9 +364,9 @@ behaviour 'coalescing: B acks 300 messages one by one, as fast as it '
           . 'can (all in one write, then one write each); A gets a few '
           . '"delivered" receipts, increasing, the last at the last '
           . 'seq' => sub {
-    my ($ua, $ub) = named_users('A', 'B') or return;
+    my ($ua, $ub) = users('A', 'B') or return;
     my $chat = direct_chat($ua, $ub) or return;
-    my ($da, $db) = spread(1, $ua, 'A', $ub, 'B') or return;
+    my ($da, $db) = spread($ua, $ub) or return;
     my @all = ($da, $db);
     my $N = 300;
     ok !$db->{ws}->deflate, 'B\'s socket is not compressed (raw frames)';
@@ -485,9 +440,9 @@ behaviour 'coalescing: B acks 300 messages one by one, as fast as it '
 behaviour 'an author away: B acks and reads step by step while A is '
           . 'offline; A\'s sync brings one "delivered" and one "read" '
           . 'receipt with B\'s latest marks, before "synced"' => sub {
-    my ($ua, $ub) = named_users('A', 'B') or return;
+    my ($ua, $ub) = users('A', 'B') or return;
     my $chat = direct_chat($ua, $ub) or return;
-    my ($da, $db) = spread(1, $ua, 'A', $ub, 'B') or return;
+    my ($da, $db) = spread($ua, $ub) or return;
     send_ok($da, $chat, [$db], "A sends $_") or return for 1 .. 3;
     ok pump([$da, $db], caught_up([$db], $chat, 3)), 'B gets 1..3';
     leaves($da);
@@ -556,7 +511,7 @@ behaviour 'read_receipts off: the reader\'s reads reach its own devices '
           . 'but not the author, whose "delivered" still comes; an '
           . 'author with them off gets no "read"; GET and PATCH '
           . '/v1/me/privacy' => sub {
-    my ($ua, $ub, $uc, $ud) = named_users('A', 'B', 'C', 'D') or return;
+    my ($ua, $ub, $uc, $ud) = users('A', 'B', 'C', 'D') or return;
     my $ub2 = api_link_device($ub, device_name => 'B2') or return;
 
     # The settings.
@@ -567,8 +522,8 @@ behaviour 'read_receipts off: the reader\'s reads reach its own devices '
     $r = api_request(GET => '/v1/me/privacy');
     api_error_is($r, 401, 'unauthorized', 'GET /v1/me/privacy without a '
                                           . 'token');
-    $r = patch_privacy($ub, { read_receipts => JSON::PP::false },
-                       'B: PATCH {"read_receipts":false}') or return;
+    $r = set_privacy($ub, { read_receipts => JSON::PP::false },
+                     'B: PATCH {"read_receipts":false}') or return;
     privacy_is($r, { read_receipts => 'false', last_seen => '"everyone"' },
                'the answer is the new settings');
     my $bad = sub {
@@ -599,8 +554,7 @@ behaviour 'read_receipts off: the reader\'s reads reach its own devices '
 
     # B (reader) has them off.
     my $chat = direct_chat($ua, $ub) or return;
-    my ($da, $db, $db2) = spread(1, $ua, 'A', $ub, 'B', $ub2, 'B2')
-        or return;
+    my ($da, $db, $db2) = spread($ua, $ub, $ub2) or return;
     my @all = ($da, $db, $db2);
     send_ok($da, $chat, \@all, 'A sends 1') or return;
     ok pump(\@all, caught_up([$db, $db2], $chat, 1)), 'B and B2 get 1';
@@ -614,8 +568,8 @@ behaviour 'read_receipts off: the reader\'s reads reach its own devices '
     no_receipt_ok($da, 0, 'B (read receipts off) reads 1',
                   status => 'read');
 
-    patch_privacy($ub, { read_receipts => JSON::PP::true },
-                  'B: PATCH {"read_receipts":true}') or return;
+    set_privacy($ub, { read_receipts => JSON::PP::true },
+                'B: PATCH {"read_receipts":true}') or return;
     send_ok($da, $chat, \@all, 'A sends 2') or return;
     ok pump(\@all, caught_up([$db, $db2], $chat, 2)), 'B and B2 get 2';
     read_to($db, $chat, 2);
@@ -623,10 +577,10 @@ behaviour 'read_receipts off: the reader\'s reads reach its own devices '
                'B, read receipts on again, reads 2: A');
 
     # C (author) has them off, D (reader) on.
-    patch_privacy($uc, { read_receipts => JSON::PP::false },
-                  'C: PATCH {"read_receipts":false}') or return;
+    set_privacy($uc, { read_receipts => JSON::PP::false },
+                'C: PATCH {"read_receipts":false}') or return;
     my $chat2 = direct_chat($uc, $ud) or return;
-    my ($dc, $dd) = spread(1, $uc, 'C', $ud, 'D') or return;
+    my ($dc, $dd) = spread($uc, $ud) or return;
     send_ok($dc, $chat2, [$dd], 'C (read receipts off) sends 1') or return;
     ok pump([$dc, $dd], caught_up([$dd], $chat2, 1)), 'D gets 1';
     ack($dd, $chat2, 1);
@@ -641,10 +595,10 @@ behaviour 'read_receipts off: the reader\'s reads reach its own devices '
 behaviour 'bad reads: no chat_id, seq 0, "x", -1, 1.5 get bad_request; a '
           . 'chat the user is not in gets forbidden; the socket stays '
           . 'open; an ack past the last seq moves nothing' => sub {
-    my ($ua, $ub, $uc) = named_users('A', 'B', 'C') or return;
+    my ($ua, $ub, $uc) = users('A', 'B', 'C') or return;
     my $chat = direct_chat($ua, $ub) or return;
     my $other = direct_chat($ua, $uc) or return;
-    my ($da, $db) = spread(1, $ua, 'A', $ub, 'B') or return;
+    my ($da, $db) = spread($ua, $ub) or return;
     my @all = ($da, $db);
     send_ok($da, $chat, \@all, 'A sends 1') or return;
     ok pump(\@all, caught_up([$db], $chat, 1)), 'B gets 1';
@@ -699,7 +653,7 @@ behaviour 'across two hosts: A on host 1, B reading on host 2; A\'s '
           . 'devices on both hosts get B\'s marks, and B\'s device on '
           . 'host 1 its read',
           hosts => 2 => sub {
-    my ($ua, $ub) = named_users('A', 'B') or return;
+    my ($ua, $ub) = users('A', 'B') or return;
     my $ua2 = api_link_device($ua, device_name => 'A2') or return;
     my $ub2 = api_link_device($ub, device_name => 'B2') or return;
     my $chat = direct_chat($ua, $ub, host => 2) or return;
