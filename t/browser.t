@@ -17,6 +17,7 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
+use Test::Chat::Media qw(chat_blob_dir);
 use Cwd qw(abs_path);
 use IO::Select;
 use JSON::PP ();
@@ -37,9 +38,7 @@ my $REPO = abs_path('.');
 my $SHOTS = $ENV{CHAT_SCREENSHOTS} || "$REPO/t/browser/screenshots";
 my $BOUND = 180;            # seconds for the whole browser run
 
-my $BLOBS = servroot() . '/blob';
-mkdir $BLOBS;
-chmod 0777, $BLOBS;
+chat_blob_dir();        # the blob store, writable by the workers
 
 # nginx's workers run as nobody, who may not enter the checkout (a clone
 # under a 0700 mktemp directory): they serve a copy in the server root.

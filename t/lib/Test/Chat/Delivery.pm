@@ -32,13 +32,12 @@ BEGIN {
                nginx2_start
                nginx_worker_pids ws_chat_auth ws_chat_event ws_chat_send
                ws_chat_show ws_worker_pid api_chat_create api_signup
-               servroot api_request api_ok);
+               api_request api_ok);
 }
 
 our @EXPORT_OK;
 our %EXPORT_TAGS = (
-    serve => [qw(chat_http_config chat_locations chat_media_locations
-                 chat_blob_dir serve behaviour)],
+    serve => [qw(chat_http_config chat_locations serve behaviour)],
     devices => [qw(%MSGS $T device record send_msg ack pump send_ok
                    got_seq own_seqs caught_up got_list want_list stream_ok
                    sends_in_order_ok quiet_ok hang_up no_errors_ok ranges
@@ -62,30 +61,6 @@ location = /v1/ws { chat_ws; }
 END
 
 sub chat_locations { $LOCATIONS }
-
-# The chat locations, the media API and the local blob store (in the
-# server root, writable by the workers), as the media suites use them.
-sub chat_blob_dir {
-    my $dir = servroot() . '/blob';
-    unless (-d $dir) {
-        mkdir $dir or Carp::croak("chat_blob_dir: mkdir $dir: $!");
-        chmod 0777, $dir;
-    }
-    return $dir;
-}
-
-sub chat_media_locations {
-    chat_blob_dir();
-    return $LOCATIONS . <<"END";
-location /v1/media { asset_api; }
-location /blob/ {
-    asset_blob on;
-    root ${\ servroot()};
-    dav_methods PUT;
-    client_max_body_size 1m;
-}
-END
-}
 
 # PostgreSQL and Redis outlive a suite: by default a Redis prefix of the
 # suite's own, "t_<suite>_<pid>:".
@@ -740,13 +715,6 @@ what devices are sent are L<Test::Chat::JSON>'s.
 
 The two locations of every chat suite: C</v1/> (C<chat_api>) and
 C</v1/ws> (C<chat_ws>).
-
-=item chat_media_locations(), chat_blob_dir()
-
-The chat locations plus the media API (C</v1/media>, C<asset_api>) and
-the local blob store (C</blob/>: C<asset_blob>, C<dav_methods PUT>, 1m
-bodies) in the server root; C<chat_blob_dir()> is that store's directory,
-made writable by the workers, where an object's file is its media id.
 
 =item chat_http_config(prefix => $p, extra => $t, port2 => 1, locations => $l)
 
