@@ -35,12 +35,6 @@ sub acked {
                      . 'device_id = ?', $chat, $acct->{device_id}) // -1;
 }
 
-sub gauge {
-    my $r = http_request("GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n");
-    my ($n) = ($r->{body} // '') =~ /^chat_messages_stored (\d+)$/m;
-    return $n;
-}
-
 sub send_ok {
     my ($ws, $chat, $id, $name) = @_;
     my $ev = ws_chat_send_wait($ws, $T, id => $id, chat_id => $chat,
@@ -71,7 +65,8 @@ subtest 'a group message is deleted after the last of the 5 devices owed '
 
     # "created" (seq 1) goes to all six devices: acked everywhere, it goes
     is stored($chat), 1, 'stored: the created message';
-    ok gauge() >= 1, '/metrics counts it in chat_messages_stored';
+    ok metric('chat_messages_stored') >= 1,
+       '/metrics counts it in chat_messages_stored';
     ack($_, $chat, 1) for @ws;
     ok wait_until(5, sub { stored($chat) == 0 }),
        'the created message is gone once all six acked it';
