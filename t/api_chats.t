@@ -12,7 +12,7 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
-use Test::Chat::Delivery qw(:serve);
+use Test::Chat::Delivery qw(:serve users);
 use JSON::PP ();
 use Test::Chat::JSON qw(is_json_int is_json_string now_ms);
 
@@ -189,19 +189,13 @@ sub system_is {
     }
 }
 
-sub signup {
-    my ($name) = @_;
-    return api_signup(device_name => $name);
-}
-
-
 # ------------------------------------------------------------------- direct
 
 behaviour 'direct: the same chat for the same pair, whoever asks; both '
           . 'users\' devices get cursors; no system message' => sub {
-    my $ann = signup('a') or return;
+    my ($ann) = users('a') or return;
     my $ann2 = api_link_device($ann, device_name => 'a2') or return;
-    my $bob = signup('b') or return;
+    my ($bob) = users('b') or return;
     my $r = create_direct($ann, $bob->{user_id});
     api_ok($r, 200, 'A opens a direct chat with B') or return;
     my $chat = $r->{json};
@@ -235,8 +229,7 @@ behaviour 'direct: the same chat for the same pair, whoever asks; both '
 
 behaviour 'direct: two users asking for their chat at the same time get '
           . 'one chat' => sub {
-    my $ann = signup('a') or return;
-    my $bob = signup('b') or return;
+    my ($ann, $bob) = users(qw(a b)) or return;
     my @h = map {
         my ($me, $peer) = $_ % 2 ? ($ann, $bob) : ($bob, $ann);
         http_start(api_build_request(POST => '/v1/chats',
@@ -255,7 +248,7 @@ behaviour 'direct: two users asking for their chat at the same time get '
 
 behaviour 'direct: with oneself 400, with an unknown user 404, bad input '
           . '400, no token 401' => sub {
-    my $ann = signup('a') or return;
+    my ($ann) = users('a') or return;
     api_error_is(create_direct($ann, $ann->{user_id}), 400, 'bad_request',
                  'a direct chat with oneself');
     api_error_is(create_direct($ann, $NOBODY), 404, 'not_found',
@@ -303,9 +296,7 @@ behaviour 'direct: with oneself 400, with an unknown user 404, bad input '
 
 behaviour 'group: 201 with the creator as admin, the members once each, '
           . 'last_seq 1: the "created" system message' => sub {
-    my $ann = signup('a') or return;
-    my $bob = signup('b') or return;
-    my $cat = signup('c') or return;
+    my ($ann, $bob, $cat) = users(qw(a b c)) or return;
     my $cat2 = api_link_device($cat, device_name => 'c2') or return;
     my $r = api_request(POST => '/v1/chats', token => $ann->{token},
                         body => { type => 'group', title => 'Team',
@@ -337,7 +328,7 @@ behaviour 'group: 201 with the creator as admin, the members once each, '
 
 behaviour 'group: members absent, null or empty make a group of one; '
           . 'titles are 1 to 100 characters, as sent' => sub {
-    my $ann = signup('a') or return;
+    my ($ann) = users('a') or return;
     for my $m (['absent'], ['null', undef], ['empty', []]) {
         my ($what, @v) = @$m;
         my $r = api_request(POST => '/v1/chats', token => $ann->{token},
@@ -357,8 +348,7 @@ behaviour 'group: members absent, null or empty make a group of one; '
 
 behaviour 'group: bad input 400, unknown members 404, and nothing is '
           . 'created' => sub {
-    my $ann = signup('a') or return;
-    my $bob = signup('b') or return;
+    my ($ann, $bob) = users(qw(a b)) or return;
     my $u = $bob->{user_id};
     my @bad = (
         ['no title',              { type => 'group', members => [$u] }],
@@ -410,9 +400,7 @@ behaviour 'group: bad input 400, unknown members 404, and nothing is '
 
 behaviour 'GET /v1/chats lists the caller\'s chats, oldest first, with '
           . 'last_seq; GET /v1/chats/{id} is for members only' => sub {
-    my $ann = signup('a') or return;
-    my $bob = signup('b') or return;
-    my $cat = signup('c') or return;
+    my ($ann, $bob, $cat) = users(qw(a b c)) or return;
     my ($r, $chats) = list_chats($cat);
     api_ok($r, 200, 'GET /v1/chats of a user with no chat');
     is_deeply $r->{json}, { chats => [] }, '... is {"chats":[]}';
@@ -457,9 +445,7 @@ behaviour 'GET /v1/chats lists the caller\'s chats, oldest first, with '
 
 behaviour 'PATCH /v1/chats/{id}: admins rename (a "renamed" message), '
           . 'members 403, others 404, direct chats 400' => sub {
-    my $ann = signup('a') or return;
-    my $bob = signup('b') or return;
-    my $cat = signup('c') or return;
+    my ($ann, $bob, $cat) = users(qw(a b c)) or return;
     my $g = create_group($ann, 'old', $bob)->{json} or return fail('group');
     my $id = $g->{chat_id};
 
@@ -503,9 +489,7 @@ behaviour 'PATCH /v1/chats/{id}: admins rename (a "renamed" message), '
 
 behaviour 'POST /v1/chats/{id}/members: admins add; the new member is '
           . 'owed the "member_added" message and nothing older' => sub {
-    my $ann = signup('a') or return;
-    my $bob = signup('b') or return;
-    my $cat = signup('c') or return;
+    my ($ann, $bob, $cat) = users(qw(a b c)) or return;
     my $cat2 = api_link_device($cat, device_name => 'c2') or return;
     my $g = create_group($ann, 'g', $bob)->{json} or return fail('group');
     my $id = $g->{chat_id};
@@ -533,7 +517,7 @@ behaviour 'POST /v1/chats/{id}/members: admins add; the new member is '
     api_ok($r, 200, 'adding C again');
     is $r->{json}{last_seq}, 3, '... changes nothing';
 
-    my $dan = signup('d') or return;
+    my ($dan) = users('d') or return;
     api_error_is(add_member($bob, $id, $dan->{user_id}), 403, 'forbidden',
                  'a member who is not admin adds');
     api_error_is(add_member($dan, $id, $dan->{user_id}), 404, 'not_found',
@@ -561,10 +545,7 @@ behaviour 'POST /v1/chats/{id}/members: admins add; the new member is '
 behaviour 'DELETE /v1/chats/{id}/members/{user_id}: admins remove, members '
           . 'leave; a "member_removed" message; the removed member\'s '
           . 'cursors go' => sub {
-    my $ann = signup('a') or return;
-    my $bob = signup('b') or return;
-    my $cat = signup('c') or return;
-    my $dan = signup('d') or return;
+    my ($ann, $bob, $cat, $dan) = users(qw(a b c d)) or return;
     my $g = create_group($ann, 'g', $bob, $cat, $dan)->{json}
         or return fail('group');
     my $id = $g->{chat_id};
@@ -615,9 +596,7 @@ behaviour 'DELETE /v1/chats/{id}/members/{user_id}: admins remove, members '
 
 behaviour 'the last admin leaving makes the longest-standing member admin; '
           . 'the last member leaving deletes the group' => sub {
-    my $ann = signup('a') or return;
-    my $bob = signup('b') or return;
-    my $cat = signup('c') or return;
+    my ($ann, $bob, $cat) = users(qw(a b c)) or return;
     my $g = create_group($ann, 'g')->{json} or return fail('group');
     my $id = $g->{chat_id};
     # C joins before B, although B's user id is the smaller.
@@ -669,7 +648,7 @@ behaviour 'chat_max_group_size 3: a 4th member is 409 conflict, by create '
     nginx => { http_config => chat_http_config(
                    extra => "chat_max_group_size 3;\n") },
     sub {
-    my ($ann, $bob, $cat, $dan) = map { signup($_) } qw(a b c d);
+    my ($ann, $bob, $cat, $dan) = users(qw(a b c d));
     return fail('sign up') if grep { !$_ } $ann, $bob, $cat, $dan;
     my $r = create_group($ann, 'three', $bob, $cat);
     api_ok($r, 201, 'A, B and C: 3 members');
@@ -714,7 +693,7 @@ behaviour 'chat_max_group_size takes a positive number' => sub {
 
 behaviour 'routing: IDs in paths, 404 for what cannot name a chat, 405 '
           . 'with Allow for the wrong method' => sub {
-    my $ann = signup('a') or return;
+    my ($ann) = users('a') or return;
     my $g = create_group($ann, 'g')->{json} or return fail('group');
     my $id = $g->{chat_id};
     my $u = $ann->{user_id};
@@ -758,8 +737,7 @@ SKIP: {
         no_error_log => ['[alert]'],
         error_log => ['not published: Redis is down'],
         sub {
-        my $ann = signup('a') or return;
-        my $bob = signup('b') or return;
+        my ($ann, $bob) = users(qw(a b)) or return;
         my $mark = error_log_mark();
         redis_stop() or return fail('redis stops');
         ok redis_down_seen($mark), 'both workers see Redis gone';

@@ -66,16 +66,11 @@ sub outage {
     };
 }
 
-sub me {
-    my ($t) = @_;
-    return api_request(GET => '/v1/me', token => $t, timeout => 10);
-}
+# The calls of this file wait up to 10 s for their answer: an outage has
+# to make them fail sooner.
+sub me { api_me($_[0], timeout => 10) }
 
-sub register {
-    my ($m) = @_;
-    return api_request(POST => '/v1/register', body => { mobile => $m },
-                       timeout => 10);
-}
+sub register { api_register($_[0], timeout => 10) }
 
 sub processes {
     return (nginx_master_pid() // 0) . ' / '

@@ -40,11 +40,6 @@ my $NOBODY = '9223372036854775807';
 
 my $JSON = JSON::PP->new->canonical->allow_nonref;
 
-sub me {
-    my ($acct) = @_;
-    return api_request(GET => '/v1/me', token => $acct->{token});
-}
-
 sub set_about {
     my ($acct, $about) = @_;
     return api_request(PATCH => '/v1/me', token => $acct->{token},
@@ -147,7 +142,7 @@ behaviour 'PATCH /v1/me {"about"}: at most 140 characters (code points, '
           . 'anything else is 400' => sub {
     my $a = api_signup(device_name => 'A') or return;
 
-    my $r = me($a);
+    my $r = api_me($a->{token});
     api_ok($r, 200, 'GET /v1/me') or return;
     is_deeply [sort keys %{ $r->{json} }],
               [qw(about created_at mobile user_id)],
@@ -158,10 +153,11 @@ behaviour 'PATCH /v1/me {"about"}: at most 140 characters (code points, '
     api_ok($r, 200, 'PATCH /v1/me {"about":"at the gym"}') or return;
     is_deeply $r->{json}, { user_id => $a->{user_id},
                             mobile => $a->{mobile},
-                            created_at => me($a)->{json}{created_at},
+                            created_at =>
+                                api_me($a->{token})->{json}{created_at},
                             about => 'at the gym' },
               'the answer is the user as GET /v1/me shows it';
-    is me($a)->{json}{about}, 'at the gym', 'GET /v1/me shows it';
+    is api_me($a->{token})->{json}{about}, 'at the gym', 'GET /v1/me shows it';
 
     my @ok = (['140 ASCII characters', 'x' x 140],
               ['140 two-byte characters (280 bytes)', "\x{e9}" x 140],
@@ -173,7 +169,8 @@ behaviour 'PATCH /v1/me {"about"}: at most 140 characters (code points, '
         $r = set_about($a, $c->[1]);
         api_ok($r, 200, "about: $c->[0]");
         is $r->{json}{about}, $c->[1], "$c->[0]: the answer has it exactly";
-        is me($a)->{json}{about}, $c->[1], "$c->[0]: GET /v1/me too";
+        is api_me($a->{token})->{json}{about}, $c->[1],
+           "$c->[0]: GET /v1/me too";
     }
 
     my $kept = $ok[-1][1];
@@ -192,14 +189,14 @@ behaviour 'PATCH /v1/me {"about"}: at most 140 characters (code points, '
     api_error_is(api_request(PATCH => '/v1/me', token => $a->{token},
                              body => '"about"'),
                  400, 'bad_request', 'not a JSON object');
-    is me($a)->{json}{about}, $kept, 'about is as it was';
+    is api_me($a->{token})->{json}{about}, $kept, 'about is as it was';
     api_error_is(api_request(PATCH => '/v1/me', body => { about => 'x' }),
                  401, 'unauthorized', 'no token');
 
     $r = set_about($a, '');
     api_ok($r, 200, 'PATCH /v1/me {"about":""}');
     is $r->{json}{about}, '', '"" clears it';
-    is me($a)->{json}{about}, '', 'GET /v1/me: ""';
+    is api_me($a->{token})->{json}{about}, '', 'GET /v1/me: ""';
 };
 
 behaviour 'GET /v1/users/{id}: about, online and last_seen for who shares '
@@ -401,7 +398,8 @@ behaviour 'Redis down: PATCH /v1/me still changes about (a warning in '
     my $r = set_about($u, 'offline edit');
     api_ok($r, 200, 'PATCH /v1/me while Redis is down');
     is $r->{json}{about}, 'offline edit', '... the answer has the change';
-    is me($u)->{json}{about}, 'offline edit', 'GET /v1/me shows it';
+    is api_me($u->{token})->{json}{about}, 'offline edit',
+       'GET /v1/me shows it';
     api_error_is(user($v, $u->{user_id}), 503, 'unavailable',
                  'GET /v1/users/{id} needs the presence state: 503');
     ok redis_start(), 'Redis starts again';

@@ -29,7 +29,8 @@ our @EXPORT = qw(
     http_request ws_connect
     http_start http_finish wait_until
     api_request api_build_request api_ok api_error_is api_show random_mobile
-    api_signup api_link_device ws_chat_auth ws_next ws_worker_pid
+    api_register api_me api_signup api_link_device
+    ws_chat_auth ws_next ws_worker_pid
     server_read_all metric error_log_wait redis_down_seen redis_up_seen
     pg_stop pg_start pg_pause pg_resume pg_scalar
     redis_stop redis_start redis_pause redis_resume
@@ -821,6 +822,21 @@ sub api_error_is {
 }
 
 
+# api_register($mobile, %o): POST /v1/register for the number; api_me($token,
+# %o): GET /v1/me with the token. %o as api_request's.
+sub api_register {
+    my ($mobile, %o) = @_;
+    return api_request(POST => '/v1/register', body => { mobile => $mobile },
+                       %o);
+}
+
+
+sub api_me {
+    my ($token, %o) = @_;
+    return api_request(GET => '/v1/me', token => $token, %o);
+}
+
+
 # A mobile number no other suite or run uses: +1, the pid, a counter and
 # random digits (13 digits in all).
 my $MOBILES = 0;
@@ -841,8 +857,7 @@ sub api_signup {
     my $mobile = $o{mobile} // random_mobile();
     my $name = $o{device_name} // 'test device';
     my %p = $o{port} ? (port => $o{port}) : ();
-    my $r = api_request(POST => '/v1/register', %p,
-                        body => { mobile => $mobile });
+    my $r = api_register($mobile, %p);
     my $code = ref $r->{json} eq 'HASH' ? $r->{json}{dev_code} : undef;
     unless (($r->{status} // 0) == 202 && defined $code) {
         Test::More::fail("sign up $mobile: register answers 202 with "
@@ -2347,6 +2362,8 @@ $code, $name)> are one assertion each (an error is
 C<{"error":{"code","message"}}> as application/json; a 429 needs
 C<Retry-After>); C<api_show($r)> formats a response for C<diag>.
 C<random_mobile()> gives a number no other file or run uses.
+C<api_register($mobile, %o)> is C<POST /v1/register> for a number,
+C<api_me($token, %o)> C<GET /v1/me> (C<%o> as C<api_request>'s).
 C<api_signup(mobile => ..., device_name => ...)> registers and verifies
 (using C<dev_code>) and returns C<{mobile, user_id, device_id, token}>;
 C<api_link_device($account, device_name => ...)> adds a device through
