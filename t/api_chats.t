@@ -19,9 +19,7 @@ use Test::Chat::JSON qw(is_json_int is_json_string now_ms);
 binmode Test::More->builder->$_, ':encoding(UTF-8)'
     for qw(output failure_output todo_output);
 
-plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
-                 . 'scripts/test.sh)'
-    unless $ENV{CHAT_PG_DSN} && $ENV{CHAT_REDIS};
+needs_stack();
 
 # No user has this id: the largest bigint.
 my $NOBODY = '9223372036854775807';

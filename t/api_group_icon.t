@@ -19,9 +19,7 @@ use Digest::SHA qw(sha256_hex);
 use JSON::PP ();
 use Time::HiRes qw(time);
 
-plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
-                 . 'scripts/test.sh)'
-    unless $ENV{CHAT_PG_DSN} && $ENV{CHAT_REDIS};
+needs_stack();
 
 my $CONFIG = chat_media_locations();
 

@@ -14,9 +14,7 @@ use Test::Chat::Delivery qw(chat_http_config);
 use Test::Chat::Media qw(:all);
 use Digest::SHA qw(sha256_hex);
 
-plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
-                 . 'scripts/test.sh)'
-    unless $ENV{CHAT_PG_DSN} && $ENV{CHAT_REDIS};
+needs_stack();
 
 my $CONFIG = chat_media_locations();
 

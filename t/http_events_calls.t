@@ -14,9 +14,7 @@ use Test::Chat::Events qw(:all);
 use Test::Chat::JSON qw(ms);
 use Time::HiRes qw(time);
 
-plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
-                 . 'scripts/test.sh)'
-    unless $ENV{CHAT_PG_DSN} && $ENV{CHAT_REDIS};
+needs_stack();
 
 $SIG{PIPE} = 'IGNORE';
 

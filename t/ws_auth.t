@@ -14,9 +14,7 @@ use Test::Chat::Delivery qw(:serve);
 use Test::Chat::JSON qw(is_json_int is_json_string now_ms);
 use Time::HiRes qw(time sleep);
 
-plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
-                 . 'scripts/test.sh)'
-    unless $ENV{CHAT_PG_DSN} && $ENV{CHAT_REDIS};
+needs_stack();
 
 my $LOCATIONS = <<'END';
 location /v1/ { chat_api; }

@@ -18,9 +18,7 @@ use Test::Chat::Delivery qw(:all);
 use Test::Chat::JSON qw(is_json_int);
 use Time::HiRes qw(time sleep);
 
-plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
-                 . 'scripts/test.sh)'
-    unless $ENV{CHAT_PG_DSN} && $ENV{CHAT_REDIS};
+needs_stack();
 
 # PostgreSQL and Redis outlive this file: a prefix of our own, and new
 # users (random_mobile) in every behaviour. A second server on port2 with

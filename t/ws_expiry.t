@@ -11,9 +11,7 @@ use lib 't/lib';
 use Test::Chat::Nginx;
 use Test::Chat::Delivery qw(:serve);
 
-plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
-                 . 'scripts/test.sh)'
-    unless $ENV{CHAT_PG_DSN} && $ENV{CHAT_REDIS};
+needs_stack();
 
 my $T = 10;
 

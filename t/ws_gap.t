@@ -12,9 +12,7 @@ use lib 't/lib';
 use Test::Chat::Nginx;
 use Test::Chat::Delivery qw(:all);
 
-plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
-                 . 'scripts/test.sh)'
-    unless $ENV{CHAT_PG_DSN} && $ENV{CHAT_REDIS};
+needs_stack();
 
 serve(defaults => 1,
       http_config => chat_http_config(prefix => "t_ws_gap_$$:",

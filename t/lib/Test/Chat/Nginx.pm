@@ -21,7 +21,7 @@ use JSON::PP ();
 use Test::Chat::WS qw(:all);
 
 our @EXPORT = qw(
-    run_tests repeat_each no_shuffle blocks workers log_level
+    run_tests needs_stack repeat_each no_shuffle blocks workers log_level
     port port2 free_port servroot modules_dir nginx_binary
     nginx_start nginx_stop nginx_reload nginx_running nginx_master_pid
     nginx_worker_pids nginx_wait_exit nginx_test_config write_config
@@ -63,6 +63,15 @@ sub import {
 
 # ---------------------------------------------------------------------------
 # Settings.
+
+# needs_stack(@more): skips the whole file unless the environment of
+# scripts/test.sh is there: CHAT_PG_DSN, CHAT_REDIS and @more.
+sub needs_stack {
+    my @missing = grep { !$ENV{$_} } 'CHAT_PG_DSN', 'CHAT_REDIS', @_;
+    Test::More::plan(skip_all => join(', ', @missing) . ' not set (run me '
+                                 . 'through scripts/test.sh)')
+        if @missing;
+}
 
 sub repeat_each { $REPEAT = shift if @_; $REPEAT }
 sub no_shuffle  { 1 }
@@ -2086,6 +2095,10 @@ them with C<prove -r t/>. Each test file runs its own nginx in a temporary
 prefix (removed at exit), on free loopback ports, restarted for every block.
 
 =head1 ENVIRONMENT
+
+C<needs_stack(@more)> skips a whole file unless C<CHAT_PG_DSN>,
+C<CHAT_REDIS> and the variables C<@more> are set (scripts/test.sh sets
+them all).
 
 C<CHAT_NGINX> (default /usr/sbin/nginx), C<CHAT_MODULES> (directory holding
 ngx_chat_module.so and ngx_asset_module.so; default build/modules),
