@@ -14,24 +14,13 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
+use Test::Chat::Delivery qw(chat_http_config);
 use Time::HiRes qw(time);
 
-my @env = qw(CHAT_PG_DSN CHAT_REDIS CHAT_PG_DIR CHAT_PG_PORT CHAT_REDIS_DIR
-             CHAT_REDIS_PORT);
-plan skip_all => join(', ', @env) . ' must be set (run me through '
-                 . 'scripts/test.sh)'
-    if grep { !$ENV{$_} } @env;
+needs_stack(qw(CHAT_PG_DIR CHAT_PG_PORT CHAT_REDIS_DIR CHAT_REDIS_PORT));
 
-my $PREFIX = "t_faults_$$:";
-
-my $HTTP = <<"END";
-chat_postgres "\$TEST_NGINX_PG_DSN";
-chat_postgres_timeout 2s;
-chat_redis \$TEST_NGINX_REDIS;
-chat_redis_timeout 1s;
-chat_redis_prefix "$PREFIX";
-chat_dev_codes on;
-END
+my $TIMEOUTS = "chat_postgres_timeout 2s;\nchat_redis_timeout 1s;\n";
+my $HTTP = chat_http_config(extra => $TIMEOUTS);
 
 my $LOCATIONS = <<'END';
 location /v1/ { chat_api; }
@@ -40,14 +29,8 @@ location = /ok { return 200 "ok\n"; }
 END
 
 # For the unlink check: a reuseport listener spreads sockets over workers.
-my $HTTP2 = $HTTP . <<"END";
-server {
-    listen 127.0.0.1:\$TEST_NGINX_PORT2 reuseport;
-$LOCATIONS
-}
-END
-
-END { nginx_stop() if nginx_running() }
+my $HTTP2 = chat_http_config(extra => $TIMEOUTS, port2 => 1,
+                             locations => $LOCATIONS);
 
 
 # One nginx per subtest; lost-connection errors are expected at error or

@@ -22,7 +22,8 @@ BEGIN {
         for qw(servroot http_request api_request);
 }
 
-our @EXPORT_OK = qw(chat_media_locations chat_blob_dir media_create
+our @EXPORT_OK = qw(chat_media_locations media_locations chat_blob_dir
+                    media_create
                     media_announce media_upload blob_put blob_get
                     blob_stored);
 our %EXPORT_TAGS = (all => \@EXPORT_OK);
@@ -37,18 +38,21 @@ sub chat_blob_dir {
     return $dir;
 }
 
-sub chat_media_locations {
+sub media_locations {
+    my (%o) = @_;
     chat_blob_dir();
-    return chat_locations() . <<"END";
+    return <<"END";
 location /v1/media { asset_api; }
 location /blob/ {
     asset_blob on;
     root ${\ servroot()};
     dav_methods PUT;
-    client_max_body_size 1m;
+    client_max_body_size ${\ ($o{max_body} // '1m')};
 }
 END
 }
+
+sub chat_media_locations { chat_locations() . media_locations() }
 
 sub media_create {
     my ($acct, $body) = @_;
@@ -120,13 +124,16 @@ Nothing is exported unless asked for (C<:all> for everything).
 
 =over
 
-=item chat_media_locations(), chat_blob_dir()
+=item chat_media_locations(), media_locations(max_body => '1m')
 
-L<Test::Chat::Delivery>'s chat locations plus the media API
-(C</v1/media>, C<asset_api>) and the local blob store (C</blob/>:
-C<asset_blob>, C<dav_methods PUT>, 1m bodies) in the server root;
-C<chat_blob_dir()> is that store's directory, made writable by the
-workers, where an object's file is its media id.
+=item chat_blob_dir()
+
+L<Test::Chat::Delivery>'s chat locations plus the media locations: the
+media API (C</v1/media>, C<asset_api>) and the local blob store
+(C</blob/>: C<asset_blob>, C<dav_methods PUT>, bodies up to
+C<max_body>) in the server root; C<chat_blob_dir()> is that store's
+directory, made writable by the workers, where an object's file is its
+media id.
 
 =item media_create($acct, $body)
 
@@ -142,12 +149,12 @@ undef.
 Announced, then C<PUT> to the blob store; one assertion ("<name> uploads
 a <type>"). Returns the media id, or undef.
 
-=item blob_put($url, $bytes, type => $t, length => $n, headers => $h, body => $b)
+=item blob_put($url, $bytes, type => $t, length => $n, headers => $h, ...)
 
 A C<PUT> of the bytes to a (presigned) URL of the store, with
 Content-Type C<$t> (default image/png; undef: none), Content-Length
 C<$n> (default the bytes' length; undef: none), more header lines C<$h>,
-and C<$b> sent instead of the bytes; the response.
+and C<body =E<gt> $b> sent instead of the bytes; the response.
 
 =item blob_get($url), blob_stored($id)
 
