@@ -18,9 +18,7 @@ use Test::Chat::Nginx;
 use Test::Chat::Delivery qw(:serve :devices);
 use Time::HiRes qw(time sleep);
 
-plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
-                 . 'scripts/test.sh)'
-    unless $ENV{CHAT_PG_DSN} && $ENV{CHAT_REDIS};
+needs_stack();
 
 # PostgreSQL and Redis outlive this file: a prefix of our own (the same on
 # both hosts), and new users (random_mobile) in every behaviour. On each
@@ -28,11 +26,6 @@ plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
 # listening socket of its own there, so sockets can be placed on either
 # worker. $TEST_NGINX_PORT2 is each instance's own.
 serve(defaults => 1, http_config => chat_http_config(port2 => 1));
-
-END {
-    nginx_stop() if nginx_running();
-    nginx2_stop(no_check => 1) if nginx2_running();
-}
 
 
 sub where {

@@ -21,9 +21,7 @@ use JSON::PP ();
 use List::Util qw(max);
 use Time::HiRes qw(time sleep);
 
-plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
-                 . 'scripts/test.sh)'
-    unless $ENV{CHAT_PG_DSN} && $ENV{CHAT_REDIS};
+needs_stack();
 
 my $LEASE = 3;          # chat_presence_lease, seconds
 my $DEBOUNCE = 2;       # chat_presence_debounce, seconds
@@ -36,11 +34,6 @@ serve(defaults => 1,
 chat_presence_lease ${LEASE}s;
 chat_presence_debounce ${DEBOUNCE}s;
 END
-
-END {
-    nginx_stop() if nginx_running();
-    nginx2_stop(no_check => 1) if nginx2_running();
-}
 
 
 # ---------------------------------------------------------------------------

@@ -19,20 +19,13 @@ use JSON::PP ();
 use List::Util qw(min max);
 use Time::HiRes qw(time);
 
-plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
-                 . 'scripts/test.sh)'
-    unless $ENV{CHAT_PG_DSN} && $ENV{CHAT_REDIS};
+needs_stack();
 
 # PostgreSQL and Redis outlive this file: a prefix of our own (the same on
 # both hosts: one deployment), and new users in every behaviour. A second
 # server on port2 with reuseport on each host, so that sockets can be
 # placed on either worker.
 serve(defaults => 1, http_config => chat_http_config(port2 => 1));
-
-END {
-    nginx_stop() if nginx_running();
-    nginx2_stop(no_check => 1) if nginx2_running();
-}
 
 
 # ---------------------------------------------------------------------------

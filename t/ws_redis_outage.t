@@ -21,10 +21,7 @@ use Test::Chat::Delivery qw(:serve :devices);
 use List::Util qw(max);
 use Time::HiRes qw(time);
 
-my @env = qw(CHAT_PG_DSN CHAT_REDIS CHAT_REDIS_DIR CHAT_REDIS_PORT);
-plan skip_all => join(', ', @env) . ' must be set (run me through '
-                 . 'scripts/test.sh)'
-    if grep { !$ENV{$_} } @env;
+needs_stack(qw(CHAT_REDIS_DIR CHAT_REDIS_PORT));
 
 # PostgreSQL and Redis outlive this file: a prefix of our own, and new
 # users (random_mobile) in every behaviour. A second server on port2 with
@@ -34,8 +31,6 @@ serve(defaults => 1, http_config => chat_http_config(
           port2 => 1, extra => "chat_redis_timeout 1s;\n"));
 
 my $HOLD = 4;       # how long Redis stays away, in seconds
-
-END { nginx_stop() if nginx_running() }
 
 # What this file did to Redis and has not undone yet.
 my $REDIS = 'up';
