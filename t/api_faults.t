@@ -37,16 +37,10 @@ my $HTTP2 = chat_http_config(extra => $TIMEOUTS, port2 => 1,
 # warn level, alert/crit/emerg and crashes never.
 sub outage {
     my ($name, %o) = @_;
-    my $code = $o{run};
-    subtest $name => sub {
-        ok nginx_start(http_config => $o{http} // $HTTP,
-                       config => $LOCATIONS, workers => $o{workers} // 1),
-           'nginx starts' or return;
-        my $mark = error_log_mark();
-        $code->();
-        ok nginx_stop(), 'nginx stops gracefully';
-        check_error_log(name => $name, since => $mark);
-    };
+    nginx_subtest $name, nginx => { http_config => $o{http} // $HTTP,
+                                    config => $LOCATIONS,
+                                    workers => $o{workers} // 1 },
+                  no_error_log => [], $o{run};
 }
 
 # The calls of this file wait up to 10 s for their answer: an outage has

@@ -24,6 +24,7 @@ our @EXPORT = qw(
     run_tests needs_stack repeat_each no_shuffle blocks workers log_level
     port port2 free_port servroot modules_dir nginx_binary
     nginx_start nginx_stop nginx_reload nginx_running nginx_master_pid
+    nginx_subtest
     nginx_worker_pids nginx_wait_exit nginx_test_config write_config
     error_log_mark error_log_since check_error_log alert_lines
     http_request ws_connect
@@ -405,6 +406,30 @@ sub nginx_stop {
     kill 'KILL', $pid, @workers, _children($pid);
     _wait_for(2, sub { !_alive($pid) });
     return 0;
+}
+
+
+# nginx_subtest $name, nginx => {...}, error_log => [...],
+# no_error_log => [...], sub { ... }: a subtest on an nginx of its own,
+# started with nginx_start(%{nginx}) (one assertion); then the sub; then
+# nginx stopped (one assertion; not when the sub stopped it) and the error
+# log written meanwhile checked (check_error_log; no_error_log defaults to
+# [error]).
+sub nginx_subtest {
+    my ($name, @rest) = @_;
+    my $code = pop @rest;
+    my %o = @rest;
+    Test::More::subtest($name => sub {
+        Test::More::ok(nginx_start(%{ $o{nginx} || {} }), 'nginx starts')
+            or return;
+        my $mark = error_log_mark();
+        $code->();
+        Test::More::ok(nginx_stop(), 'nginx stops gracefully')
+            if nginx_running();
+        check_error_log(name => $name, since => $mark,
+                        error_log => $o{error_log},
+                        no_error_log => $o{no_error_log} // ['[error]']);
+    });
 }
 
 
@@ -2343,6 +2368,11 @@ C<ws_connect(path => ..., ...)> (L<Test::Chat::WS>), C<port()>, C<port2()>,
 C<servroot()>, C<nginx_wait_exit($seconds, @pids)>, C<free_port()> (a
 port nothing listens on). C<run_tests(done_testing => 0)> leaves the plan
 open for scripted tests after the blocks.
+C<nginx_subtest($name, nginx =E<gt> {...}, error_log =E<gt> [...],
+no_error_log =E<gt> [...], sub {...})> is a subtest on an nginx of its
+own: started (one assertion), the sub run, stopped unless the sub did
+(one assertion), and the error log it wrote checked (C<[error]> by
+default must not be there).
 
 =head2 Waiting for what the server did
 
