@@ -20,11 +20,7 @@ needs_stack();
 
 # PostgreSQL and Redis outlive this file: a prefix of our own
 # (chat_http_config's), and numbers from random_mobile().
-my $CONFIG = <<'END';
-location /v1/ { chat_api; }
-location = /v1/ws { chat_ws; chat_ws_auth_timeout 1s; }
-END
-serve(defaults => 1, http_config => chat_http_config(), config => $CONFIG);
+serve(defaults => 1, http_config => chat_http_config());
 
 # Epoch milliseconds between two local clock readings (one minute of slack).
 sub is_epoch_ms {
@@ -737,7 +733,7 @@ chat_sms_relay /sms;
 log_subrequest on;
 log_format sms '$request_method $request_uri args=$args body=$request_body';
 END
-        config => $CONFIG . <<'END',
+        config => chat_locations() . <<'END',
 location = /sms {
     internal;
     access_log logs/sms.log sms;

@@ -24,11 +24,7 @@ needs_stack();
 # No user has this id: the largest bigint.
 my $NOBODY = '9223372036854775807';
 
-my $CONFIG = <<'END';
-location /v1/ { chat_api; }
-location = /v1/ws { chat_ws; chat_ws_auth_timeout 1s; }
-END
-serve(defaults => 1, http_config => chat_http_config(), config => $CONFIG);
+serve(defaults => 1, http_config => chat_http_config());
 
 
 # ------------------------------------------------------------------ helpers
@@ -676,13 +672,13 @@ behaviour 'chat_max_group_size takes a positive number' => sub {
         my ($ok, $out) = nginx_test_config(
             http_config => chat_http_config(
                 extra => "chat_max_group_size $v;\n"),
-            config => $CONFIG);
+            config => chat_locations());
         ok !$ok, "chat_max_group_size $v is refused";
         like $out, qr/chat_max_group_size/, '... naming the directive';
     }
     my ($ok, $out) = nginx_test_config(
         http_config => chat_http_config(extra => "chat_max_group_size 1;\n"),
-        config => $CONFIG);
+        config => chat_locations());
     ok $ok, 'chat_max_group_size 1 is fine' or diag($out);
 };
 

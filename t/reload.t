@@ -10,6 +10,14 @@ use Time::HiRes qw(time);
 
 my $ECHO = 'location /echo { chat_ws_echo; }';
 
+# An echo that waits 1s for the answer to its close frame.
+my $IMPATIENT = <<'END';
+location /echo {
+    chat_ws_echo;
+    chat_ws_close_timeout 1s;
+}
+END
+
 sub open_echo {
     my ($label) = @_;
     my $ws = ws_connect(path => '/echo');
@@ -54,12 +62,7 @@ nginx_subtest 'HUP: open sockets get 1001 and the old workers exit',
 };
 
 nginx_subtest 'HUP: a client that ignores the close is dropped anyway',
-              nginx => { config => <<'END', workers => 1 } => sub {
-location /echo {
-    chat_ws_echo;
-    chat_ws_close_timeout 1s;
-}
-END
+              nginx => { config => $IMPATIENT, workers => 1 } => sub {
     my $ws = open_echo('silent');
     my $t0 = time;
     my @old = nginx_reload();
@@ -133,12 +136,7 @@ nginx_subtest 'QUIT: open sockets get 1001 and nginx exits',
 };
 
 nginx_subtest 'QUIT: a client that ignores the close does not hold nginx',
-              nginx => { config => <<'END', workers => 1 } => sub {
-location /echo {
-    chat_ws_echo;
-    chat_ws_close_timeout 1s;
-}
-END
+              nginx => { config => $IMPATIENT, workers => 1 } => sub {
     my $ws = open_echo('silent');
     my $master = nginx_master_pid();
     my $t0 = time;

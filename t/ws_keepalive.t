@@ -25,14 +25,17 @@ sub quiet_until_close {
     return (undef, time - $t0, $pings);
 }
 
-nginx_subtest 'a client that answers nothing is closed with 1001',
-              nginx => { config => <<'END' } => sub {
+# Pings every second; a socket with nothing from the client for 2s goes.
+my $PINGED = <<'END';
 location /echo {
     chat_ws_echo;
     chat_ws_ping_interval 1s;
     chat_ws_idle_timeout 2s;
 }
 END
+
+nginx_subtest 'a client that answers nothing is closed with 1001',
+              nginx => { config => $PINGED } => sub {
     my $ws = ws_connect(path => '/echo');
     is $ws->status, 101, 'handshake';
     my ($m, $elapsed, $pings) = quiet_until_close($ws, 6);
@@ -47,13 +50,7 @@ END
 };
 
 nginx_subtest 'a client that answers pings stays connected',
-              nginx => { config => <<'END' } => sub {
-location /echo {
-    chat_ws_echo;
-    chat_ws_ping_interval 1s;
-    chat_ws_idle_timeout 2s;
-}
-END
+              nginx => { config => $PINGED } => sub {
     my $ws = ws_connect(path => '/echo');
     is $ws->status, 101, 'handshake';
     my $t0 = time;

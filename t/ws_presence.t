@@ -65,6 +65,21 @@ sub next_presence {
     return $p[$cur];
 }
 
+# $dw subscribes to $u, who has never connected: offline, last_seen null;
+# then $u connects on host 2: online. Two assertions; returns $u's
+# device, or undef.
+sub watch_then_connect {
+    my ($dw, $u) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    subscribe($dw, $u);
+    presence_ok($dw, next_presence([], $dw, $u, 5), $u, 0, undef,
+                "$dw->{name} subscribes to $u->{name}, never connected");
+    my $du = device($u, $u->{name}, host => 2) or return undef;
+    presence_ok($dw, next_presence([$du], $dw, $u, 5), $u, 1, undef,
+                "$u->{name} connects on host 2");
+    return $du;
+}
+
 # One assertion: $d gets no presence event about $u (any user when $u is
 # undef) within $secs, reading @$devs meanwhile.
 sub no_presence_ok {
@@ -117,12 +132,7 @@ behaviour 'W on host 1 watches U: never seen, then online when U connects '
     group_chat($uv, 'V and U', [$uu], host => 2) or return;
     my $dw = device($uw, 'W', host => 1) or return;
 
-    subscribe($dw, $uu);
-    presence_ok($dw, next_presence([], $dw, $uu, 5), $uu, 0, undef,
-                'W subscribes to U, never connected');
-    my $du = device($uu, 'U', host => 2) or return;
-    presence_ok($dw, next_presence([$du], $dw, $uu, 5), $uu, 1, undef,
-                'U connects on host 2');
+    my $du = watch_then_connect($dw, $uu) or return;
     my $du2 = device($uu2, 'U2', host => 1) or return;
     no_presence_ok([$du, $du2], $dw, $uu, 1,
                    'U\'s second device connects on host 1');
@@ -332,12 +342,7 @@ behaviour 'unsubscribe stops the events; ids not watched are ignored, '
     direct_chat($uw, $uu) or return;
     direct_chat($uw, $ux) or return;
     my $dw = device($uw, 'W', host => 1) or return;
-    subscribe($dw, $uu);
-    presence_ok($dw, next_presence([], $dw, $uu, 5), $uu, 0, undef,
-                'W subscribes to U');
-    my $du = device($uu, 'U', host => 2) or return;
-    presence_ok($dw, next_presence([$du], $dw, $uu, 5), $uu, 1, undef,
-                'U connects');
+    my $du = watch_then_connect($dw, $uu) or return;
     unsubscribe($dw, $uu->{user_id}, $ux->{user_id}, $us->{user_id});
     subscribe($dw, $ux);            # answered after the unsubscribe
     presence_ok($dw, next_presence([$du], $dw, $ux, 5), $ux, 0, undef,
