@@ -80,6 +80,21 @@ sub watch_then_connect {
     return $du;
 }
 
+# W (on host 2) and U (on host 1), who share a chat, both connected; W
+# subscribes to U: online (one assertion). Returns (W, U, W's device, U's
+# device), or () when one of them could not be made.
+sub watcher_of_online {
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my ($uw, $uu) = users('W', 'U') or return;
+    direct_chat($uw, $uu) or return;
+    my $dw = device($uw, 'W', host => 2) or return;
+    my $du = device($uu, 'U', host => 1) or return;
+    subscribe($dw, $uu);
+    presence_ok($dw, next_presence([$du], $dw, $uu, 5), $uu, 1, undef,
+                'W subscribes: U online');
+    return ($uw, $uu, $dw, $du);
+}
+
 # One assertion: $d gets no presence event about $u (any user when $u is
 # undef) within $secs, reading @$devs meanwhile.
 sub no_presence_ok {
@@ -211,13 +226,7 @@ behaviour "flapping: U closes and comes back within 0.5 s, four times, "
           . 'W sees no offline, and no online either; then U goes for '
           . 'good and W sees it',
           hosts => 2 => sub {
-    my ($uw, $uu) = users('W', 'U') or return;
-    direct_chat($uw, $uu) or return;
-    my $dw = device($uw, 'W', host => 2) or return;
-    my $du = device($uu, 'U', host => 1) or return;
-    subscribe($dw, $uu);
-    presence_ok($dw, next_presence([$du], $dw, $uu, 5), $uu, 1, undef,
-                'W subscribes: U online');
+    my ($uw, $uu, $dw, $du) = watcher_of_online() or return;
     my $from = presences_of($dw, $uu);
 
     my @gaps;
@@ -371,13 +380,7 @@ behaviour "lease: the worker holding U's only socket on host 1 is killed "
           . 'worker is online again',
           hosts => 2,
           error_log => [qr/worker process \d+ exited on signal 9/] => sub {
-    my ($uw, $uu) = users('W', 'U') or return;
-    direct_chat($uw, $uu) or return;
-    my $dw = device($uw, 'W', host => 2) or return;
-    my $du = device($uu, 'U', host => 1) or return;
-    subscribe($dw, $uu);
-    presence_ok($dw, next_presence([$du], $dw, $uu, 5), $uu, 1, undef,
-                'W subscribes: U online');
+    my ($uw, $uu, $dw, $du) = watcher_of_online() or return;
     my $pid = $du->{pid};
     ok defined $pid, 'the worker holding U\'s socket is known'
         or return;
