@@ -52,6 +52,23 @@ sub media {
     return api_request(GET => "/v1/media/$id", token => $acct->{token});
 }
 
+# Three users, admin, member and stranger; a group of the first two titled
+# $title, and their direct chat. Returns the three accounts and the two
+# chats as POST /v1/chats answered them, or () after a failed assertion.
+sub admin_member_stranger {
+    my ($title) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my ($a, $m, $s) = map { api_signup(device_name => $_) }
+                      qw(admin member stranger);
+    my $g = api_chat_create($a, { type => 'group', title => $title,
+                                  members => [$m->{user_id}] })
+        or return;
+    my $d = api_chat_create($a, { type => 'direct',
+                                  user_id => $m->{user_id} })
+        or return;
+    return ($a, $m, $s, $g, $d);
+}
+
 # One assertion: the chat object has "icon" and it is $icon (undef: null).
 sub icon_is {
     my ($chat, $icon, $name) = @_;
@@ -101,16 +118,9 @@ sub send_text {
 subtest 'the admin sets an icon: every chat object shows it, members get '
         . 'icon_changed in order between texts, and download the '
         . 'icon\'s bytes' => sub {
-    my ($a, $m, $s) = map { api_signup(device_name => $_) }
-                      qw(admin member stranger);
-    my $g = api_chat_create($a, { type => 'group', title => 'icons',
-                                  members => [$m->{user_id}] })
-        or return;
+    my ($a, $m, $s, $g, $d) = admin_member_stranger('icons') or return;
     my $chat = $g->{chat_id};
     icon_is($g, undef, 'POST /v1/chats (group)');
-    my $d = api_chat_create($a, { type => 'direct',
-                                  user_id => $m->{user_id} })
-        or return;
     icon_is($d, undef, 'POST /v1/chats (direct)');
 
     my $icon = media_upload($a, $png, 'image/png') or return;
@@ -173,15 +183,8 @@ subtest 'the admin sets an icon: every chat object shows it, members get '
 subtest 'who may set which icon: members 403, others 404, direct chats '
         . '400; media the admin may not download 400 unknown_media; '
         . 'malformed icons 400' => sub {
-    my ($a, $m, $s) = map { api_signup(device_name => $_) }
-                      qw(admin member stranger);
-    my $g = api_chat_create($a, { type => 'group', title => 'rules',
-                                  members => [$m->{user_id}] })
-        or return;
+    my ($a, $m, $s, $g, $d) = admin_member_stranger('rules') or return;
     my $chat = $g->{chat_id};
-    my $d = api_chat_create($a, { type => 'direct',
-                                  user_id => $m->{user_id} })
-        or return;
     my $mine = media_upload($a, $png, 'image/png') or return;
     my $theirs = media_upload($s, $gif, 'image/gif') or return;
     my $members = media_upload($m, $gif, 'image/gif') or return;
