@@ -567,6 +567,7 @@ sub http_request {
     my @chunks = ref $req eq 'ARRAY' ? @$req : ($req);
     my $first = 1;
     for my $c (@chunks) {
+        # paced on purpose: the chunks are to reach nginx in separate reads
         sleep($o{delay} // 0.01) unless $first;
         $first = 0;
         my $off = 0;
@@ -1424,7 +1425,7 @@ sub _run_block {
     }
 
     if (my $w = _section($b, 'wait')) {
-        sleep $w;
+        sleep $w;       # time passing is what such a block tests
     }
     my $graceful = nginx_stop();
     check_error_log(name => $name, since => $mark,
@@ -1714,7 +1715,7 @@ sub _ws_send {
     }
     return $ws->close_raw(@args) if $what eq 'close_raw';
     return $ws->send_frame(@args) if $what eq 'frame';
-    return sleep $args[0] if $what eq 'sleep';
+    return sleep $args[0] if $what eq 'sleep';     # pacing, on purpose
     return _ws_expect($ws, [@args], $ctx) if $what eq 'expect';
     die "unknown ws_send item '$what'\n";
 }
@@ -2187,7 +2188,10 @@ Skip a block (optional reason), run only marked blocks, stop after one.
 
 =item wait: seconds
 
-Sleep before stopping nginx and reading the error log.
+Sleep before stopping nginx and reading the error log, for a block about
+time passing (a timer, a timeout). To wait for something the server
+does, write a scripted test that waits for it (C<wait_until>,
+C<error_log_wait>).
 
 =item timeout: seconds
 

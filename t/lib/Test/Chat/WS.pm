@@ -611,6 +611,8 @@ sub send_raw {
     my $delay = $o{delay} // (@pieces > 1 ? 0.002 : 0);
     my $first = 1;
     for my $p (@pieces) {
+        # paced on purpose: the pieces are to reach the server in separate
+        # reads
         sleep $delay if $delay && !$first;
         $first = 0;
         $self->_write_all($p) or return 0;
