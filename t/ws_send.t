@@ -68,7 +68,7 @@ sub sent_ok {
 
 # An error answer with this code, echoing the request's id when it is a
 # string; none when the request had no id.
-sub error_ok {
+sub send_error_ok {
     my ($ws, $f, $code, $name) = @_;
     local $Test::Builder::Level = $Test::Builder::Level + 1;
     ws_chat_send($ws, %$f);
@@ -273,7 +273,7 @@ behaviour 'bad_request: a send without an id, with an id of 0 or 65 '
     );
     for my $uc (@cases) {
         my ($what, $f) = @$uc;
-        error_ok($wa, $f, 'bad_request', $what);
+        send_error_ok($wa, $f, 'bad_request', $what);
     }
     ping_ok($wa, 'after the refusals');
     quiet_ok($wb, 0.5, 'B after the refusals');
@@ -305,21 +305,21 @@ behaviour 'forbidden: sending to a chat one is not a member of, to a '
     my ($wc, $sc) = ws_chat_open($uc, name => 'C');
     return unless $sb && $sc;
 
-    error_ok($wc, { id => 'f1', chat_id => $direct->{chat_id},
-                    text => 'let me in' }, 'forbidden',
-             "C to A and B's direct chat");
-    error_ok($wc, { id => 'f2', chat_id => $group->{chat_id},
-                    text => 'let me in' }, 'forbidden',
-             "C to A and B's group");
-    error_ok($wc, { id => 'f3', chat_id => '999999999999',
-                    text => 'anyone?' }, 'forbidden', 'C to no chat');
+    send_error_ok($wc, { id => 'f1', chat_id => $direct->{chat_id},
+                         text => 'let me in' }, 'forbidden',
+                  "C to A and B's direct chat");
+    send_error_ok($wc, { id => 'f2', chat_id => $group->{chat_id},
+                         text => 'let me in' }, 'forbidden',
+                  "C to A and B's group");
+    send_error_ok($wc, { id => 'f3', chat_id => '999999999999',
+                         text => 'anyone?' }, 'forbidden', 'C to no chat');
 
     my $r = api_request(DELETE => "/v1/chats/$left->{chat_id}/members/"
                                   . $uc->{user_id}, token => $ua->{token});
     api_ok($r, 204, 'A removes C from the third chat') or return;
-    error_ok($wc, { id => 'f4', chat_id => $left->{chat_id},
-                    text => 'still here?' }, 'forbidden',
-             'C to the chat it was removed from');
+    send_error_ok($wc, { id => 'f4', chat_id => $left->{chat_id},
+                         text => 'still here?' }, 'forbidden',
+                  'C to the chat it was removed from');
     ping_ok($wc, 'C after the refusals');
 
     # B got the system messages of its two groups (in the sync or live),
@@ -343,14 +343,14 @@ behaviour 'too_large: text over chat_max_message_size bytes of UTF-8 '
           nginx => { http_config => chat_http_config(extra =>
                          "chat_max_message_size 100;\n") } => sub {
     my ($ua, $ub, $chat, $wa, $wb) = pair() or return;
-    error_ok($wa, { id => 'big', chat_id => $chat, text => 'x' x 101 },
-             'too_large', '101 ASCII bytes');
+    send_error_ok($wa, { id => 'big', chat_id => $chat,
+                         text => 'x' x 101 }, 'too_large', '101 ASCII bytes');
     # 51 x U+00E9 is 51 characters but 102 bytes.
-    error_ok($wa, { id => 'big-utf8', chat_id => $chat,
-                    text => "\x{e9}" x 51 }, 'too_large',
-             '51 two-byte characters (102 bytes)');
-    error_ok($wa, { id => 'huge', chat_id => $chat, text => 'y' x 5000 },
-             'too_large', '5000 bytes');
+    send_error_ok($wa, { id => 'big-utf8', chat_id => $chat,
+                         text => "\x{e9}" x 51 }, 'too_large',
+                  '51 two-byte characters (102 bytes)');
+    send_error_ok($wa, { id => 'huge', chat_id => $chat,
+                         text => 'y' x 5000 }, 'too_large', '5000 bytes');
     ping_ok($wa, 'after the refusals');
     quiet_ok($wb, 0.5, 'B after the refusals');
 
