@@ -16,7 +16,6 @@ use Test::Chat::Delivery qw(chat_http_config);
 use Digest::SHA qw(sha256_hex);
 use File::Temp qw(tempdir);
 use IO::Socket::INET;
-use Time::HiRes qw(sleep);
 
 needs_stack();
 plan skip_all => 'no node, or t/node/node_modules/s3rver (npm install in '

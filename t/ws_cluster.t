@@ -16,7 +16,7 @@ use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
 use Test::Chat::Delivery qw(:serve :devices);
-use Time::HiRes qw(time sleep);
+use Time::HiRes qw(time);
 
 needs_stack();
 

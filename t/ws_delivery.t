@@ -16,7 +16,7 @@ use lib 't/lib';
 use Test::Chat::Nginx;
 use Test::Chat::Delivery qw(:all);
 use Test::Chat::JSON qw(is_json_int);
-use Time::HiRes qw(time sleep);
+use Time::HiRes qw(time);
 
 needs_stack();
 

@@ -19,7 +19,7 @@ use Test::Chat::Delivery qw(:serve :devices);
 use Test::Chat::JSON qw(ms);
 use JSON::PP ();
 use List::Util qw(max);
-use Time::HiRes qw(time sleep);
+use Time::HiRes qw(time);
 
 needs_stack();
 

@@ -15,7 +15,6 @@ use Test::Chat::Nginx;
 use Test::Chat::Delivery qw(:serve);
 use Test::Chat::JSON qw(is_json_int is_json_string now_ms);
 use B ();
-use Time::HiRes qw(time sleep);
 
 binmode Test::More->builder->$_, ':encoding(UTF-8)'
     for qw(output failure_output todo_output);
