@@ -1,10 +1,11 @@
 package Test::Chat::Delivery;
 
-# What the delivery suites (ws_delivery.t, ws_cluster.t, ws_redis_outage.t)
-# share: devices that record what their socket is sent, a reader over many
-# sockets, and the checks of a device's stream; and what most chat suites
-# share: the http_config, the locations and a subtest on a running nginx.
-# POD at the end.
+# What the delivery suites (ws_delivery.t, ws_cluster.t, ws_receipts.t,
+# ws_presence.t, ws_redis_outage.t...) share: devices that record what their
+# socket is sent, a reader over many sockets, the checks of a device's
+# stream and of presence events; and what most chat suites share: the
+# http_config, the locations and a subtest on a running nginx (or two
+# hosts). POD at the end.
 
 use strict;
 use warnings;
