@@ -278,23 +278,24 @@ subtest 'asset_ttl: the media of an icon stays while it is the icon, and '
         . 'goes after' => sub {
     ok nginx_start(workers => 2, config => $CONFIG,
                    http_config => chat_http_config(
-                       extra => $TYPES . "asset_ttl 2s;\n")),
-       'nginx starts with asset_ttl 2s';
+                       extra => $TYPES . "asset_ttl 4s;\n")),
+       'nginx starts with asset_ttl 4s';
     my ($a, $m) = map { api_signup(device_name => $_) } qw(admin member);
     my $g = api_chat_create($a, { type => 'group', title => 'ttl',
                                   members => [$m->{user_id}] })
         or return;
     my $chat = $g->{chat_id};
+    # set right after its upload: well within asset_ttl
     my $icon = media_upload($a, $png, 'image/png') or return;
-    my $other = media_upload($a, $gif, 'image/gif') or return;
     api_ok(patch($a, $chat, { icon => $icon }), 200, 'A sets the icon');
+    my $other = media_upload($a, $gif, 'image/gif') or return;
 
-    ok wait_until(8, sub { !blob_stored($other) }),
+    ok wait_until(15, sub { !blob_stored($other) }),
        'the other media, never used, is swept after the TTL';
     ok blob_stored($icon), 'the icon\'s object stays';
     # A later sweep has run once a media uploaded now is gone.
     my $probe = media_upload($a, $gif, 'image/gif') or return;
-    ok wait_until(8, sub { !blob_stored($probe) }),
+    ok wait_until(15, sub { !blob_stored($probe) }),
        'a media uploaded since, never used, is swept too';
     ok blob_stored($icon), '... also after another sweep';
     my $f = media($m, $icon);
@@ -304,7 +305,7 @@ subtest 'asset_ttl: the media of an icon stays while it is the icon, and '
     icon_is(chat_of($m, $chat), $icon, 'the chat still has it');
 
     api_ok(patch($a, $chat, { icon => undef }), 200, 'A removes the icon');
-    ok wait_until(8, sub { !blob_stored($icon) }),
+    ok wait_until(15, sub { !blob_stored($icon) }),
        'then the media is swept too';
     is media($a, $icon)->{status}, 404, '... its row too';
 };

@@ -214,27 +214,30 @@ subtest 'asset_ttl: media past it go, rows and objects, unless a stored '
         . 'message refers to them' => sub {
     ok nginx_start(workers => 2, config => $CONFIG,
                    http_config => chat_http_config(
-                       extra => "asset_ttl 2s;\n")),
-       'nginx starts with asset_ttl 2s';
+                       extra => "asset_ttl 4s;\n")),
+       'nginx starts with asset_ttl 4s';
     my ($a, $b) = map { api_signup(device_name => $_) } qw(a b);
     my $chat = api_chat_create($a, { type => 'direct',
                                      user_id => $b->{user_id} })
         or return;
+    my ($wa) = ws_chat_open($a);
+    # sent right after its upload: well within asset_ttl
     my $kept = media_upload($a, $png, 'image/png');
+    my $ev = $kept && ws_chat_send_wait($wa, 10, id => 'keep',
+                                        media => [$kept],
+                                        chat_id => $chat->{chat_id});
+    is $ev && $ev->{type}, 'sent', 'one is sent (b has not got it yet)'
+        or diag(ws_chat_show($ev));
     my $gone = media_upload($a, $png, 'image/png');
     ok $kept && $gone, 'two uploads' or return;
-    my ($wa) = ws_chat_open($a);
-    my $ev = ws_chat_send_wait($wa, 10, id => 'keep', media => [$kept],
-                               chat_id => $chat->{chat_id});
-    is $ev && $ev->{type}, 'sent', 'one is sent (b has not got it yet)';
 
-    ok wait_until(8, sub { !blob_stored($gone) }),
+    ok wait_until(15, sub { !blob_stored($gone) }),
        'the one never sent: its object is deleted after the TTL';
     is api_request(GET => "/v1/media/$gone", token => $a->{token})->{status},
        404, '... and its row: 404';
     # A later sweep has run once a media uploaded now is gone.
     my $probe = media_upload($a, $png, 'image/png');
-    ok $probe && wait_until(8, sub { !blob_stored($probe) }),
+    ok $probe && wait_until(15, sub { !blob_stored($probe) }),
        'another media, never sent, is swept after the TTL too';
     ok blob_stored($kept), 'the one a stored message refers to stays';
     is api_request(GET => "/v1/media/$kept", token => $b->{token})->{status},
@@ -245,7 +248,7 @@ subtest 'asset_ttl: media past it go, rows and objects, unless a stored '
     ok $m, 'b gets the message in its sync' or return;
     $wb->send_json({ type => 'ack', chat_id => $chat->{chat_id},
                      seq => $m->{seq} });
-    ok wait_until(8, sub { !blob_stored($kept) }),
+    ok wait_until(15, sub { !blob_stored($kept) }),
        'once b acked it (the message is gone), the media goes too';
     $_->close(1000) for $wa, $wb;
 };
