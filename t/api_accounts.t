@@ -10,96 +10,23 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
-use B ();
-use Time::HiRes qw(time sleep);
+use Test::Chat::Delivery qw(:serve);
+use Test::Chat::JSON qw(json_int_ok json_string_ok now_ms);
 
 binmode Test::More->builder->$_, ':encoding(UTF-8)'
     for qw(output failure_output todo_output);
 
-plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
-                 . 'scripts/test.sh)'
-    unless $ENV{CHAT_PG_DSN} && $ENV{CHAT_REDIS};
+needs_stack();
 
-# PostgreSQL and Redis outlive this file: a prefix of our own, and numbers
-# from random_mobile().
-my $PREFIX = "t_accounts_$$:";
-
-sub http_config {
-    my ($extra) = @_;
-    return <<"END" . ($extra // '');
-chat_postgres "\$TEST_NGINX_PG_DSN";
-chat_redis \$TEST_NGINX_REDIS;
-chat_redis_prefix "$PREFIX";
-chat_dev_codes on;
-END
-}
-
-my $CONFIG = <<'END';
-location /v1/ { chat_api; }
-location = /v1/ws { chat_ws; chat_ws_auth_timeout 1s; }
-END
-
-my $STARTED = '';
-
-# Starts nginx unless it already runs with this configuration.
-sub serve {
-    my (%c) = @_;
-    $c{http_config} //= http_config();
-    $c{config} //= $CONFIG;
-    $c{workers} //= 2;
-    my $key = join "\0", map { "$_=$c{$_}" } sort keys %c;
-    return 1 if $key eq $STARTED && nginx_running();
-    $STARTED = '';
-    nginx_start(%c) or return 0;
-    $STARTED = $key;
-    return 1;
-}
-
-# A subtest that also checks the error log written during it.
-sub behaviour {
-    my ($name, @rest) = @_;
-    my $code = pop @rest;
-    my %o = @rest;
-    subtest $name => sub {
-        unless (serve(%{ $o{nginx} || {} })) {
-            fail('nginx starts');
-            return;
-        }
-        my $mark = error_log_mark();
-        $code->();
-        check_error_log(name => $name, since => $mark,
-                        error_log => $o{error_log},
-                        no_error_log => $o{no_error_log} // ['[error]']);
-    };
-}
-
-sub now_ms { int(time * 1000) }
-
-sub is_json_string {
-    my ($v, $name) = @_;
-    local $Test::Builder::Level = $Test::Builder::Level + 1;
-    my $f = defined $v && !ref $v ? B::svref_2object(\$v)->FLAGS : 0;
-    ok(defined $v && !ref $v && ($f & B::SVp_POK)
-       && !($f & (B::SVp_IOK | B::SVp_NOK)) && length $v,
-       "$name is a non-empty JSON string")
-        or diag('got ' . (defined $v ? "'$v'" : 'null/absent'));
-}
-
-sub is_json_int {
-    my ($v, $name) = @_;
-    local $Test::Builder::Level = $Test::Builder::Level + 1;
-    my $f = defined $v && !ref $v ? B::svref_2object(\$v)->FLAGS : 0;
-    ok(defined $v && !ref $v && ($f & (B::SVp_IOK | B::SVp_NOK))
-       && !($f & B::SVp_POK) && $v =~ /^-?\d+$/,
-       "$name is a JSON integer")
-        or diag('got ' . (defined $v ? "'$v'" : 'null/absent'));
-}
+# PostgreSQL and Redis outlive this file: a prefix of our own
+# (chat_http_config's), and numbers from random_mobile().
+serve(defaults => 1, http_config => chat_http_config());
 
 # Epoch milliseconds between two local clock readings (one minute of slack).
 sub is_epoch_ms {
     my ($v, $t0, $t1, $name) = @_;
     local $Test::Builder::Level = $Test::Builder::Level + 1;
-    is_json_int($v, $name);
+    json_int_ok($v, $name);
     ok(defined $v && $v =~ /^\d+$/ && $v >= $t0 - 60_000
        && $v <= $t1 + 60_000, "$name is now, in epoch milliseconds")
         or diag("got " . ($v // 'undef') . ", local clock says $t0..$t1");
@@ -114,12 +41,6 @@ sub token_ok {
        && length($t =~ s/=+$//r) * $bits_per_char >= 128,
        "$name: a token of at least 128 bits in token68 characters")
         or diag('got ' . ($t // 'undef'));
-}
-
-sub register {
-    my ($mobile, %o) = @_;
-    return api_request(POST => '/v1/register', body => { mobile => $mobile },
-                       %o);
 }
 
 sub verify {
@@ -139,11 +60,6 @@ sub wrong_code {
     return sprintf '%06d', ($code + 1) % 1_000_000;
 }
 
-sub me {
-    my ($token) = @_;
-    return api_request(GET => '/v1/me', token => $token);
-}
-
 sub devices {
     my ($token) = @_;
     my $r = api_request(GET => '/v1/devices', token => $token);
@@ -159,12 +75,12 @@ behaviour 'register: 202 with expires_in 300 and a 6-digit dev_code, '
           . 'and the code is logged at notice level (no SMS relay)' => sub {
     my $mobile = random_mobile();
     my $mark = error_log_mark();
-    my $r = register($mobile);
+    my $r = api_register($mobile);
     api_ok($r, 202, 'POST /v1/register') or return;
-    is_json_int($r->{json}{expires_in}, 'expires_in');
+    json_int_ok($r->{json}{expires_in}, 'expires_in');
     is $r->{json}{expires_in}, 300, 'expires_in is 300';
     my $code = dev_code($r);
-    is_json_string($code, 'dev_code');
+    json_string_ok($code, 'dev_code');
     like $code // '', qr/^\d{6}\z/, 'dev_code is 6 digits';
     my $log = error_log_since($mark);
     my @lines = grep { index($_, $code // 'none') >= 0 } split /\n/, $log;
@@ -221,16 +137,16 @@ behaviour 'register: 8 and 15 digits are E.164; Content-Type is ignored; '
     my $m8 = '+9' . join '', map { int rand 10 } 1 .. 7;
     my $m15 = '+1' . sprintf('%05d', $$ % 100000)
               . join '', map { int rand 10 } 1 .. 8;
-    api_ok(register($m8), 202, "register $m8 (8 digits)");
-    api_ok(register($m15), 202, "register $m15 (15 digits)");
-    api_ok(register(random_mobile(), content_type => 'text/plain'), 202,
+    api_ok(api_register($m8), 202, "register $m8 (8 digits)");
+    api_ok(api_register($m15), 202, "register $m15 (15 digits)");
+    api_ok(api_register(random_mobile(), content_type => 'text/plain'), 202,
            'register with Content-Type: text/plain');
-    api_ok(register(random_mobile(),
+    api_ok(api_register(random_mobile(),
                     content_type => 'application/x-www-form-urlencoded'),
            202, 'register with a form Content-Type');
-    api_ok(register(random_mobile(), content_type => undef), 202,
+    api_ok(api_register(random_mobile(), content_type => undef), 202,
            'register without Content-Type');
-    api_ok(register(random_mobile(), chunked => 1), 202,
+    api_ok(api_register(random_mobile(), chunked => 1), 202,
            'register with a chunked body');
     my $m = random_mobile();
     api_ok(api_request(POST => '/v1/register',
@@ -241,13 +157,14 @@ behaviour 'register: 8 and 15 digits are E.164; Content-Type is ignored; '
 behaviour 'register: a 4th request for one number within 10 minutes gets '
           . '429 rate_limited with Retry-After; other numbers go on' => sub {
     my $m = random_mobile();
-    api_ok(register($m), 202, "register $m, $_ of 3") for 1 .. 3;
-    my $r = register($m);
+    api_ok(api_register($m), 202, "register $m, $_ of 3") for 1 .. 3;
+    my $r = api_register($m);
     api_error_is($r, 429, 'rate_limited', "register $m a 4th time");
     ok(($r->{headers}{'retry-after'} // 0) <= 600,
        'Retry-After is at most 10 minutes')
         or diag(api_show($r));
-    api_ok(register(random_mobile()), 202, 'another number is not limited');
+    api_ok(api_register(random_mobile()), 202,
+           'another number is not limited');
 };
 
 
@@ -257,18 +174,18 @@ behaviour 'verify: the first verify creates the user and answers its ids '
           . 'and a token; /v1/me shows the user' => sub {
     my $m = random_mobile();
     my $t0 = now_ms();
-    my $r = register($m);
+    my $r = api_register($m);
     api_ok($r, 202, 'register') or return;
     my $v = verify($m, dev_code($r), 'first phone');
     my $t1 = now_ms();
     api_ok($v, 200, 'verify') or return;
-    is_json_string($v->{json}{$_}, $_) for qw(user_id device_id token);
+    json_string_ok($v->{json}{$_}, $_) for qw(user_id device_id token);
     token_ok($v->{json}{token}, 'verify');
 
-    my $me = me($v->{json}{token});
+    my $me = api_me($v->{json}{token});
     api_ok($me, 200, 'GET /v1/me with the token') or return;
     is $me->{json}{user_id}, $v->{json}{user_id}, 'me: the same user_id';
-    is_json_string($me->{json}{user_id}, 'me: user_id');
+    json_string_ok($me->{json}{user_id}, 'me: user_id');
     is $me->{json}{mobile}, $m, 'me: the verified mobile';
     is_epoch_ms($me->{json}{created_at}, $t0, $t1, 'me: created_at');
 
@@ -282,7 +199,7 @@ behaviour 'verify: the first verify creates the user and answers its ids '
 behaviour 'verify: verifying the same number again adds a device to the '
           . 'same user, with its own token' => sub {
     my $acct = api_signup(device_name => 'phone') or return;
-    my $r = register($acct->{mobile});
+    my $r = api_register($acct->{mobile});
     api_ok($r, 202, 'register again') or return;
     my $v = verify($acct->{mobile}, dev_code($r), 'tablet');
     api_ok($v, 200, 'verify again') or return;
@@ -291,7 +208,7 @@ behaviour 'verify: verifying the same number again adds a device to the '
     isnt $v->{json}{token}, $acct->{token}, 'a new token';
     token_ok($v->{json}{token}, 'second device');
     for my $t ($acct->{token}, $v->{json}{token}) {
-        my $me = me($t);
+        my $me = api_me($t);
         api_ok($me, 200, 'each token works on /v1/me');
         is $me->{json}{user_id}, $acct->{user_id}, '... for the same user';
     }
@@ -303,7 +220,7 @@ behaviour 'verify: verifying the same number again adds a device to the '
 behaviour 'verify: a wrong code gets 401; after 4 wrong tries the right '
           . 'code still works' => sub {
     my $m = random_mobile();
-    my $code = dev_code(register($m)) or return fail('register');
+    my $code = dev_code(api_register($m)) or return fail('register');
     for my $i (1 .. 4) {
         api_error_is(verify($m, wrong_code($code)), 401, 'unauthorized',
                      "wrong code, try $i");
@@ -314,21 +231,21 @@ behaviour 'verify: a wrong code gets 401; after 4 wrong tries the right '
 behaviour 'verify: 5 wrong tries burn the code; a new register gives a '
           . 'code that works' => sub {
     my $m = random_mobile();
-    my $code = dev_code(register($m)) or return fail('register');
+    my $code = dev_code(api_register($m)) or return fail('register');
     for my $i (1 .. 5) {
         api_error_is(verify($m, wrong_code($code)), 401, 'unauthorized',
                      "wrong code, try $i");
     }
     api_error_is(verify($m, $code), 401, 'unauthorized',
                  'the right code after 5 wrong tries');
-    my $again = dev_code(register($m)) or return fail('register again');
+    my $again = dev_code(api_register($m)) or return fail('register again');
     api_ok(verify($m, $again), 200, 'a fresh code works');
 };
 
 behaviour 'verify: a used code cannot be replayed; no code, no verify; '
           . 'the latest code works' => sub {
     my $m = random_mobile();
-    my $code = dev_code(register($m)) or return fail('register');
+    my $code = dev_code(api_register($m)) or return fail('register');
     api_ok(verify($m, $code), 200, 'verify');
     api_error_is(verify($m, $code), 401, 'unauthorized',
                  'the same code again');
@@ -336,11 +253,11 @@ behaviour 'verify: a used code cannot be replayed; no code, no verify; '
                  'a number that never registered');
 
     my $n = random_mobile();
-    my $c1 = dev_code(register($n)) or return fail('register');
-    my $c2 = dev_code(register($n)) or return fail('register again');
+    my $c1 = dev_code(api_register($n)) or return fail('register');
+    my $c2 = dev_code(api_register($n)) or return fail('register again');
     api_ok(verify($n, $c2), 200, 'the second of two codes works');
     my $other = random_mobile();
-    my $c3 = dev_code(register($other)) or return fail('register');
+    my $c3 = dev_code(api_register($other)) or return fail('register');
     api_error_is(verify($m, $c3), 401, 'unauthorized',
                  "another number's code");
 };
@@ -348,7 +265,7 @@ behaviour 'verify: a used code cannot be replayed; no code, no verify; '
 behaviour 'verify: two verifies with one code at the same time: exactly '
           . 'one gets a token' => sub {
     my $m = random_mobile();
-    my $code = dev_code(register($m)) or return fail('register');
+    my $code = dev_code(api_register($m)) or return fail('register');
     my @h = map {
         http_start(api_build_request(POST => '/v1/verify',
             body => { mobile => $m, code => $code,
@@ -368,7 +285,7 @@ behaviour 'verify: two verifies with one code at the same time: exactly '
 
 behaviour 'verify: bad input gets 400 and leaves the code usable' => sub {
     my $m = random_mobile();
-    my $code = dev_code(register($m)) or return fail('register');
+    my $code = dev_code(api_register($m)) or return fail('register');
     my @cases = (
         ['not JSON',             '{"mobile":'],
         ['no mobile',            { code => $code, device_name => 'x' }],
@@ -430,7 +347,7 @@ behaviour 'device names come back byte for byte (JSON escapes, UTF-8)'
     my $m = random_mobile();
     my $r = api_request(POST => '/v1/verify',
                         body => { mobile => $m,
-                                  code => dev_code(register($m)) });
+                                  code => dev_code(api_register($m)) });
     api_ok($r, 200, 'verify without device_name') or return;
     (undef, $devs) = devices($r->{json}{token});
     is $devs->[0]{name}, 'device', '... names the device "device"';
@@ -449,8 +366,8 @@ behaviour 'link-code then link adds a device to the code\'s user; a code '
     my $r = api_request(POST => '/v1/devices/link-code',
                         token => $acct->{token});
     api_ok($r, 200, 'link-code') or return;
-    is_json_string($r->{json}{code}, 'code');
-    is_json_int($r->{json}{expires_in}, 'expires_in');
+    json_string_ok($r->{json}{code}, 'code');
+    json_int_ok($r->{json}{expires_in}, 'expires_in');
     is $r->{json}{expires_in}, 120, 'expires_in is 120';
     my $code = $r->{json}{code};
 
@@ -458,10 +375,10 @@ behaviour 'link-code then link adds a device to the code\'s user; a code '
                         body => { code => $code, device_name => 'laptop' });
     api_ok($l, 200, 'link (no token needed)') or return;
     is $l->{json}{user_id}, $acct->{user_id}, "the code's user";
-    is_json_string($l->{json}{device_id}, 'device_id');
+    json_string_ok($l->{json}{device_id}, 'device_id');
     isnt $l->{json}{device_id}, $acct->{device_id}, 'a new device';
     token_ok($l->{json}{token}, 'link');
-    my $me = me($l->{json}{token});
+    my $me = api_me($l->{json}{token});
     api_ok($me, 200, 'the new token works');
     is $me->{json}{user_id}, $acct->{user_id}, '... as the same user';
     is $me->{json}{mobile}, $acct->{mobile}, '... with the same mobile';
@@ -532,8 +449,8 @@ behaviour 'GET /v1/devices lists the caller\'s devices, times in epoch '
               'exactly the two devices of the caller';
     for my $d (@$devs) {
         my $n = $d->{name} // 'unnamed';
-        is_json_string($d->{device_id}, "$n: device_id");
-        is_json_string($d->{name}, "$n: name");
+        json_string_ok($d->{device_id}, "$n: device_id");
+        json_string_ok($d->{name}, "$n: name");
         is_epoch_ms($d->{added_at}, $t0, $t1, "$n: added_at");
         ok exists $d->{last_seen}, "$n: last_seen is present";
         is_epoch_ms($d->{last_seen}, $t0, now_ms(), "$n: last_seen")
@@ -550,12 +467,12 @@ behaviour 'DELETE /v1/devices/{id}: 204, the token stops working at once; '
 
     api_error_is(api_request(DELETE => "/v1/devices/$dev->{device_id}"), 401,
                  'unauthorized', 'without a token');
-    api_ok(me($dev->{token}), 200, 'the device still works');
+    api_ok(api_me($dev->{token}), 200, 'the device still works');
 
     my $r = api_request(DELETE => "/v1/devices/$dev->{device_id}",
                         token => $acct->{token});
     api_ok($r, 204, 'unlink another own device');
-    api_error_is(me($dev->{token}), 401, 'unauthorized',
+    api_error_is(api_me($dev->{token}), 401, 'unauthorized',
                  'its token at once on /v1/me');
     api_error_is(api_request(GET => '/v1/devices', token => $dev->{token}),
                  401, 'unauthorized', 'its token on /v1/devices');
@@ -572,7 +489,7 @@ behaviour 'DELETE /v1/devices/{id}: 204, the token stops working at once; '
     api_error_is(api_request(DELETE => "/v1/devices/$x->{device_id}",
                              token => $acct->{token}),
                  404, 'not_found', "another user's device");
-    api_ok(me($x->{token}), 200, '... which still works');
+    api_ok(api_me($x->{token}), 200, '... which still works');
 
     for my $id ('abc', '0', '-1', '1.5', '1e3', '99999999999999999999999999',
                 '%27%3B--', 'x' x 300) {
@@ -586,8 +503,8 @@ behaviour 'DELETE /v1/devices/{id}: 204, the token stops working at once; '
     api_ok(api_request(DELETE => "/v1/devices/$c->{device_id}",
                        token => $c->{token}), 204,
            'a device unlinks itself');
-    api_error_is(me($c->{token}), 401, 'unauthorized', '... and is out');
-    api_ok(me($acct->{token}), 200, 'the first device still works');
+    api_error_is(api_me($c->{token}), 401, 'unauthorized', '... and is out');
+    api_ok(api_me($acct->{token}), 200, 'the first device still works');
 };
 
 
@@ -626,8 +543,8 @@ behaviour 'missing, malformed and unknown tokens get 401 on every '
                                                   . "with $what");
         }
     }
-    api_ok(me($t), 200, 'the real token still works');
-    my $r = me(undef);
+    api_ok(api_me($t), 200, 'the real token still works');
+    my $r = api_me(undef);
     like $r->{headers}{'www-authenticate'} // '', qr/^Bearer\b/,
          '401 carries WWW-Authenticate: Bearer (docs/protocol.md)';
     api_ok(api_request(GET => '/v1/me',
@@ -647,7 +564,7 @@ behaviour 'GET /v1/users/lookup finds a user by mobile, else 404' => sub {
                         token => $acct->{token});
     api_ok($r, 200, "lookup $dev->{mobile}") or return;
     is $r->{json}{user_id}, $dev->{user_id}, "... is the other user";
-    is_json_string($r->{json}{user_id}, 'user_id');
+    json_string_ok($r->{json}{user_id}, 'user_id');
 
     (my $self = $acct->{mobile}) =~ s/\+/%2B/;
     $r = api_request(GET => "/v1/users/lookup?mobile=$self",
@@ -665,7 +582,7 @@ behaviour 'GET /v1/users/lookup finds a user by mobile, else 404' => sub {
                              token => $acct->{token}),
                  404, 'not_found', 'a number nobody verified');
     my $m = random_mobile();
-    register($m);
+    api_register($m);
     (my $pending = $m) =~ s/\+/%2B/;
     api_error_is(api_request(GET => "/v1/users/lookup?mobile=$pending",
                              token => $acct->{token}),
@@ -720,7 +637,7 @@ behaviour 'unknown paths get 404 not_found; a known path with the wrong '
         like $r->{headers}{allow} // '', qr/\b$allowed\b/,
              "$method $path: Allow names $allowed (docs/protocol.md)";
     }
-    api_ok(me($t), 200, 'and the token still works');
+    api_ok(api_me($t), 200, 'and the token still works');
 };
 
 
@@ -743,7 +660,8 @@ behaviour 'bodies over the default 16k get 413 too_large' => sub {
 };
 
 behaviour 'chat_api_max_body_size 1k: 1.5k gets 413, 900 bytes pass',
-    nginx => { http_config => http_config("chat_api_max_body_size 1k;\n") },
+    nginx => { http_config => chat_http_config(
+                   extra => "chat_api_max_body_size 1k;\n") },
     sub {
     my $m = random_mobile();
     api_error_is(api_request(POST => '/v1/register',
@@ -759,12 +677,14 @@ behaviour 'chat_api_max_body_size 1k: 1.5k gets 413, 900 bytes pass',
 
 behaviour 'chat_max_devices 2: a third device gets 409 conflict, by '
           . 'verify and by link; unlinking one frees the slot',
-    nginx => { http_config => http_config("chat_max_devices 2;\n") },
+    nginx => { http_config => chat_http_config(
+                   extra => "chat_max_devices 2;\n") },
     sub {
     my $acct = api_signup(device_name => 'one') or return;
     my $dev = api_link_device($acct, device_name => 'two') or return;
 
-    my $code = dev_code(register($acct->{mobile})) or return fail('register');
+    my $code = dev_code(api_register($acct->{mobile}))
+        or return fail('register');
     api_error_is(verify($acct->{mobile}, $code, 'three'), 409, 'conflict',
                  'a third device by verify');
 
@@ -795,9 +715,10 @@ behaviour 'chat_max_devices 2: a third device gets 409 conflict, by '
 # ------------------------------------------------- dev codes and SMS relay
 
 behaviour 'chat_dev_codes off: register answers without dev_code',
-    nginx => { http_config => http_config() =~ s/chat_dev_codes on;/chat_dev_codes off;/r },
+    nginx => { http_config => chat_http_config()
+                              =~ s/chat_dev_codes on;/chat_dev_codes off;/r },
     sub {
-    my $r = register(random_mobile());
+    my $r = api_register(random_mobile());
     api_ok($r, 202, 'register');
     ok !exists $r->{json}{dev_code}, 'no dev_code in the answer'
         or diag(api_show($r));
@@ -807,12 +728,12 @@ behaviour 'chat_dev_codes off: register answers without dev_code',
 behaviour 'chat_sms_relay: the number and code are passed to the relay '
           . 'location',
     nginx => {
-        http_config => http_config(<<'END'),
+        http_config => chat_http_config(extra => <<'END'),
 chat_sms_relay /sms;
 log_subrequest on;
 log_format sms '$request_method $request_uri args=$args body=$request_body';
 END
-        config => $CONFIG . <<'END',
+        config => chat_locations() . <<'END',
 location = /sms {
     internal;
     access_log logs/sms.log sms;
@@ -822,7 +743,7 @@ END
     },
     sub {
     my $m = random_mobile();
-    my $r = register($m);
+    my $r = api_register($m);
     api_ok($r, 202, 'register') or return;
     my $code = dev_code($r);
     my $log = servroot() . '/logs/sms.log';

@@ -12,85 +12,19 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
-use B ();
+use Test::Chat::Delivery qw(:serve users);
 use JSON::PP ();
-use Time::HiRes qw(time sleep);
+use Test::Chat::JSON qw(is_json_int is_json_string now_ms);
 
 binmode Test::More->builder->$_, ':encoding(UTF-8)'
     for qw(output failure_output todo_output);
 
-plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
-                 . 'scripts/test.sh)'
-    unless $ENV{CHAT_PG_DSN} && $ENV{CHAT_REDIS};
-
-my $PREFIX = "t_chats_$$:";
+needs_stack();
 
 # No user has this id: the largest bigint.
 my $NOBODY = '9223372036854775807';
 
-sub http_config {
-    my ($extra) = @_;
-    return <<"END" . ($extra // '');
-chat_postgres "\$TEST_NGINX_PG_DSN";
-chat_redis \$TEST_NGINX_REDIS;
-chat_redis_prefix "$PREFIX";
-chat_dev_codes on;
-END
-}
-
-my $CONFIG = <<'END';
-location /v1/ { chat_api; }
-location = /v1/ws { chat_ws; chat_ws_auth_timeout 1s; }
-END
-
-my $STARTED = '';
-
-sub serve {
-    my (%c) = @_;
-    $c{http_config} //= http_config();
-    $c{config} //= $CONFIG;
-    $c{workers} //= 2;
-    my $key = join "\0", map { "$_=$c{$_}" } sort keys %c;
-    return 1 if $key eq $STARTED && nginx_running();
-    $STARTED = '';
-    nginx_start(%c) or return 0;
-    $STARTED = $key;
-    return 1;
-}
-
-# A subtest that also checks the error log written during it.
-sub behaviour {
-    my ($name, @rest) = @_;
-    my $code = pop @rest;
-    my %o = @rest;
-    subtest $name => sub {
-        unless (serve(%{ $o{nginx} || {} })) {
-            fail('nginx starts');
-            return;
-        }
-        my $mark = error_log_mark();
-        $code->();
-        check_error_log(name => $name, since => $mark,
-                        error_log => $o{error_log},
-                        no_error_log => $o{no_error_log} // ['[error]']);
-    };
-}
-
-sub now_ms { int(time * 1000) }
-
-sub json_string_ok {
-    my ($v) = @_;
-    my $f = defined $v && !ref $v ? B::svref_2object(\$v)->FLAGS : 0;
-    return defined $v && !ref $v && ($f & B::SVp_POK)
-           && !($f & (B::SVp_IOK | B::SVp_NOK)) && length $v;
-}
-
-sub json_int_ok {
-    my ($v) = @_;
-    my $f = defined $v && !ref $v ? B::svref_2object(\$v)->FLAGS : 0;
-    return defined $v && !ref $v && ($f & (B::SVp_IOK | B::SVp_NOK))
-           && !($f & B::SVp_POK) && $v =~ /^\d+$/;
-}
+serve(defaults => 1, http_config => chat_http_config());
 
 
 # ------------------------------------------------------------------ helpers
@@ -159,7 +93,7 @@ sub chat_is {
         push @why, 'not an object';
     } else {
         push @why, 'chat_id is not a JSON string of digits'
-            unless json_string_ok($chat->{chat_id})
+            unless is_json_string($chat->{chat_id})
                    && $chat->{chat_id} =~ /^[1-9]\d*$/;
         push @why, 'type is ' . ($chat->{type} // 'absent')
             unless ($chat->{type} // '') =~ /^(direct|group)$/;
@@ -169,13 +103,14 @@ sub chat_is {
         for my $m (@{ ref $chat->{members} eq 'ARRAY'
                       ? $chat->{members} : [] }) {
             push @why, 'a member is not {"user_id","role"}'
-                unless ref $m eq 'HASH' && json_string_ok($m->{user_id})
+                unless ref $m eq 'HASH' && is_json_string($m->{user_id})
+                       && length $m->{user_id}
                        && ($m->{role} // '') =~ /^(admin|member)$/;
         }
         push @why, 'last_seq is not a JSON integer'
-            unless json_int_ok($chat->{last_seq});
+            unless is_json_int($chat->{last_seq});
         push @why, 'created_at is not epoch milliseconds of now'
-            unless json_int_ok($chat->{created_at})
+            unless is_json_int($chat->{created_at})
                    && abs($chat->{created_at} - now_ms()) < 300_000;
         for my $k (sort keys %want) {
             my $got = $k eq 'roles' ? roles($chat) : $chat->{$k};
@@ -248,19 +183,13 @@ sub system_is {
     }
 }
 
-sub signup {
-    my ($name) = @_;
-    return api_signup(device_name => $name);
-}
-
-
 # ------------------------------------------------------------------- direct
 
 behaviour 'direct: the same chat for the same pair, whoever asks; both '
           . 'users\' devices get cursors; no system message' => sub {
-    my $ann = signup('a') or return;
+    my ($ann) = users('a') or return;
     my $ann2 = api_link_device($ann, device_name => 'a2') or return;
-    my $bob = signup('b') or return;
+    my ($bob) = users('b') or return;
     my $r = create_direct($ann, $bob->{user_id});
     api_ok($r, 200, 'A opens a direct chat with B') or return;
     my $chat = $r->{json};
@@ -294,8 +223,7 @@ behaviour 'direct: the same chat for the same pair, whoever asks; both '
 
 behaviour 'direct: two users asking for their chat at the same time get '
           . 'one chat' => sub {
-    my $ann = signup('a') or return;
-    my $bob = signup('b') or return;
+    my ($ann, $bob) = users(qw(a b)) or return;
     my @h = map {
         my ($me, $peer) = $_ % 2 ? ($ann, $bob) : ($bob, $ann);
         http_start(api_build_request(POST => '/v1/chats',
@@ -314,7 +242,7 @@ behaviour 'direct: two users asking for their chat at the same time get '
 
 behaviour 'direct: with oneself 400, with an unknown user 404, bad input '
           . '400, no token 401' => sub {
-    my $ann = signup('a') or return;
+    my ($ann) = users('a') or return;
     api_error_is(create_direct($ann, $ann->{user_id}), 400, 'bad_request',
                  'a direct chat with oneself');
     api_error_is(create_direct($ann, $NOBODY), 404, 'not_found',
@@ -362,9 +290,7 @@ behaviour 'direct: with oneself 400, with an unknown user 404, bad input '
 
 behaviour 'group: 201 with the creator as admin, the members once each, '
           . 'last_seq 1: the "created" system message' => sub {
-    my $ann = signup('a') or return;
-    my $bob = signup('b') or return;
-    my $cat = signup('c') or return;
+    my ($ann, $bob, $cat) = users(qw(a b c)) or return;
     my $cat2 = api_link_device($cat, device_name => 'c2') or return;
     my $r = api_request(POST => '/v1/chats', token => $ann->{token},
                         body => { type => 'group', title => 'Team',
@@ -396,7 +322,7 @@ behaviour 'group: 201 with the creator as admin, the members once each, '
 
 behaviour 'group: members absent, null or empty make a group of one; '
           . 'titles are 1 to 100 characters, as sent' => sub {
-    my $ann = signup('a') or return;
+    my ($ann) = users('a') or return;
     for my $m (['absent'], ['null', undef], ['empty', []]) {
         my ($what, @v) = @$m;
         my $r = api_request(POST => '/v1/chats', token => $ann->{token},
@@ -416,8 +342,7 @@ behaviour 'group: members absent, null or empty make a group of one; '
 
 behaviour 'group: bad input 400, unknown members 404, and nothing is '
           . 'created' => sub {
-    my $ann = signup('a') or return;
-    my $bob = signup('b') or return;
+    my ($ann, $bob) = users(qw(a b)) or return;
     my $u = $bob->{user_id};
     my @bad = (
         ['no title',              { type => 'group', members => [$u] }],
@@ -469,9 +394,7 @@ behaviour 'group: bad input 400, unknown members 404, and nothing is '
 
 behaviour 'GET /v1/chats lists the caller\'s chats, oldest first, with '
           . 'last_seq; GET /v1/chats/{id} is for members only' => sub {
-    my $ann = signup('a') or return;
-    my $bob = signup('b') or return;
-    my $cat = signup('c') or return;
+    my ($ann, $bob, $cat) = users(qw(a b c)) or return;
     my ($r, $chats) = list_chats($cat);
     api_ok($r, 200, 'GET /v1/chats of a user with no chat');
     is_deeply $r->{json}, { chats => [] }, '... is {"chats":[]}';
@@ -516,9 +439,7 @@ behaviour 'GET /v1/chats lists the caller\'s chats, oldest first, with '
 
 behaviour 'PATCH /v1/chats/{id}: admins rename (a "renamed" message), '
           . 'members 403, others 404, direct chats 400' => sub {
-    my $ann = signup('a') or return;
-    my $bob = signup('b') or return;
-    my $cat = signup('c') or return;
+    my ($ann, $bob, $cat) = users(qw(a b c)) or return;
     my $g = create_group($ann, 'old', $bob)->{json} or return fail('group');
     my $id = $g->{chat_id};
 
@@ -562,9 +483,7 @@ behaviour 'PATCH /v1/chats/{id}: admins rename (a "renamed" message), '
 
 behaviour 'POST /v1/chats/{id}/members: admins add; the new member is '
           . 'owed the "member_added" message and nothing older' => sub {
-    my $ann = signup('a') or return;
-    my $bob = signup('b') or return;
-    my $cat = signup('c') or return;
+    my ($ann, $bob, $cat) = users(qw(a b c)) or return;
     my $cat2 = api_link_device($cat, device_name => 'c2') or return;
     my $g = create_group($ann, 'g', $bob)->{json} or return fail('group');
     my $id = $g->{chat_id};
@@ -592,7 +511,7 @@ behaviour 'POST /v1/chats/{id}/members: admins add; the new member is '
     api_ok($r, 200, 'adding C again');
     is $r->{json}{last_seq}, 3, '... changes nothing';
 
-    my $dan = signup('d') or return;
+    my ($dan) = users('d') or return;
     api_error_is(add_member($bob, $id, $dan->{user_id}), 403, 'forbidden',
                  'a member who is not admin adds');
     api_error_is(add_member($dan, $id, $dan->{user_id}), 404, 'not_found',
@@ -620,10 +539,7 @@ behaviour 'POST /v1/chats/{id}/members: admins add; the new member is '
 behaviour 'DELETE /v1/chats/{id}/members/{user_id}: admins remove, members '
           . 'leave; a "member_removed" message; the removed member\'s '
           . 'cursors go' => sub {
-    my $ann = signup('a') or return;
-    my $bob = signup('b') or return;
-    my $cat = signup('c') or return;
-    my $dan = signup('d') or return;
+    my ($ann, $bob, $cat, $dan) = users(qw(a b c d)) or return;
     my $g = create_group($ann, 'g', $bob, $cat, $dan)->{json}
         or return fail('group');
     my $id = $g->{chat_id};
@@ -674,14 +590,16 @@ behaviour 'DELETE /v1/chats/{id}/members/{user_id}: admins remove, members '
 
 behaviour 'the last admin leaving makes the longest-standing member admin; '
           . 'the last member leaving deletes the group' => sub {
-    my $ann = signup('a') or return;
-    my $bob = signup('b') or return;
-    my $cat = signup('c') or return;
+    my ($ann, $bob, $cat) = users(qw(a b c)) or return;
     my $g = create_group($ann, 'g')->{json} or return fail('group');
     my $id = $g->{chat_id};
     # C joins before B, although B's user id is the smaller.
     api_ok(add_member($ann, $id, $cat->{user_id}), 200, 'A adds C');
-    sleep 0.01;
+    # B's join (its transaction's now()) is later than C's
+    wait_until(5, sub {
+        (pg_scalar('SELECT now() > joined_at FROM members WHERE chat_id = ? '
+                   . 'AND user_id = ?', $id, $cat->{user_id}) // '') eq 't'
+    });
     api_ok(add_member($ann, $id, $bob->{user_id}), 200, 'then B');
 
     api_ok(remove_member($ann, $id, $ann->{user_id}), 204,
@@ -721,9 +639,10 @@ behaviour 'the last admin leaving makes the longest-standing member admin; '
 
 behaviour 'chat_max_group_size 3: a 4th member is 409 conflict, by create '
           . 'and by add',
-    nginx => { http_config => http_config("chat_max_group_size 3;\n") },
+    nginx => { http_config => chat_http_config(
+                   extra => "chat_max_group_size 3;\n") },
     sub {
-    my ($ann, $bob, $cat, $dan) = map { signup($_) } qw(a b c d);
+    my ($ann, $bob, $cat, $dan) = users(qw(a b c d));
     return fail('sign up') if grep { !$_ } $ann, $bob, $cat, $dan;
     my $r = create_group($ann, 'three', $bob, $cat);
     api_ok($r, 201, 'A, B and C: 3 members');
@@ -751,14 +670,15 @@ behaviour 'chat_max_group_size 3: a 4th member is 409 conflict, by create '
 behaviour 'chat_max_group_size takes a positive number' => sub {
     for my $v ('0', '-1', 'many') {
         my ($ok, $out) = nginx_test_config(
-            http_config => http_config("chat_max_group_size $v;\n"),
-            config => $CONFIG);
+            http_config => chat_http_config(
+                extra => "chat_max_group_size $v;\n"),
+            config => chat_locations());
         ok !$ok, "chat_max_group_size $v is refused";
         like $out, qr/chat_max_group_size/, '... naming the directive';
     }
     my ($ok, $out) = nginx_test_config(
-        http_config => http_config("chat_max_group_size 1;\n"),
-        config => $CONFIG);
+        http_config => chat_http_config(extra => "chat_max_group_size 1;\n"),
+        config => chat_locations());
     ok $ok, 'chat_max_group_size 1 is fine' or diag($out);
 };
 
@@ -767,7 +687,7 @@ behaviour 'chat_max_group_size takes a positive number' => sub {
 
 behaviour 'routing: IDs in paths, 404 for what cannot name a chat, 405 '
           . 'with Allow for the wrong method' => sub {
-    my $ann = signup('a') or return;
+    my ($ann) = users('a') or return;
     my $g = create_group($ann, 'g')->{json} or return fail('group');
     my $id = $g->{chat_id};
     my $u = $ann->{user_id};
@@ -811,10 +731,10 @@ SKIP: {
         no_error_log => ['[alert]'],
         error_log => ['not published: Redis is down'],
         sub {
-        my $ann = signup('a') or return;
-        my $bob = signup('b') or return;
+        my ($ann, $bob) = users(qw(a b)) or return;
+        my $mark = error_log_mark();
         redis_stop() or return fail('redis stops');
-        sleep 0.5;
+        ok redis_down_seen($mark), 'both workers see Redis gone';
         my $r = create_group($ann, 'offline', $bob);
         api_ok($r, 201, 'a group is created');
         my $id = $r->{json}{chat_id};
@@ -824,13 +744,18 @@ SKIP: {
                   'created');
         system_is($id, 2, $ann, { event => 'renamed',
                                 title => 'still offline' }, 'renamed');
-        # the adapter reconnects with a backoff
+        # the adapter reconnects with a backoff; a rename is published
+        # when B's socket gets it
+        my ($wb) = ws_chat_open($bob, name => 'B connects');
         my $n = 0;
-        ok wait_until(15, sub {
+        ok $wb && wait_until(15, sub {
             my $mark = error_log_mark();
-            my $t = rename_chat($ann, $id, 'online ' . ++$n);
-            sleep 0.3;
-            return ($t->{status} // 0) == 200
+            my $title = 'online ' . ++$n;
+            my $t = rename_chat($ann, $id, $title);
+            my ($ev) = ws_chat_wait($wb, 2, sub {
+                ($_[0]{event} // '') eq 'renamed'
+                && ($_[0]{title} // '') eq $title });
+            return ($t->{status} // 0) == 200 && $ev
                    && error_log_since($mark) !~ /not published/;
         }, interval => 0.5), 'once Redis is back, system messages are '
                              . 'published again';

@@ -14,24 +14,13 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
-use Time::HiRes qw(time sleep);
+use Test::Chat::Delivery qw(chat_http_config);
+use Time::HiRes qw(time);
 
-my @env = qw(CHAT_PG_DSN CHAT_REDIS CHAT_PG_DIR CHAT_PG_PORT CHAT_REDIS_DIR
-             CHAT_REDIS_PORT);
-plan skip_all => join(', ', @env) . ' must be set (run me through '
-                 . 'scripts/test.sh)'
-    if grep { !$ENV{$_} } @env;
+needs_stack(qw(CHAT_PG_DIR CHAT_PG_PORT CHAT_REDIS_DIR CHAT_REDIS_PORT));
 
-my $PREFIX = "t_faults_$$:";
-
-my $HTTP = <<"END";
-chat_postgres "\$TEST_NGINX_PG_DSN";
-chat_postgres_timeout 2s;
-chat_redis \$TEST_NGINX_REDIS;
-chat_redis_timeout 1s;
-chat_redis_prefix "$PREFIX";
-chat_dev_codes on;
-END
+my $TIMEOUTS = "chat_postgres_timeout 2s;\nchat_redis_timeout 1s;\n";
+my $HTTP = chat_http_config(extra => $TIMEOUTS);
 
 my $LOCATIONS = <<'END';
 location /v1/ { chat_api; }
@@ -40,42 +29,25 @@ location = /ok { return 200 "ok\n"; }
 END
 
 # For the unlink check: a reuseport listener spreads sockets over workers.
-my $HTTP2 = $HTTP . <<"END";
-server {
-    listen 127.0.0.1:\$TEST_NGINX_PORT2 reuseport;
-$LOCATIONS
-}
-END
-
-END { nginx_stop() if nginx_running() }
+my $HTTP2 = chat_http_config(extra => $TIMEOUTS, port2 => 1,
+                             locations => $LOCATIONS);
 
 
 # One nginx per subtest; lost-connection errors are expected at error or
 # warn level, alert/crit/emerg and crashes never.
 sub outage {
     my ($name, %o) = @_;
-    my $code = $o{run};
-    subtest $name => sub {
-        ok nginx_start(http_config => $o{http} // $HTTP,
-                       config => $LOCATIONS, workers => $o{workers} // 1),
-           'nginx starts' or return;
-        my $mark = error_log_mark();
-        $code->();
-        ok nginx_stop(), 'nginx stops gracefully';
-        check_error_log(name => $name, since => $mark);
-    };
+    nginx_subtest $name, nginx => { http_config => $o{http} // $HTTP,
+                                    config => $LOCATIONS,
+                                    workers => $o{workers} // 1 },
+                  no_error_log => [], $o{run};
 }
 
-sub me {
-    my ($t) = @_;
-    return api_request(GET => '/v1/me', token => $t, timeout => 10);
-}
+# The calls of this file wait up to 10 s for their answer: an outage has
+# to make them fail sooner.
+sub me { api_me($_[0], timeout => 10) }
 
-sub register {
-    my ($m) = @_;
-    return api_request(POST => '/v1/register', body => { mobile => $m },
-                       timeout => 10);
-}
+sub register { api_register($_[0], timeout => 10) }
 
 sub processes {
     return (nginx_master_pid() // 0) . ' / '
@@ -98,7 +70,8 @@ sub others_served {
     my ($req, $name) = @_;
     local $Test::Builder::Level = $Test::Builder::Level + 1;
     my $h = http_start($req);
-    sleep 0.1;
+    # the worker has read it, and it has not been answered
+    wait_until(10, sub { server_read_all($h) }, interval => 0.02);
     my $ok = api_request(GET => '/ok', timeout => 5);
     is $ok->{status}, 200, "$name: GET /ok answers meanwhile";
     ok(($ok->{elapsed} // 99) < 0.5,
@@ -288,17 +261,17 @@ outage 'after a Redis restart, unlinking still closes the device\'s '
     is scalar(keys %on), 2, "B's sockets are on both workers" if %on;
     my $procs = processes();
 
+    my $mark = error_log_mark();
     ok redis_stop(), 'Redis stops' or return;
-    sleep 1;
-    my $t_start = time;
+    ok redis_down_seen($mark), 'both workers see it gone';
+    $mark = error_log_mark();
     ok redis_start(), 'Redis starts again' or return;
     my ($back, $took, $ok) = recovers(sub { register(random_mobile()) },
                                       202, 10);
     ok $ok, sprintf('register answers 202 again (%.1fs)', $took)
         or diag(api_show($back));
-    # Give the subscriber connection the same 10 s as the rest.
-    my $left = 10 - (time - $t_start);
-    sleep $left if $left > 0;
+    ok redis_up_seen($mark), 'both workers have their subscriptions link '
+                             . 'back';
     is scalar(grep { pongs($_, 'still') } @sb), scalar @sb,
        'B sockets lived through the outage';
 

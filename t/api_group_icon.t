@@ -13,30 +13,19 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
-use Test::Chat::Delivery qw(chat_media_locations chat_blob_dir);
+use Test::Chat::Delivery qw(chat_http_config);
+use Test::Chat::Media qw(:all);
 use Digest::SHA qw(sha256_hex);
 use JSON::PP ();
-use Time::HiRes qw(time sleep);
+use Time::HiRes qw(time);
 
-plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
-                 . 'scripts/test.sh)'
-    unless $ENV{CHAT_PG_DSN} && $ENV{CHAT_REDIS};
+needs_stack();
 
-my $BLOBS = chat_blob_dir();
 my $CONFIG = chat_media_locations();
 
-sub http_config {
-    my ($extra) = @_;
-    return <<"END" . ($extra // '');
-chat_postgres "\$TEST_NGINX_PG_DSN";
-chat_redis \$TEST_NGINX_REDIS;
-chat_dev_codes on;
-chat_redis_prefix "t_api_group_icon_$$:";
-asset_types image/*;
-END
-}
+my $TYPES = "asset_types image/*;\n";
 
-ok nginx_start(workers => 2, http_config => http_config(),
+ok nginx_start(workers => 2, http_config => chat_http_config(extra => $TYPES),
                config => $CONFIG),
    'nginx starts with the chat API and the asset module';
 
@@ -45,40 +34,6 @@ my $JSON = JSON::PP->new->canonical->allow_nonref;
 
 my $png = "\x89PNG\r\n\x1a\n" . join('', map { chr($_ % 251) } 1 .. 2000);
 my $gif = "GIF89a" . join('', map { chr($_ % 241) } 1 .. 1500);
-
-sub stored { my ($id) = @_; return -e "$BLOBS/$id" }
-
-sub get {
-    my ($url) = @_;
-    return http_request("GET $url HTTP/1.1\r\nHost: localhost\r\n"
-                        . "Connection: close\r\n\r\n");
-}
-
-# announce($acct, $bytes, $type): POST /v1/media; the answer's json
-sub announce {
-    my ($acct, $bytes, $type) = @_;
-    my $r = api_request(POST => '/v1/media', token => $acct->{token},
-                        body => { content_type => $type,
-                                  size => length $bytes });
-    return ($r->{status} // 0) == 201 ? $r->{json} : undef;
-}
-
-# upload($acct, $bytes, $type): announced and PUT to the blob store; one
-# assertion; the media id or undef
-sub upload {
-    my ($acct, $bytes, $type) = @_;
-    local $Test::Builder::Level = $Test::Builder::Level + 1;
-    my $m = announce($acct, $bytes, $type);
-    my $p = $m && http_request("PUT $m->{upload}{url} HTTP/1.1\r\n"
-                               . "Host: localhost\r\nConnection: close\r\n"
-                               . "Content-Type: $type\r\n"
-                               . 'Content-Length: ' . length($bytes)
-                               . "\r\n\r\n$bytes");
-    ok $p && ($p->{status} // 0) =~ /^20[14]$/,
-       "$acct->{name} uploads a $type"
-        or return undef;
-    return $m->{media_id};
-}
 
 sub patch {
     my ($acct, $chat, $body) = @_;
@@ -95,6 +50,23 @@ sub chat_of {
 sub media {
     my ($acct, $id) = @_;
     return api_request(GET => "/v1/media/$id", token => $acct->{token});
+}
+
+# Three users, admin, member and stranger; a group of the first two titled
+# $title, and their direct chat. Returns the three accounts and the two
+# chats as POST /v1/chats answered them, or () after a failed assertion.
+sub admin_member_stranger {
+    my ($title) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my ($a, $m, $s) = map { api_signup(device_name => $_) }
+                      qw(admin member stranger);
+    my $g = api_chat_create($a, { type => 'group', title => $title,
+                                  members => [$m->{user_id}] })
+        or return;
+    my $d = api_chat_create($a, { type => 'direct',
+                                  user_id => $m->{user_id} })
+        or return;
+    return ($a, $m, $s, $g, $d);
 }
 
 # One assertion: the chat object has "icon" and it is $icon (undef: null).
@@ -146,19 +118,12 @@ sub send_text {
 subtest 'the admin sets an icon: every chat object shows it, members get '
         . 'icon_changed in order between texts, and download the '
         . 'icon\'s bytes' => sub {
-    my ($a, $m, $s) = map { api_signup(device_name => $_) }
-                      qw(admin member stranger);
-    my $g = api_chat_create($a, { type => 'group', title => 'icons',
-                                  members => [$m->{user_id}] })
-        or return;
+    my ($a, $m, $s, $g, $d) = admin_member_stranger('icons') or return;
     my $chat = $g->{chat_id};
     icon_is($g, undef, 'POST /v1/chats (group)');
-    my $d = api_chat_create($a, { type => 'direct',
-                                  user_id => $m->{user_id} })
-        or return;
     icon_is($d, undef, 'POST /v1/chats (direct)');
 
-    my $icon = upload($a, $png, 'image/png') or return;
+    my $icon = media_upload($a, $png, 'image/png') or return;
     my ($wa) = ws_chat_open($a);
     my ($wm) = ws_chat_open($m);
 
@@ -194,7 +159,7 @@ subtest 'the admin sets an icon: every chat object shows it, members get '
     my $f = media($m, $icon);
     api_ok($f, 200, 'M (a member) may fetch the icon') or return;
     is $f->{json}{content_type}, 'image/png', '... image/png';
-    my $b = get($f->{json}{download}{url});
+    my $b = blob_get($f->{json}{download}{url});
     is $b->{status}, 200, 'M downloads it';
     is sha256_hex($b->{body} // ''), sha256_hex($png), '... the same bytes';
     is media($s, $icon)->{status}, 404, 'a stranger may not: 404';
@@ -218,19 +183,12 @@ subtest 'the admin sets an icon: every chat object shows it, members get '
 subtest 'who may set which icon: members 403, others 404, direct chats '
         . '400; media the admin may not download 400 unknown_media; '
         . 'malformed icons 400' => sub {
-    my ($a, $m, $s) = map { api_signup(device_name => $_) }
-                      qw(admin member stranger);
-    my $g = api_chat_create($a, { type => 'group', title => 'rules',
-                                  members => [$m->{user_id}] })
-        or return;
+    my ($a, $m, $s, $g, $d) = admin_member_stranger('rules') or return;
     my $chat = $g->{chat_id};
-    my $d = api_chat_create($a, { type => 'direct',
-                                  user_id => $m->{user_id} })
-        or return;
-    my $mine = upload($a, $png, 'image/png') or return;
-    my $theirs = upload($s, $gif, 'image/gif') or return;
-    my $members = upload($m, $gif, 'image/gif') or return;
-    my $pending = announce($a, $png, 'image/png');
+    my $mine = media_upload($a, $png, 'image/png') or return;
+    my $theirs = media_upload($s, $gif, 'image/gif') or return;
+    my $members = media_upload($m, $gif, 'image/gif') or return;
+    my $pending = media_announce($a, $png, 'image/png');
     ok $pending, 'A announces a media it does not upload' or return;
 
     api_error_is(patch($m, $chat, { icon => $mine }), 403, 'forbidden',
@@ -282,8 +240,8 @@ subtest 'null removes the icon, and members lose access to it; title and '
                                   members => [$m->{user_id}] })
         or return;
     my $chat = $g->{chat_id};
-    my $one = upload($a, $png, 'image/png') or return;
-    my $two = upload($a, $gif, 'image/gif') or return;
+    my $one = media_upload($a, $png, 'image/png') or return;
+    my $two = media_upload($a, $gif, 'image/gif') or return;
     my ($wm) = ws_chat_open($m);
 
     api_ok(patch($a, $chat, { icon => $one }), 200, 'A sets an icon');
@@ -319,30 +277,35 @@ subtest 'null removes the icon, and members lose access to it; title and '
 subtest 'asset_ttl: the media of an icon stays while it is the icon, and '
         . 'goes after' => sub {
     ok nginx_start(workers => 2, config => $CONFIG,
-                   http_config => http_config("asset_ttl 2s;\n")),
-       'nginx starts with asset_ttl 2s';
+                   http_config => chat_http_config(
+                       extra => $TYPES . "asset_ttl 4s;\n")),
+       'nginx starts with asset_ttl 4s';
     my ($a, $m) = map { api_signup(device_name => $_) } qw(admin member);
     my $g = api_chat_create($a, { type => 'group', title => 'ttl',
                                   members => [$m->{user_id}] })
         or return;
     my $chat = $g->{chat_id};
-    my $icon = upload($a, $png, 'image/png') or return;
-    my $other = upload($a, $gif, 'image/gif') or return;
+    # set right after its upload: well within asset_ttl
+    my $icon = media_upload($a, $png, 'image/png') or return;
     api_ok(patch($a, $chat, { icon => $icon }), 200, 'A sets the icon');
+    my $other = media_upload($a, $gif, 'image/gif') or return;
 
-    ok wait_until(8, sub { !stored($other) }),
+    ok wait_until(15, sub { !blob_stored($other) }),
        'the other media, never used, is swept after the TTL';
-    ok stored($icon), 'the icon\'s object stays';
-    sleep 1.5;
-    ok stored($icon), '... also after another sweep';
+    ok blob_stored($icon), 'the icon\'s object stays';
+    # A later sweep has run once a media uploaded now is gone.
+    my $probe = media_upload($a, $gif, 'image/gif') or return;
+    ok wait_until(15, sub { !blob_stored($probe) }),
+       'a media uploaded since, never used, is swept too';
+    ok blob_stored($icon), '... also after another sweep';
     my $f = media($m, $icon);
     api_ok($f, 200, 'M may fetch it');
-    is sha256_hex(get($f->{json}{download}{url})->{body} // ''),
+    is sha256_hex(blob_get($f->{json}{download}{url})->{body} // ''),
        sha256_hex($png), '... and downloads its bytes';
     icon_is(chat_of($m, $chat), $icon, 'the chat still has it');
 
     api_ok(patch($a, $chat, { icon => undef }), 200, 'A removes the icon');
-    ok wait_until(8, sub { !stored($icon) }),
+    ok wait_until(15, sub { !blob_stored($icon) }),
        'then the media is swept too';
     is media($a, $icon)->{status}, 404, '... its row too';
 };

@@ -14,15 +14,14 @@ use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
 use Test::Chat::Delivery qw(:serve :devices);
+use Test::Chat::JSON qw(json_type ms);
 use JSON::PP ();
 use Time::HiRes qw(time sleep);
 
 binmode Test::More->builder->$_, ':encoding(UTF-8)'
     for qw(output failure_output todo_output);
 
-plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
-                 . 'scripts/test.sh)'
-    unless $ENV{CHAT_PG_DSN} && $ENV{CHAT_REDIS};
+needs_stack();
 
 my $DEBOUNCE = 1;       # chat_presence_debounce, seconds
 
@@ -39,13 +38,6 @@ my $NOBODY = '9223372036854775807';
 
 my $JSON = JSON::PP->new->canonical->allow_nonref;
 
-sub ms { int($_[0] * 1000) }
-
-sub me {
-    my ($acct) = @_;
-    return api_request(GET => '/v1/me', token => $acct->{token});
-}
-
 sub set_about {
     my ($acct, $about) = @_;
     return api_request(PATCH => '/v1/me', token => $acct->{token},
@@ -57,19 +49,18 @@ sub user {
     return api_request(GET => "/v1/users/$id", token => $viewer->{token});
 }
 
-sub privacy {
+# One assertion: the user's last_seen setting is now $last_seen.
+sub set_last_seen {
     my ($acct, $last_seen) = @_;
     local $Test::Builder::Level = $Test::Builder::Level + 1;
-    api_ok(api_request(PATCH => '/v1/me/privacy', token => $acct->{token},
-                       body => { last_seen => $last_seen }),
-           200, "$acct->{name}: last_seen \"$last_seen\"");
+    set_privacy($acct, { last_seen => $last_seen },
+                "$acct->{name}: last_seen \"$last_seen\"");
 }
 
 # What a decoded JSON value was on the wire: null, bool, string, int...
 sub types {
     my ($h) = @_;
-    return { map { $_ => Test::Chat::Delivery::_json_type($h->{$_}) }
-             keys %$h };
+    return { map { $_ => json_type($h->{$_}) } keys %$h };
 }
 
 # One assertion: $r is 200 with exactly {"user_id","about","online",
@@ -111,15 +102,6 @@ sub user_is {
     return $j;
 }
 
-# The profile events $d got about $u (from index $from of those).
-sub profiles {
-    my ($d, $u, $from) = @_;
-    my @p = grep { ($_->{user_id} // '') eq $u->{user_id} }
-            @{ $d->{profiles} || [] };
-    @p = @p[($from // 0) .. $#p];
-    return @p;          # in scalar context: how many
-}
-
 # One assertion: $ev is exactly {"type":"profile","user_id","about"}.
 sub profile_is {
     my ($d, $ev, $u, $about, $name) = @_;
@@ -158,7 +140,7 @@ behaviour 'PATCH /v1/me {"about"}: at most 140 characters (code points, '
           . 'anything else is 400' => sub {
     my $a = api_signup(device_name => 'A') or return;
 
-    my $r = me($a);
+    my $r = api_me($a->{token});
     api_ok($r, 200, 'GET /v1/me') or return;
     is_deeply [sort keys %{ $r->{json} }],
               [qw(about created_at mobile user_id)],
@@ -169,10 +151,11 @@ behaviour 'PATCH /v1/me {"about"}: at most 140 characters (code points, '
     api_ok($r, 200, 'PATCH /v1/me {"about":"at the gym"}') or return;
     is_deeply $r->{json}, { user_id => $a->{user_id},
                             mobile => $a->{mobile},
-                            created_at => me($a)->{json}{created_at},
+                            created_at =>
+                                api_me($a->{token})->{json}{created_at},
                             about => 'at the gym' },
               'the answer is the user as GET /v1/me shows it';
-    is me($a)->{json}{about}, 'at the gym', 'GET /v1/me shows it';
+    is api_me($a->{token})->{json}{about}, 'at the gym', 'GET /v1/me shows it';
 
     my @ok = (['140 ASCII characters', 'x' x 140],
               ['140 two-byte characters (280 bytes)', "\x{e9}" x 140],
@@ -184,7 +167,8 @@ behaviour 'PATCH /v1/me {"about"}: at most 140 characters (code points, '
         $r = set_about($a, $c->[1]);
         api_ok($r, 200, "about: $c->[0]");
         is $r->{json}{about}, $c->[1], "$c->[0]: the answer has it exactly";
-        is me($a)->{json}{about}, $c->[1], "$c->[0]: GET /v1/me too";
+        is api_me($a->{token})->{json}{about}, $c->[1],
+           "$c->[0]: GET /v1/me too";
     }
 
     my $kept = $ok[-1][1];
@@ -203,14 +187,14 @@ behaviour 'PATCH /v1/me {"about"}: at most 140 characters (code points, '
     api_error_is(api_request(PATCH => '/v1/me', token => $a->{token},
                              body => '"about"'),
                  400, 'bad_request', 'not a JSON object');
-    is me($a)->{json}{about}, $kept, 'about is as it was';
+    is api_me($a->{token})->{json}{about}, $kept, 'about is as it was';
     api_error_is(api_request(PATCH => '/v1/me', body => { about => 'x' }),
                  401, 'unauthorized', 'no token');
 
     $r = set_about($a, '');
     api_ok($r, 200, 'PATCH /v1/me {"about":""}');
     is $r->{json}{about}, '', '"" clears it';
-    is me($a)->{json}{about}, '', 'GET /v1/me: ""';
+    is api_me($a->{token})->{json}{about}, '', 'GET /v1/me: ""';
 };
 
 behaviour 'GET /v1/users/{id}: about, online and last_seen for who shares '
@@ -269,6 +253,7 @@ behaviour 'GET /v1/users/{id}: online while one of the user\'s sockets '
             'A connects: online, last_seen null');
     my $da2 = device($a2, 'A2', worker => $w[1]) or return;
     hang_up($da);
+    # What is tested: past the debounce A is still online (A2 is open).
     sleep $DEBOUNCE + 0.5;
     user_is(user($b, $a->{user_id}), $a, '', 1, undef,
             'A\'s first socket closed, A2\'s is open (other worker): '
@@ -302,9 +287,9 @@ behaviour 'GET /v1/users/{id}: last_seen privacy as for watchers: an '
           . 'null for everyone; online is shown all the same' => sub {
     my ($o, $p, $v, $h) = users(qw(O P V H)) or return;
     group_chat($v, 'privacy', [$o, $p, $h]) or return;
-    privacy($o, 'nobody');
-    privacy($p, 'contacts');
-    privacy($h, 'nobody');
+    set_last_seen($o, 'nobody');
+    set_last_seen($p, 'contacts');
+    set_last_seen($h, 'nobody');
 
     my @d = (device($o, 'O'), device($p, 'P'));
     return if grep { !$_ } @d;
@@ -330,7 +315,7 @@ behaviour 'GET /v1/users/{id}: last_seen privacy as for watchers: an '
     user_is(user($o, $o->{user_id}), $o, '', 0, undef,
             'O ("nobody") sees its own last_seen null too');
 
-    privacy($h, 'everyone');
+    set_last_seen($h, 'everyone');
     user_is(user($h, $p->{user_id}), $p, '', 0, $range,
             'H turns "everyone": sees P\'s last_seen');
 };
@@ -341,7 +326,7 @@ behaviour 'a change of about reaches the user\'s presence watchers on both '
           . 'none to sockets not watching' => sub {
     my ($u, $w1, $w2, $x) = users(qw(U W1 W2 X)) or return;
     group_chat($u, 'watchers', [$w1, $w2, $x]) or return;
-    privacy($w2, 'nobody');
+    set_last_seen($w2, 'nobody');
     my @w = nginx_worker_pids();
     is scalar(@w), 2, 'two workers' or return;
     my $d1 = device($w1, 'W1', worker => $w[0]) or return;
@@ -358,19 +343,20 @@ behaviour 'a change of about reaches the user\'s presence watchers on both '
        'W1 and W2 subscribe to U: the state comes';
 
     api_ok(set_about($u, "busy \x{1F4BC}"), 200, 'U sets its about');
-    pump(\@all, sub { profiles($d1, $u) && profiles($d2, $u) }, within => 5);
-    profile_is($d1, (profiles($d1, $u))[0], $u, "busy \x{1F4BC}",
+    pump(\@all, sub { profiles_of($d1, $u) && profiles_of($d2, $u) },
+         within => 5);
+    profile_is($d1, (profiles_of($d1, $u))[0], $u, "busy \x{1F4BC}",
                'U sets its about');
-    profile_is($d2, (profiles($d2, $u))[0], $u, "busy \x{1F4BC}",
+    profile_is($d2, (profiles_of($d2, $u))[0], $u, "busy \x{1F4BC}",
                'U sets its about (W2 hides its last_seen)');
 
     api_ok(set_about($u, "busy \x{1F4BC}"), 200, 'U sets the same again');
     api_ok(set_about($u, ''), 200, 'then clears it');
-    pump(\@all, sub { profiles($d1, $u) > 1 && profiles($d2, $u) > 1 },
+    pump(\@all, sub { profiles_of($d1, $u) > 1 && profiles_of($d2, $u) > 1 },
          within => 5);
     pump(\@all, undef, within => 0.5);
     for my $d ($d1, $d2) {
-        my @p = profiles($d, $u, 1);
+        my @p = profiles_of($d, $u, 1);
         is scalar(@p), 1, "$d->{name}: one more event, not two (the same "
                           . 'about again is no change)';
         profile_is($d, $p[0], $u, '', 'U clears its about');
@@ -380,13 +366,17 @@ behaviour 'a change of about reaches the user\'s presence watchers on both '
 
     $d1->{ws}->send_json({ type => 'presence',
                            unsubscribe => [$u->{user_id}] });
-    pump(\@all, undef, within => 0.3);
+    # a socket's messages are answered in order: once a ping sent after
+    # it is answered, the unsubscribe is done
+    $d1->{ws}->send_json({ type => 'ping', t => 'unsubscribed' });
+    ok ws_chat_wait($d1->{ws}, 5, sub { $_[0]{type} eq 'pong' }),
+       'W1 unsubscribes from U (a ping after it is answered)';
     api_ok(set_about($u, 'later'), 200, 'U changes it again');
-    pump(\@all, sub { profiles($d2, $u) > 2 }, within => 5);
-    profile_is($d2, (profiles($d2, $u))[2], $u, 'later',
+    pump(\@all, sub { profiles_of($d2, $u) > 2 }, within => 5);
+    profile_is($d2, (profiles_of($d2, $u))[2], $u, 'later',
                'after W1 unsubscribed');
     pump(\@all, undef, within => 0.5);
-    is scalar(profiles($d1, $u)), 2, 'W1 (unsubscribed) gets nothing more';
+    is scalar(profiles_of($d1, $u)), 2, 'W1 (unsubscribed) gets nothing more';
     no_errors_ok(\@all, 'profile events');
     hang_up($_) for @all;
 };
@@ -406,7 +396,8 @@ behaviour 'Redis down: PATCH /v1/me still changes about (a warning in '
     my $r = set_about($u, 'offline edit');
     api_ok($r, 200, 'PATCH /v1/me while Redis is down');
     is $r->{json}{about}, 'offline edit', '... the answer has the change';
-    is me($u)->{json}{about}, 'offline edit', 'GET /v1/me shows it';
+    is api_me($u->{token})->{json}{about}, 'offline edit',
+       'GET /v1/me shows it';
     api_error_is(user($v, $u->{user_id}), 503, 'unavailable',
                  'GET /v1/users/{id} needs the presence state: 503');
     ok redis_start(), 'Redis starts again';

@@ -12,64 +12,33 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
-use Test::Chat::Delivery qw(chat_media_locations chat_blob_dir);
+use Test::Chat::Delivery qw(chat_http_config);
+use Test::Chat::Media qw(:all);
 use Digest::SHA qw(sha256_hex);
 use Time::HiRes qw(sleep);
 use File::Temp qw(tempdir);
 
-plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
-                 . 'scripts/test.sh)'
-    unless $ENV{CHAT_PG_DSN} && $ENV{CHAT_REDIS};
+needs_stack();
 
-my $BLOBS = chat_blob_dir();
 my $CONFIG = chat_media_locations();
-
-my $HTTP = <<"END";
-chat_postgres "\$TEST_NGINX_PG_DSN";
-chat_redis \$TEST_NGINX_REDIS;
-chat_dev_codes on;
-chat_redis_prefix "t_asset_media_$$:";
+my $HTTP = chat_http_config(extra => <<'END');
 asset_max_size 1m;
 asset_url_ttl 3s;
 asset_types image/* application/pdf;
 END
 
-ok nginx_start(workers => 2, http_config => $HTTP, config => $CONFIG),
+ok nginx_start(workers => 2, config => $CONFIG, http_config => $HTTP),
    'nginx starts with the asset module';
 
 my $me = api_signup(device_name => 'uploader');
 my $other = api_signup(device_name => 'stranger');
 
-sub create {
-    my ($acct, $body) = @_;
-    return api_request(POST => '/v1/media', token => $acct->{token},
-                       body => $body);
-}
-
-sub put {
-    my ($url, $bytes, %h) = @_;
-    my $type = exists $h{type} ? $h{type} : 'image/png';
-    my $len = exists $h{length} ? $h{length} : length $bytes;
-    my $req = "PUT $url HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
-              . (defined $type ? "Content-Type: $type\r\n" : '')
-              . (defined $len ? "Content-Length: $len\r\n" : '')
-              . ($h{headers} // '') . "\r\n" . ($h{body} // $bytes);
-    return http_request($req);
-}
-
-sub get {
-    my ($url) = @_;
-    return http_request("GET $url HTTP/1.1\r\nHost: localhost\r\n"
-                        . "Connection: close\r\n\r\n");
-}
-
-sub stored { my ($id) = @_; return -e "$BLOBS/$id" }
-
 my $png = "\x89PNG\r\n\x1a\n" . join('', map { chr($_ % 256) } 1 .. 3000);
 
 subtest 'upload, then download the same bytes with the uploaded type' => sub {
-    my $r = create($me, { content_type => 'image/png', size => length $png,
-                          sha256 => sha256_hex($png) });
+    my $r = media_create($me, { content_type => 'image/png',
+                                size => length $png,
+                                sha256 => sha256_hex($png) });
     api_ok($r, 201, 'POST /v1/media') or return;
     my $m = $r->{json};
     like $m->{media_id}, qr/^[A-Za-z0-9_-]{22}$/, 'an opaque media id';
@@ -81,12 +50,12 @@ subtest 'upload, then download the same bytes with the uploaded type' => sub {
        'expires_at in ms, within asset_url_ttl';
     like $m->{upload}{url}, qr{^/blob/\Q$m->{media_id}\E\?}, 'url in /blob/';
 
-    my $p = put($m->{upload}{url}, $png);
+    my $p = blob_put($m->{upload}{url}, $png);
     like $p->{status}, qr/^20[14]$/, 'the PUT is stored (201)'
         or diag(explain $p);
-    ok stored($m->{media_id}), 'the object is in the store';
+    ok blob_stored($m->{media_id}), 'the object is in the store';
 
-    my $again = put($m->{upload}{url}, $png);
+    my $again = blob_put($m->{upload}{url}, $png);
     is $again->{status}, 403, 'the same PUT again: 403, no overwrite';
 
     my $g = api_request(GET => "/v1/media/$m->{media_id}",
@@ -94,7 +63,7 @@ subtest 'upload, then download the same bytes with the uploaded type' => sub {
     api_ok($g, 200, 'GET /v1/media/{id} by the uploader') or return;
     is $g->{json}{content_type}, 'image/png', 'content_type';
     is $g->{json}{size}, length $png, 'size';
-    my $d = get($g->{json}{download}{url});
+    my $d = blob_get($g->{json}{download}{url});
     is $d->{status}, 200, 'download: 200';
     is sha256_hex($d->{body} // ''), sha256_hex($png), 'the same bytes';
     like $d->{headers}{'content-type'} // '', qr{^image/png}, 'served as image/png';
@@ -110,39 +79,41 @@ subtest 'upload, then download the same bytes with the uploaded type' => sub {
 };
 
 subtest 'the API refuses what the store would not take' => sub {
-    my $r = create($me, { content_type => 'video/mp4', size => 10 });
+    my $r = media_create($me, { content_type => 'video/mp4', size => 10 });
     is $r->{status}, 400, 'a type outside asset_types: 400';
-    $r = create($me, { content_type => 'image/png', size => 1024 * 1024 + 1 });
+    $r = media_create($me, { content_type => 'image/png',
+                             size => 1024 * 1024 + 1 });
     is $r->{status}, 413, 'over asset_max_size: 413';
     is $r->{json}{error}{code}, 'too_large', '... too_large';
     for my $bad ({ size => 10 }, { content_type => 'image/png' },
                  { content_type => 'image/png', size => 0 },
                  { content_type => 'image/png', size => '10' },
                  { content_type => 'image/png', size => 10, sha256 => 'X' }) {
-        is create($me, $bad)->{status}, 400,
+        is media_create($me, $bad)->{status}, 400,
            'bad body ' . join(',', sort keys %$bad) . ': 400';
     }
 };
 
 subtest 'forged, tampered, mismatched and expired uploads leave nothing' => sub {
-    my $r = create($me, { content_type => 'image/png', size => length $png });
+    my $r = media_create($me, { content_type => 'image/png',
+                                size => length $png });
     api_ok($r, 201, 'POST /v1/media') or return;
     my ($id, $url) = ($r->{json}{media_id}, $r->{json}{upload}{url});
 
     (my $tampered = $url) =~ s/X-Size=\d+/X-Size=99/;
-    is put($tampered, substr($png, 0, 99), length => 99)->{status}, 403,
+    is blob_put($tampered, substr($png, 0, 99), length => 99)->{status}, 403,
        'X-Size changed: 403';
     (my $other_id = $url) =~ s{/blob/[^?]+}{/blob/AAAAAAAAAAAAAAAAAAAAAA};
-    is put($other_id, $png)->{status}, 403, 'another object: 403';
+    is blob_put($other_id, $png)->{status}, 403, 'another object: 403';
     (my $nosig = $url) =~ s/&X-Signature=[^&]+//;
-    is put($nosig, $png)->{status}, 403, 'no signature: 403';
+    is blob_put($nosig, $png)->{status}, 403, 'no signature: 403';
     (my $badsig = $url) =~ s/(X-Signature=.)/${1}x/;
-    is put($badsig, $png)->{status}, 403, 'a wrong signature: 403';
-    is put($url, $png, type => 'image/gif')->{status}, 403,
+    is blob_put($badsig, $png)->{status}, 403, 'a wrong signature: 403';
+    is blob_put($url, $png, type => 'image/gif')->{status}, 403,
        'another Content-Type than signed: 403';
-    is put($url, $png . 'x', length => length($png) + 1)->{status}, 403,
+    is blob_put($url, $png . 'x', length => length($png) + 1)->{status}, 403,
        'another Content-Length than signed: 403';
-    my $chunked = put($url, $png, length => undef,
+    my $chunked = blob_put($url, $png, length => undef,
                       headers => "Transfer-Encoding: chunked\r\n",
                       body => sprintf("%x\r\n", length $png)
                               . "$png\r\n0\r\n\r\n");
@@ -150,33 +121,25 @@ subtest 'forged, tampered, mismatched and expired uploads leave nothing' => sub 
     for my $path ("/blob/../conf/nginx.conf", "/blob/%2e%2e%2fx",
                   "/blob/$id/x", "/blob/${id}x", "/blob/") {
         my $q = (split /\?/, $url, 2)[1];
-        my $s = put("$path?$q", $png)->{status};
+        my $s = blob_put("$path?$q", $png)->{status};
         # ".." is resolved by nginx before the locations: such a path
         # leaves the blob location (405 from the static handler)
         ok $s == 403 || $s == 404 || $s == 400 || $s == 405,
            "odd path $path: refused ($s)";
     }
-    is get($url)->{status}, 403, 'the PUT URL does not download';
-    ok !stored($id), 'nothing stored';
+    is blob_get($url)->{status}, 403, 'the PUT URL does not download';
+    ok !blob_stored($id), 'nothing stored';
 
+    # What is tested: the URL's time runs out (asset_url_ttl 3s).
     sleep 4;
-    is put($url, $png)->{status}, 403, 'after expires_at: 403';
-    ok !stored($id), 'still nothing stored';
+    is blob_put($url, $png)->{status}, 403, 'after expires_at: 403';
+    ok !blob_stored($id), 'still nothing stored';
 
     my $g = api_request(GET => "/v1/media/$id", token => $me->{token});
     api_ok($g, 200, 'a download URL for the never uploaded media') or return;
-    is get($g->{json}{download}{url})->{status}, 404,
+    is blob_get($g->{json}{download}{url})->{status}, 404,
        'which finds nothing: 404';
 };
-
-sub upload {
-    my ($acct, $bytes, $type) = @_;
-    my $r = create($acct, { content_type => $type, size => length $bytes });
-    return undef unless ($r->{status} // 0) == 201;
-    my $p = put($r->{json}{upload}{url}, $bytes, type => $type);
-    return undef unless ($p->{status} // 0) =~ /^20[14]$/;
-    return $r->{json}{media_id};
-}
 
 sub next_msg {
     my ($ws) = @_;
@@ -199,7 +162,7 @@ subtest 'an image sent to a group reaches a member, who fetches the same '
     my ($wm) = ws_chat_open($member);
     my ($wo) = ws_chat_open($outsider);
 
-    my $id = upload($author, $png, 'image/png');
+    my $id = media_upload($author, $png, 'image/png');
     ok $id, 'the author uploads an image' or return;
 
     my $ev = ws_chat_send_wait($wa, 10, id => 'pic-1', chat_id => $chat,
@@ -216,7 +179,7 @@ subtest 'an image sent to a group reaches a member, who fetches the same '
 
     my $g2 = api_request(GET => "/v1/media/$id", token => $member->{token});
     api_ok($g2, 200, 'the member may fetch it') or return;
-    my $d = get($g2->{json}{download}{url});
+    my $d = blob_get($g2->{json}{download}{url});
     is sha256_hex($d->{body} // ''), sha256_hex($png),
        'the member downloads the same bytes (sha256)';
     is api_request(GET => "/v1/media/$id",
@@ -236,7 +199,7 @@ subtest 'an image sent to a group reaches a member, who fetches the same '
                    token => $outsider->{token})->{status}, 200,
        '... and may fetch it now';
 
-    my $r = create($author, { content_type => 'image/png', size => 10 });
+    my $r = media_create($author, { content_type => 'image/png', size => 10 });
     $ev = ws_chat_send_wait($wa, 10, id => 'early', chat_id => $chat,
                             media => [$r->{json}{media_id}]);
     is $ev && $ev->{code}, 'unknown_media',
@@ -268,7 +231,7 @@ sub put_last_byte {
 
 sub blob {
     my ($id) = @_;
-    open my $f, '<:raw', "$BLOBS/$id" or return '';
+    open my $f, '<:raw', chat_blob_dir() . "/$id" or return '';
     local $/;
     return <$f>;
 }
@@ -277,7 +240,7 @@ subtest 'an object is written once: of two PUTs racing, one stores, the '
         . 'other is refused, and nothing is replaced' => sub {
     my $first = "\x89PNG\r\n\x1a\n" . ('1' x 50000);
     my $second = "\x89PNG\r\n\x1a\n" . ('2' x 50000);
-    my $r = create($me, { content_type => 'image/png',
+    my $r = media_create($me, { content_type => 'image/png',
                           size => length $first });
     api_ok($r, 201, 'POST /v1/media') or return;
     my ($id, $url) = ($r->{json}{media_id}, $r->{json}{upload}{url});
@@ -285,7 +248,7 @@ subtest 'an object is written once: of two PUTs racing, one stores, the '
     my $a = put_start($url, $first, 'image/png');
     my $b = put_start($url, $second, 'image/png');
     sleep 0.5;          # both are past the access check, reading bodies
-    ok !stored($id), 'nothing is stored while the bodies come';
+    ok !blob_stored($id), 'nothing is stored while the bodies come';
     put_last_byte($a, $first);
     my $ra = http_finish($a);
     is $ra->{status}, 201, 'the first to finish is stored (201)';
@@ -296,12 +259,13 @@ subtest 'an object is written once: of two PUTs racing, one stores, the '
     is blob($id), $first, 'the store holds the first upload\'s bytes';
 
     my $g = api_request(GET => "/v1/media/$id", token => $me->{token});
-    my $d = get($g->{json}{download}{url} // '');
+    my $d = blob_get($g->{json}{download}{url} // '');
     is sha256_hex($d->{body} // ''), sha256_hex($first),
        'and a download gets them';
 
     # finishing at the same instant: still exactly one
-    $r = create($me, { content_type => 'image/png', size => length $first });
+    $r = media_create($me, { content_type => 'image/png',
+                             size => length $first });
     ($id, $url) = ($r->{json}{media_id}, $r->{json}{upload}{url});
     my @h = map { put_start($url, $_, 'image/png') } $first, $second;
     sleep 0.5;
@@ -319,30 +283,31 @@ subtest 'the declared sha256 is checked before the media is usable' => sub {
                                                 1 .. 300000);
     my $other = $big;
     substr($other, 150000, 1) = chr(ord(substr($big, 150000, 1)) ^ 1);
-    my $r = create($me, { content_type => 'image/png', size => length $big,
-                          sha256 => sha256_hex($big) });
+    my $r = media_create($me, { content_type => 'image/png',
+                                size => length $big,
+                                sha256 => sha256_hex($big) });
     api_ok($r, 201, 'POST /v1/media with sha256') or return;
     my ($id, $url) = ($r->{json}{media_id}, $r->{json}{upload}{url});
     like $url, qr/[?&]X-SHA256=\Q${\ sha256_hex($big)}\E(&|$)/,
          'the upload URL carries the declared hash, signed';
 
-    is put($url, $other)->{status}, 403,
+    is blob_put($url, $other)->{status}, 403,
        'the same size, one byte changed: 403';
-    ok !stored($id), 'nothing is stored';
+    ok !blob_stored($id), 'nothing is stored';
     my $g = api_request(GET => "/v1/media/$id", token => $me->{token});
-    is get($g->{json}{download}{url} // '')->{status}, 404,
+    is blob_get($g->{json}{download}{url} // '')->{status}, 404,
        'and nothing is downloaded';
     (my $nohash = $url) =~ s/&X-SHA256=[0-9a-f]+//;
-    is put($nohash, $other)->{status}, 403,
+    is blob_put($nohash, $other)->{status}, 403,
        'the hash taken out of the URL: 403';
     my $other_sha = sha256_hex($other);
     (my $swapped = $url) =~ s/X-SHA256=[0-9a-f]+/X-SHA256=$other_sha/;
-    is put($swapped, $other)->{status}, 403,
+    is blob_put($swapped, $other)->{status}, 403,
        'another hash put in the URL: 403';
-    ok !stored($id), 'still nothing stored';
+    ok !blob_stored($id), 'still nothing stored';
 
-    is put($url, $big)->{status}, 201, 'the declared bytes: 201';
-    is sha256_hex(get($g->{json}{download}{url})->{body} // ''),
+    is blob_put($url, $big)->{status}, 201, 'the declared bytes: 201';
+    is sha256_hex(blob_get($g->{json}{download}{url})->{body} // ''),
        sha256_hex($big), 'and they download';
 };
 
@@ -356,7 +321,7 @@ subtest 'media is served with nosniff; active types as attachments in a '
         or return;
     my %got = map {
         my $g = api_request(GET => "/v1/media/$_", token => $me->{token});
-        ($_ => get($g->{json}{download}{url} // ''))
+        ($_ => blob_get($g->{json}{download}{url} // ''))
     } $png_id, $svg_id, $pdf_id;
 
     for my $id ($png_id, $pdf_id) {
@@ -380,7 +345,7 @@ subtest 'a content_type that is not one printable header value is '
     for my $t ("image/png\r\nX-Injected: 1", "image/png\nX-Injected: 1",
                "image/\x00png", "image/p\x{e9}ng") {
         (my $name = $t) =~ s/([^\x20-\x7e])/sprintf '\\x%02x', ord $1/ge;
-        my $r = create($me, { content_type => $t, size => 10 });
+        my $r = media_create($me, { content_type => $t, size => 10 });
         is $r->{status}, 400, "\"$name\": 400";
     }
 };
@@ -390,51 +355,55 @@ subtest 'client_body_temp_path on another file system: the upload is '
     my $shm = -d '/dev/shm' && tempdir('asset_media_XXXXXX', DIR => '/dev/shm',
                                        CLEANUP => 1);
     plan skip_all => 'no /dev/shm on a file system of its own'
-        unless $shm && (stat $shm)[0] != (stat $BLOBS)[0];
+        unless $shm && (stat $shm)[0] != (stat chat_blob_dir())[0];
     chmod 0777, $shm;
     (my $config = $CONFIG) =~ s{(location /blob/ \{)}
                                {$1\n    client_body_temp_path $shm;};
     ok nginx_start(workers => 2, http_config => $HTTP, config => $config),
        "nginx with client_body_temp_path $shm";
-    my $r = create($me, { content_type => 'image/png', size => length $png,
-                          sha256 => sha256_hex($png) });
+    my $r = media_create($me, { content_type => 'image/png',
+                                size => length $png,
+                                sha256 => sha256_hex($png) });
     api_ok($r, 201, 'POST /v1/media') or return;
     my ($id, $url) = ($r->{json}{media_id}, $r->{json}{upload}{url});
-    is put($url, $png)->{status}, 201, 'the PUT is stored (201)';
+    is blob_put($url, $png)->{status}, 201, 'the PUT is stored (201)';
     is blob($id), $png, 'the object holds the bytes';
-    is put($url, $png)->{status}, 403, 'the same PUT again: 403';
-    is_deeply [grep { !/^\Q$id\E$/ } map { s{.*/}{}r } glob("$BLOBS/$id*")],
+    is blob_put($url, $png)->{status}, 403, 'the same PUT again: 403';
+    is_deeply [grep { !/^\Q$id\E$/ } map { s{.*/}{}r }
+               glob(chat_blob_dir() . "/$id*")],
               [], 'no copy is left beside the object';
 };
 
 subtest 'asset_ttl: media past it go, rows and objects, unless a stored '
         . 'message refers to them' => sub {
-    ok nginx_start(workers => 2, config => $CONFIG, http_config => <<"END"),
-chat_postgres "\$TEST_NGINX_PG_DSN";
-chat_redis \$TEST_NGINX_REDIS;
-chat_dev_codes on;
-chat_redis_prefix "t_asset_media_$$:";
-asset_ttl 2s;
-END
-       'nginx starts with asset_ttl 2s';
+    ok nginx_start(workers => 2, config => $CONFIG,
+                   http_config => chat_http_config(
+                       extra => "asset_ttl 4s;\n")),
+       'nginx starts with asset_ttl 4s';
     my ($a, $b) = map { api_signup(device_name => $_) } qw(a b);
     my $chat = api_chat_create($a, { type => 'direct',
                                      user_id => $b->{user_id} })
         or return;
-    my $kept = upload($a, $png, 'image/png');
-    my $gone = upload($a, $png, 'image/png');
-    ok $kept && $gone, 'two uploads' or return;
     my ($wa) = ws_chat_open($a);
-    my $ev = ws_chat_send_wait($wa, 10, id => 'keep', media => [$kept],
-                               chat_id => $chat->{chat_id});
-    is $ev && $ev->{type}, 'sent', 'one is sent (b has not got it yet)';
+    # sent right after its upload: well within asset_ttl
+    my $kept = media_upload($a, $png, 'image/png');
+    my $ev = $kept && ws_chat_send_wait($wa, 10, id => 'keep',
+                                        media => [$kept],
+                                        chat_id => $chat->{chat_id});
+    is $ev && $ev->{type}, 'sent', 'one is sent (b has not got it yet)'
+        or diag(ws_chat_show($ev));
+    my $gone = media_upload($a, $png, 'image/png');
+    ok $kept && $gone, 'two uploads' or return;
 
-    ok wait_until(8, sub { !stored($gone) }),
+    ok wait_until(15, sub { !blob_stored($gone) }),
        'the one never sent: its object is deleted after the TTL';
     is api_request(GET => "/v1/media/$gone", token => $a->{token})->{status},
        404, '... and its row: 404';
-    sleep 1.5;
-    ok stored($kept), 'the one a stored message refers to stays';
+    # A later sweep has run once a media uploaded now is gone.
+    my $probe = media_upload($a, $png, 'image/png');
+    ok $probe && wait_until(15, sub { !blob_stored($probe) }),
+       'another media, never sent, is swept after the TTL too';
+    ok blob_stored($kept), 'the one a stored message refers to stays';
     is api_request(GET => "/v1/media/$kept", token => $b->{token})->{status},
        200, '... and b may fetch it';
 
@@ -443,7 +412,7 @@ END
     ok $m, 'b gets the message in its sync' or return;
     $wb->send_json({ type => 'ack', chat_id => $chat->{chat_id},
                      seq => $m->{seq} });
-    ok wait_until(8, sub { !stored($kept) }),
+    ok wait_until(15, sub { !blob_stored($kept) }),
        'once b acked it (the message is gone), the media goes too';
     $_->close(1000) for $wa, $wb;
 };

@@ -18,24 +18,15 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
+use Test::Chat::Delivery qw(chat_http_config);
 use Digest::SHA qw(sha256_hex hmac_sha256 hmac_sha256_hex);
 use File::Temp qw(tempdir);
 use IO::Socket::INET;
-use Time::HiRes qw(sleep);
 
-plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
-                 . 'scripts/test.sh)'
-    unless $ENV{CHAT_PG_DSN} && $ENV{CHAT_REDIS};
+needs_stack();
 plan skip_all => 'no node, or t/node/node_modules/s3rver (npm install in '
                  . 't/node)'
     unless -d 't/node/node_modules/s3rver' && `node --version 2>/dev/null`;
-
-sub free_port {
-    my $probe = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
-                                      LocalPort => 0, Listen => 1)
-        or die "no port: $!";
-    return $probe->sockport;
-}
 
 my $dir = tempdir(CLEANUP => 1);
 mkdir "$dir/store";
@@ -68,11 +59,7 @@ my $S3PORT = free_port();
 ok s3rver($S3PORT), "s3rver listens on 127.0.0.1:$S3PORT"
     or diag(`cat $dir/s3rver.log`);
 
-my $HTTP = <<"END";
-chat_postgres "\$TEST_NGINX_PG_DSN";
-chat_redis \$TEST_NGINX_REDIS;
-chat_dev_codes on;
-chat_redis_prefix "t_asset_s3_$$:";
+my $HTTP = chat_http_config(extra => <<"END");
 asset_backend s3;
 asset_s3_endpoint http://127.0.0.1:$S3PORT;
 asset_s3_bucket media;

@@ -17,15 +17,15 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
+use Test::Chat::Delivery qw(chat_http_config);
+use Test::Chat::Media qw(media_locations);
 use Cwd qw(abs_path);
 use IO::Select;
 use JSON::PP ();
 use POSIX qw(WNOHANG);
 use Time::HiRes qw(time);
 
-plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
-                 . 'scripts/test.sh)'
-    unless $ENV{CHAT_PG_DSN} && $ENV{CHAT_REDIS};
+needs_stack();
 plan skip_all => 'no /usr/bin/chromium'
     unless -x '/usr/bin/chromium';
 plan skip_all => 'no node, or t/node/node_modules/playwright-core (npm '
@@ -37,9 +37,6 @@ my $REPO = abs_path('.');
 my $SHOTS = $ENV{CHAT_SCREENSHOTS} || "$REPO/t/browser/screenshots";
 my $BOUND = 180;            # seconds for the whole browser run
 
-my $BLOBS = servroot() . '/blob';
-mkdir $BLOBS;
-chmod 0777, $BLOBS;
 
 # nginx's workers run as nobody, who may not enter the checkout (a clone
 # under a 0700 mktemp directory): they serve a copy in the server root.
@@ -51,12 +48,8 @@ system('cp', '-R', "$REPO/html", $HTML) == 0
 # seen" shows within a second of a person going away; port2 is the
 # network that refuses WebSockets.
 my $PORT2 = port2();
-ok nginx_start(workers => 2, http_config => <<"END", config => <<"END"),
+my $HTTP = chat_http_config(extra => <<"END");
 include $REPO/conf/mime/mime.types;
-chat_postgres "\$TEST_NGINX_PG_DSN";
-chat_redis \$TEST_NGINX_REDIS;
-chat_dev_codes on;
-chat_redis_prefix "t_browser_$$:";
 chat_presence_debounce 1s;
 
 server {
@@ -76,6 +69,7 @@ server {
     location = /v1/ws { return 403; }
 }
 END
+ok nginx_start(workers => 2, http_config => $HTTP, config => <<"END"),
 location / {
     root $HTML;
     index index.html;
@@ -85,13 +79,7 @@ location = /v1/ws {
     chat_ws;
     chat_send_rate 20r/s burst=50;
 }
-location /v1/media { asset_api; }
-location /blob/ {
-    asset_blob on;
-    root ${\ servroot()};
-    dav_methods PUT;
-    client_max_body_size 64m;
-}
+${\ media_locations(max_body => '64m')}
 END
    'nginx serves html/, the API, the WebSocket and the blob store, and '
    . 'on a second port all but the WebSocket';
@@ -150,8 +138,9 @@ while (1) {
 }
 if (waitpid($pid, WNOHANG) == 0) {
     kill 'TERM', $pid;
-    sleep 1;
-    kill 'KILL', $pid if waitpid($pid, WNOHANG) == 0;
+    kill 'KILL', $pid
+        unless wait_until(5, sub { waitpid($pid, WNOHANG) != 0 },
+                          interval => 0.05);
     waitpid $pid, 0;
 }
 close $out;

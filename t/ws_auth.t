@@ -10,14 +10,11 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
-use B ();
+use Test::Chat::Delivery qw(:serve);
+use Test::Chat::JSON qw(is_json_int is_json_string now_ms);
 use Time::HiRes qw(time sleep);
 
-plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
-                 . 'scripts/test.sh)'
-    unless $ENV{CHAT_PG_DSN} && $ENV{CHAT_REDIS};
-
-my $PREFIX = "t_ws_auth_$$:";
+needs_stack();
 
 my $LOCATIONS = <<'END';
 location /v1/ { chat_api; }
@@ -27,54 +24,8 @@ END
 # A second server on port2 with reuseport: each worker has its own listening
 # socket there and the kernel spreads connections over them by address, so
 # a handful of sockets lands on both workers.
-my $HTTP = <<"END";
-chat_postgres "\$TEST_NGINX_PG_DSN";
-chat_redis \$TEST_NGINX_REDIS;
-chat_redis_prefix "$PREFIX";
-chat_dev_codes on;
-
-server {
-    listen 127.0.0.1:\$TEST_NGINX_PORT2 reuseport;
-$LOCATIONS
-}
-END
-
-my $STARTED;
-
-sub behaviour {
-    my ($name, @rest) = @_;
-    my $code = pop @rest;
-    my %o = @rest;
-    subtest $name => sub {
-        $STARTED = nginx_start(http_config => $HTTP, config => $LOCATIONS,
-                               workers => 2)
-            unless $STARTED && nginx_running();
-        unless ($STARTED) {
-            fail('nginx starts');
-            return;
-        }
-        my $mark = error_log_mark();
-        $code->();
-        check_error_log(name => $name, since => $mark,
-                        no_error_log => $o{no_error_log} // ['[error]']);
-    };
-}
-
-sub now_ms { int(time * 1000) }
-
-sub is_json_string {
-    my ($v) = @_;
-    my $f = defined $v && !ref $v ? B::svref_2object(\$v)->FLAGS : 0;
-    return defined $v && ($f & B::SVp_POK)
-           && !($f & (B::SVp_IOK | B::SVp_NOK));
-}
-
-sub is_json_int {
-    my ($v) = @_;
-    my $f = defined $v && !ref $v ? B::svref_2object(\$v)->FLAGS : 0;
-    return defined $v && ($f & (B::SVp_IOK | B::SVp_NOK))
-           && !($f & B::SVp_POK) && $v =~ /^\d+$/;
-}
+serve(defaults => 1, config => $LOCATIONS,
+      http_config => chat_http_config(port2 => 1, locations => $LOCATIONS));
 
 sub show {
     my ($what, @v) = @_;
@@ -167,7 +118,7 @@ behaviour 'the auth message gives ready with the device\'s ids; the '
     is $ws->status, 101, 'handshake';
     ok $ready, 'ready after the auth message' or return diag("got $err");
     ready_ok($ready, $acct, 'auth message');
-    sleep 1.5;
+    sleep 1.5;          # what is tested: past chat_ws_auth_timeout (1s)
     ping_pong($ws, 123, 'after the auth timeout');
     ok $ws->is_open, 'still open';
     is_deeply [$ws->violations], [], 'frames well-formed';
@@ -181,7 +132,7 @@ behaviour 'an Authorization: Bearer header on the upgrade gives ready '
     is $ws->status, 101, 'handshake';
     ok $ready, 'ready, unasked' or return diag("got $err");
     ready_ok($ready, $acct, 'header');
-    sleep 1.5;
+    sleep 1.5;          # what is tested: past chat_ws_auth_timeout (1s)
     ping_pong($ws, 'x', 'after the auth timeout');
 };
 
@@ -249,7 +200,7 @@ behaviour 'no auth within chat_ws_auth_timeout (1s) closes with 4002'
     $t0 = time;
     $ws = ws_connect(path => '/v1/ws');
     $ws->ping('are you there');
-    sleep 0.5;
+    sleep 0.5;          # pings spread over the auth timeout, on purpose
     $ws->ping('still here');
     $took = closes_with($ws, 4002, 'only pings', since => $t0, within => 4);
     ok defined $took && $took <= 2.5, 'pings do not count as auth';

@@ -15,57 +15,17 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
-use Test::Chat::Delivery qw(:devices chat_http_config chat_locations);
-use Time::HiRes qw(time sleep);
+use Test::Chat::Delivery qw(:serve :devices);
+use Time::HiRes qw(time);
 
-plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
-                 . 'scripts/test.sh)'
-    unless $ENV{CHAT_PG_DSN} && $ENV{CHAT_REDIS};
+needs_stack();
 
 # PostgreSQL and Redis outlive this file: a prefix of our own (the same on
-# both hosts), and new users (random_mobile) in every behaviour.
-my $PREFIX = "t_ws_cluster_$$:";
-
-# On each host a second server on its port2 with reuseport: each worker has
-# a listening socket of its own there, so sockets can be placed on either
+# both hosts), and new users (random_mobile) in every behaviour. On each
+# host a second server on its port2 with reuseport: each worker has a
+# listening socket of its own there, so sockets can be placed on either
 # worker. $TEST_NGINX_PORT2 is each instance's own.
-my $HTTP = chat_http_config(prefix => $PREFIX, port2 => 1);
-my $LOCATIONS = chat_locations();
-
-END {
-    nginx_stop() if nginx_running();
-    nginx2_stop(no_check => 1) if nginx2_running();
-}
-
-sub hosts_up {
-    my $ok = nginx_running()
-             || nginx_start(http_config => $HTTP, config => $LOCATIONS,
-                            workers => 2);
-    ok $ok, 'host 1 (nginx 1) runs' or return 0;
-    $ok = nginx2_running()
-          || nginx2_start(http_config => $HTTP, config => $LOCATIONS,
-                          workers => 2);
-    ok $ok, 'host 2 (nginx 2) runs' or return 0;
-    return 1;
-}
-
-sub behaviour {
-    my ($name, @rest) = @_;
-    my $code = pop @rest;
-    my %o = @rest;
-    subtest $name => sub {
-        hosts_up() or return;
-        my $mark1 = error_log_mark();
-        my $mark2 = with_nginx2(sub { error_log_mark() });
-        $code->();
-        check_error_log(name => "$name (host 1)", since => $mark1,
-                        no_error_log => $o{no_error_log} // ['[error]']);
-        with_nginx2(sub {
-            check_error_log(name => "$name (host 2)", since => $mark2,
-                            no_error_log => $o{no_error_log} // ['[error]']);
-        });
-    };
-}
+serve(defaults => 1, http_config => chat_http_config(port2 => 1));
 
 
 sub where {
@@ -76,7 +36,8 @@ sub where {
 
 behaviour 'spread over two hosts: A on host 1, A\'s second device and B on '
           . 'host 2, C on host 1; in a direct chat and a group every '
-          . 'device gets everything the others send, once, dense' => sub {
+          . 'device gets everything the others send, once, dense',
+          hosts => 2 => sub {
     my ($ua, $ub, $uc) = users_across_hosts('A', 'B', 'C') or return;
     my $ua2 = api_link_device($ua, device_name => 'A2',
                               port => nginx2_port()) or return;
@@ -143,7 +104,8 @@ behaviour 'spread over two hosts: A on host 1, A\'s second device and B on '
 behaviour 'concurrency across hosts: 4 senders, one on each worker of each '
           . 'host, write 100 messages each with 16 unanswered at most to '
           . 'one group of 6; every member gets all 401, dense, strictly '
-          . 'increasing, once' => sub {
+          . 'increasing, once',
+          hosts => 2 => sub {
     my @u = users_across_hosts(qw(S1 S2 S3 S4 R1 R2)) or return;
     my @w1 = host_workers(1);
     my @w2 = host_workers(2);
@@ -221,7 +183,8 @@ behaviour 'concurrency across hosts: 4 senders, one on each worker of each '
 
 behaviour 'a device offline on host 1 comes back on host 2: it gets '
           . 'everything owed, in order per chat, then live messages; what '
-          . 'it acked on host 2 never comes again on host 1' => sub {
+          . 'it acked on host 2 never comes again on host 1',
+          hosts => 2 => sub {
     my ($ua, $ub) = users_across_hosts('A', 'B') or return;
     my $ua2 = api_link_device($ua, device_name => 'A2') or return;
     my $da = device($ua, 'A', host => 1) or return;

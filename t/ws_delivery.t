@@ -15,11 +15,10 @@ use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
 use Test::Chat::Delivery qw(:all);
-use Time::HiRes qw(time sleep);
+use Test::Chat::JSON qw(is_json_int);
+use Time::HiRes qw(time);
 
-plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
-                 . 'scripts/test.sh)'
-    unless $ENV{CHAT_PG_DSN} && $ENV{CHAT_REDIS};
+needs_stack();
 
 # PostgreSQL and Redis outlive this file: a prefix of our own, and new
 # users (random_mobile) in every behaviour. A second server on port2 with
@@ -42,30 +41,6 @@ sub system_ok {
         is_deeply \%got, $want, "$name: $d->{name}'s msg $seq"
             or diag('got ' . ws_chat_show($m));
     }
-}
-
-# Devices on alternate workers (or anywhere, when /proc cannot tell):
-# returns the devices, or () after a failed assertion.
-sub spread {
-    my (@accts) = @_;
-    local $Test::Builder::Level = $Test::Builder::Level + 1;
-    my @w = nginx_worker_pids();
-    my @d;
-    for my $i (0 .. $#accts) {
-        my $d = device($accts[$i], $accts[$i]{name}, port => port2(),
-                       worker => $w[$i % 2]) or return;
-        push @d, $d;
-    }
-    my %on;
-    $on{ $_->{pid} // 'unknown' }++ for @d;
-    if ($on{unknown}) {
-        diag('cannot map sockets to workers through /proc; cannot prove '
-             . 'that both workers hold sockets');
-    } else {
-        is scalar(keys %on), 2, 'the sockets are on both workers ('
-           . join(', ', map { "$_: $on{$_}" } sort keys %on) . ')';
-    }
-    return @d;
 }
 
 
@@ -283,7 +258,11 @@ behaviour 'unacked messages come again on the next connection; after a '
        'B gets it live';
     stream_ok($db, $chat, 4, 'B, third connection', from => 3);
     ack($db, $chat, 4);
-    sleep 1.5;
+    ok wait_until(10, sub {
+           (pg_scalar('SELECT acked FROM cursors WHERE chat_id = ? AND '
+                      . 'device_id = ?', $chat, $ub->{device_id}) // 0) == 4
+       }),
+       'the ack of 4 is applied with the socket open (B\'s cursor at 4)';
     $db->{ws}->disconnect;           # TCP gone, no close frame
 
     send_ok($da, $chat, [$da], 'A sends a 5th while B is away') or return;

@@ -9,28 +9,14 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
-use Time::HiRes qw(sleep);
+use Test::Chat::Delivery qw(:serve);
 
-plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
-                 . 'scripts/test.sh)'
-    unless $ENV{CHAT_PG_DSN} && $ENV{CHAT_REDIS};
+needs_stack();
 
 my $T = 10;
 
-sub serve {
-    my ($extra) = @_;
-    return nginx_start(workers => 2, http_config => <<"END" . ($extra // ''),
-chat_postgres "\$TEST_NGINX_PG_DSN";
-chat_redis \$TEST_NGINX_REDIS;
-chat_dev_codes on;
-chat_redis_prefix "t_ws_expiry_$$:";
-END
-        config => <<'END');
-location /v1/ { chat_api; }
-location = /v1/ws { chat_ws; }
-location = /metrics { chat_metrics; }
-END
-}
+serve(defaults => 1, http_config => chat_http_config(),
+      config => chat_locations() . "location = /metrics { chat_metrics; }\n");
 
 # What PostgreSQL still holds of one chat. (The chat_messages_stored
 # gauge counts the whole database, which other files share.)
@@ -40,10 +26,11 @@ sub stored {
                      . int($chat));
 }
 
-sub gauge {
-    my $r = http_request("GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n");
-    my ($n) = ($r->{body} // '') =~ /^chat_messages_stored (\d+)$/m;
-    return $n;
+# How far a device has acked a chat (its cursor).
+sub acked {
+    my ($acct, $chat) = @_;
+    return pg_scalar('SELECT acked FROM cursors WHERE chat_id = ? AND '
+                     . 'device_id = ?', $chat, $acct->{device_id}) // -1;
 }
 
 sub send_ok {
@@ -70,12 +57,14 @@ subtest 'a group message is deleted after the last of the 5 devices owed '
                                      members => [map { $_->{user_id} }
                                                  @u[1, 2]] });
     my $chat = $g->{chat_id};
-    my @ws = map { (ws_chat_open($_))[0] } @u, @second;
+    my @devices = (@u, @second);
+    my @ws = map { (ws_chat_open($_))[0] } @devices;
     my ($sender, @others) = @ws;
 
     # "created" (seq 1) goes to all six devices: acked everywhere, it goes
     is stored($chat), 1, 'stored: the created message';
-    ok gauge() >= 1, '/metrics counts it in chat_messages_stored';
+    ok metric('chat_messages_stored') >= 1,
+       '/metrics counts it in chat_messages_stored';
     ack($_, $chat, 1) for @ws;
     ok wait_until(5, sub { stored($chat) == 0 }),
        'the created message is gone once all six acked it';
@@ -85,7 +74,8 @@ subtest 'a group message is deleted after the last of the 5 devices owed '
 
     for my $i (0 .. 3) {
         ack($others[$i], $chat, $seq);
-        sleep 0.3;
+        ok wait_until(10, sub { acked($devices[$i + 1], $chat) == $seq }),
+           'the ack of device ' . ($i + 2) . ' is applied (its cursor)';
         is stored($chat), 1,
            'still stored after ' . ($i + 1) . ' of the 5 acked';
     }
@@ -97,7 +87,9 @@ subtest 'a group message is deleted after the last of the 5 devices owed '
 
 subtest 'expired messages are swept, and a device that missed them gets '
         . '"expired" in their place' => sub {
-    ok serve("chat_message_ttl 2s;\n"), 'nginx starts with a 2s TTL';
+    ok serve(http_config => chat_http_config(
+                 extra => "chat_message_ttl 2s;\n")),
+       'nginx starts with a 2s TTL';
     my $mark = error_log_mark();
     my ($a, $b, $c) = map { api_signup(device_name => $_) } qw(a b c);
     my $ab = api_chat_create($a, { type => 'direct',

@@ -12,20 +12,12 @@ use lib 't/lib';
 use Test::Chat::Nginx;
 use Test::Chat::Delivery qw(:all);
 
-plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
-                 . 'scripts/test.sh)'
-    unless $ENV{CHAT_PG_DSN} && $ENV{CHAT_REDIS};
+needs_stack();
 
 serve(defaults => 1,
       http_config => chat_http_config(prefix => "t_ws_gap_$$:",
                                       extra => "chat_gap_wait 300ms;\n"),
       config => chat_locations() . "location = /metrics { chat_metrics; }\n");
-
-sub gap_fills {
-    my $r = http_request("GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n");
-    my ($n) = ($r->{body} // '') =~ /^chat_gap_fills_total (\d+)$/m;
-    return $n;
-}
 
 # Stores a text of $acct's device in $chat as chat_send_batch() does for
 # a send, without publishing it; returns its seq.
@@ -50,7 +42,7 @@ behaviour 'a message past a gap waits, and the gap is filled from '
     my $s1 = send_ok($da, $chat, [$db], 'a sends the first');
     ok pump([$db], sub { @{ seqs($db, $chat) } == 1 }), 'b gets it live';
 
-    my $fills = gap_fills();
+    my $fills = metric('chat_gap_fills_total');
     ok defined $fills, '/metrics reports chat_gap_fills_total';
 
     my $s2 = store_unpublished($a, $chat, 'never-published',
@@ -67,7 +59,8 @@ behaviour 'a message past a gap waits, and the gap is filled from '
               'b: dense and in order, the unpublished one in its place';
     is got_seq($db, $chat, $s2)->{text}, 'stored, never published',
        'b: the filled message is the stored one';
-    ok wait_until(5, sub { (gap_fills() // 0) > $fills }),
+    ok wait_until(5, sub {
+           (metric('chat_gap_fills_total') // 0) > $fills }),
        'chat_gap_fills_total counts the fill';
     ok !pump([$db], sub { @{ seqs($db, $chat) } > 3 }, quiet => 0.5),
        'b: nothing twice';

@@ -25,15 +25,17 @@ sub quiet_until_close {
     return (undef, time - $t0, $pings);
 }
 
-subtest 'a client that answers nothing is closed with 1001' => sub {
-    ok nginx_start(config => <<'END'), 'nginx starts';
+# Pings every second; a socket with nothing from the client for 2s goes.
+my $PINGED = <<'END';
 location /echo {
     chat_ws_echo;
     chat_ws_ping_interval 1s;
     chat_ws_idle_timeout 2s;
 }
 END
-    my $mark = error_log_mark();
+
+nginx_subtest 'a client that answers nothing is closed with 1001',
+              nginx => { config => $PINGED } => sub {
     my $ws = ws_connect(path => '/echo');
     is $ws->status, 101, 'handshake';
     my ($m, $elapsed, $pings) = quiet_until_close($ws, 6);
@@ -45,20 +47,10 @@ END
     $ws->close(1001);
     ok $ws->wait_eof(3), 'TCP closed';
     is_deeply [$ws->violations], [], 'frames well-formed';
-    ok nginx_stop(), 'nginx stops';
-    check_error_log(name => 'idle close', since => $mark,
-                    no_error_log => ['[error]']);
 };
 
-subtest 'a client that answers pings stays connected' => sub {
-    ok nginx_start(config => <<'END'), 'nginx starts';
-location /echo {
-    chat_ws_echo;
-    chat_ws_ping_interval 1s;
-    chat_ws_idle_timeout 2s;
-}
-END
-    my $mark = error_log_mark();
+nginx_subtest 'a client that answers pings stays connected',
+              nginx => { config => $PINGED } => sub {
     my $ws = ws_connect(path => '/echo');
     is $ws->status, 101, 'handshake';
     my $t0 = time;
@@ -84,25 +76,21 @@ END
     my $c = $ws->recv_close(3, auto_pong => 1);
     is $c && $c->{code}, 1000, 'clean close';
     is_deeply [$ws->violations], [], 'frames well-formed';
-    ok nginx_stop(), 'nginx stops';
-    check_error_log(name => 'pong keepalive', since => $mark,
-                    no_error_log => ['[error]']);
 };
 
-subtest 'data keeps a connection alive without pings' => sub {
-    ok nginx_start(config => <<'END'), 'nginx starts';
+nginx_subtest 'data keeps a connection alive without pings',
+              nginx => { config => <<'END' } => sub {
 location /echo {
     chat_ws_echo;
     chat_ws_ping_interval 0;
     chat_ws_idle_timeout 2s;
 }
 END
-    my $mark = error_log_mark();
     my $ws = ws_connect(path => '/echo');
     is $ws->status, 101, 'handshake';
     my $ok = 1;
     for my $i (1 .. 6) {
-        sleep 0.6;
+        sleep 0.6;      # paced on purpose: 3.6s in all, past the timeout
         $ws->send_text("tick $i");
         my $m = $ws->recv_message(2);
         $ok &&= $m && $m->{type} eq 'text' && $m->{data} eq "tick $i";
@@ -116,9 +104,6 @@ END
     $ws->close(1001);
     ok $ws->wait_eof(3), 'TCP closed';
     is_deeply [$ws->violations], [], 'frames well-formed';
-    ok nginx_stop(), 'nginx stops';
-    check_error_log(name => 'data keepalive', since => $mark,
-                    no_error_log => ['[error]']);
 };
 
 done_testing();
@@ -160,6 +145,7 @@ location /echo {
     chat_ws_idle_timeout 2s;
 }
 --- ws_send eval
+# paced on purpose: pings 0.6s apart, 3.6s in all, past the idle timeout
 [(map { ([sleep => 0.6], [ping => "k$_"], [expect => pong => "k$_"]) } 1 .. 6),
  [text => "alive after 3.6s"]]
 --- ws_expect eval

@@ -15,113 +15,31 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
-use Test::Chat::Delivery qw(:devices chat_http_config chat_locations);
+use Test::Chat::Delivery qw(:serve :devices);
+use Test::Chat::JSON qw(ms);
 use JSON::PP ();
 use List::Util qw(max);
-use Time::HiRes qw(time sleep);
+use Time::HiRes qw(time);
 
-plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
-                 . 'scripts/test.sh)'
-    unless $ENV{CHAT_PG_DSN} && $ENV{CHAT_REDIS};
+needs_stack();
 
 my $LEASE = 3;          # chat_presence_lease, seconds
 my $DEBOUNCE = 2;       # chat_presence_debounce, seconds
 
 # PostgreSQL and Redis outlive this file: a prefix of our own (the same on
-# both hosts: one deployment), and new users in every behaviour.
-my $PREFIX = "t_ws_presence_$$:";
-my $HTTP = chat_http_config(prefix => $PREFIX, port2 => 1,
-                            extra => "chat_presence_lease ${LEASE}s;\n"
-                                     . "chat_presence_debounce "
-                                     . "${DEBOUNCE}s;\n");
-my $LOCATIONS = chat_locations();
-
-END {
-    nginx_stop() if nginx_running();
-    nginx2_stop(no_check => 1) if nginx2_running();
-}
+# both hosts: one deployment), and new users in every behaviour. Every
+# behaviour runs on both hosts.
+serve(defaults => 1,
+      http_config => chat_http_config(port2 => 1, extra => <<"END"));
+chat_presence_lease ${LEASE}s;
+chat_presence_debounce ${DEBOUNCE}s;
+END
 
 
 # ---------------------------------------------------------------------------
-# Hosts and behaviours.
-
-sub hosts_up {
-    my $ok = nginx_running()
-             || nginx_start(http_config => $HTTP, config => $LOCATIONS,
-                            workers => 2);
-    ok $ok, 'host 1 (nginx 1) runs' or return 0;
-    $ok = nginx2_running()
-          || nginx2_start(http_config => $HTTP, config => $LOCATIONS,
-                          workers => 2);
-    ok $ok, 'host 2 (nginx 2) runs' or return 0;
-    return 1;
-}
-
-# behaviour $name, error_log1 => [...], sub { ... }: a subtest on both
-# hosts, then their error logs since: no [error], alert or crash (but
-# what error_log1 expects in host 1's).
-sub behaviour {
-    my ($name, @rest) = @_;
-    my $code = pop @rest;
-    my %o = @rest;
-    subtest $name => sub {
-        hosts_up() or return;
-        my $mark1 = error_log_mark();
-        my $mark2 = with_nginx2(sub { error_log_mark() });
-        $code->();
-        check_error_log(name => "$name (host 1)", since => $mark1,
-                        error_log => $o{error_log1},
-                        no_error_log => ['[error]']);
-        with_nginx2(sub {
-            check_error_log(name => "$name (host 2)", since => $mark2,
-                            no_error_log => ['[error]']);
-        });
-    };
-}
-
-
-# ---------------------------------------------------------------------------
-# Receipts and presence events: Test::Chat::Delivery's record() keeps them
-# in $d->{receipts} and $d->{presences}, with _types, _sync and _at.
-
-my $JSON = JSON::PP->new->canonical->allow_nonref;
-
-my %NAME;       # user_id => name, for diagnostics
-
-sub who { $NAME{ $_[0] // '' } // $_[0] // '?' }
-
-sub show {
-    my ($ev) = @_;
-    return 'nothing' unless $ev;
-    return $JSON->encode({ map { $_ => $ev->{$_} } grep { !/^_/ }
-                           keys %$ev })
-           . (defined $ev->{user_id} ? ' (' . who($ev->{user_id}) . ')'
-                                     : '');
-}
-
-sub show_presences {
-    my ($d) = @_;
-    my @p = @{ $d->{presences} || [] };
-    return "$d->{name} got no presence" unless @p;
-    my $t0 = $p[0]{_at};
-    return "$d->{name} got:\n" . join "\n", map {
-        sprintf '  +%.2fs %s', $_->{_at} - $t0, show($_) } @p;
-}
-
-sub named_users {
-    my @u = users(@_) or return;
-    $NAME{ $_->{user_id} } = $_->{name} for @u;
-    return @u;
-}
-
-sub ms { int($_[0] * 1000) }
-
-sub live { my %s; [grep { $_ && !$_->{dead} && !$s{$_}++ } @_] }
-
-sub settle {
-    my ($devs, $secs) = @_;
-    pump(live(@$devs), undef, within => $secs);
-}
+# Presence events: Test::Chat::Delivery's record() keeps them in
+# $d->{presences}, with _types, _sync and _at; presences_of() picks those
+# about a user, presence_ok() checks one.
 
 sub subscribe {
     my ($d, @u) = @_;
@@ -134,66 +52,47 @@ sub unsubscribe {
     $d->{ws}->send_json({ type => 'presence', unsubscribe => [@ids] });
 }
 
-# The presence events $d got about $u (from index $from of those).
-sub pres {
-    my ($d, $u, $from) = @_;
-    my @p = grep { ($_->{user_id} // '') eq $u->{user_id} }
-            @{ $d->{presences} || [] };
-    @p = @p[($from // 0) .. $#p];
-    return @p;          # in scalar context: how many
-}
-
 # The next presence event about $u on $d that was not taken yet, within
 # $within seconds (reading every device of @$devs meanwhile), or undef.
 sub next_presence {
     my ($devs, $d, $u, $within) = @_;
     my $cur = $d->{pcur}{ $u->{user_id} } // 0;
-    pump(live(@$devs, $d), sub { pres($d, $u) > $cur },
+    pump(alive(@$devs, $d), sub { presences_of($d, $u) > $cur },
          within => $within, quiet => $within);
-    my @p = pres($d, $u);
+    my @p = presences_of($d, $u);
     return undef if @p <= $cur;
     $d->{pcur}{ $u->{user_id} } = $cur + 1;
     return $p[$cur];
 }
 
-# One assertion: $ev is exactly {"type":"presence","user_id","online",
-# "last_seen"} about $u, online a JSON boolean, last_seen null ($ls undef)
-# or an integer in [$ls->[0], $ls->[1]] (epoch ms).
-sub presence_ok {
-    my ($d, $ev, $u, $online, $ls, $name) = @_;
+# $dw subscribes to $u, who has never connected: offline, last_seen null;
+# then $u connects on host 2: online. Two assertions; returns $u's
+# device, or undef.
+sub watch_then_connect {
+    my ($dw, $u) = @_;
     local $Test::Builder::Level = $Test::Builder::Level + 1;
-    my @why;
-    if (!$ev) {
-        push @why, 'no presence event about ' . $u->{name};
-    } else {
-        my $t = $ev->{_types};
-        push @why, 'user_id is not the string of ' . $u->{name}
-            unless $t->{user_id} eq 'string'
-                   && $ev->{user_id} eq $u->{user_id};
-        push @why, 'online is not a JSON boolean'
-            unless ($t->{online} // '') eq 'bool';
-        push @why, 'online is not ' . ($online ? 'true' : 'false')
-            unless ($ev->{online} ? 1 : 0) == ($online ? 1 : 0);
-        if (!exists $ev->{last_seen}) {
-            push @why, 'no last_seen field';
-        } elsif (!defined $ls) {
-            push @why, 'last_seen is not null' if defined $ev->{last_seen};
-        } elsif ($t->{last_seen} ne 'int') {
-            push @why, "last_seen is a JSON $t->{last_seen}, not an "
-                       . 'integer';
-        } elsif ($ev->{last_seen} < $ls->[0] || $ev->{last_seen} > $ls->[1]) {
-            push @why, sprintf 'last_seen is %d, expected %d..%d (now %d)',
-                               $ev->{last_seen}, @$ls, ms(time);
-        }
-        my @extra = grep { !/^_/ && !/^(type|user_id|online|last_seen)$/ }
-                    keys %$ev;
-        push @why, "unexpected fields: @extra" if @extra;
-    }
-    ok !@why, "$name: $d->{name} gets $u->{name} "
-              . ($online ? 'online' : 'offline') . ', last_seen '
-              . (defined $ls ? 'a time' : 'null')
-        or diag(join('; ', @why) . "\n" . show_presences($d));
-    return !@why;
+    subscribe($dw, $u);
+    presence_ok($dw, next_presence([], $dw, $u, 5), $u, 0, undef,
+                "$dw->{name} subscribes to $u->{name}, never connected");
+    my $du = device($u, $u->{name}, host => 2) or return undef;
+    presence_ok($dw, next_presence([$du], $dw, $u, 5), $u, 1, undef,
+                "$u->{name} connects on host 2");
+    return $du;
+}
+
+# W (on host 2) and U (on host 1), who share a chat, both connected; W
+# subscribes to U: online (one assertion). Returns (W, U, W's device, U's
+# device), or () when one of them could not be made.
+sub watcher_of_online {
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my ($uw, $uu) = users('W', 'U') or return;
+    direct_chat($uw, $uu) or return;
+    my $dw = device($uw, 'W', host => 2) or return;
+    my $du = device($uu, 'U', host => 1) or return;
+    subscribe($dw, $uu);
+    presence_ok($dw, next_presence([$du], $dw, $uu, 5), $uu, 1, undef,
+                'W subscribes: U online');
+    return ($uw, $uu, $dw, $du);
 }
 
 # One assertion: $d gets no presence event about $u (any user when $u is
@@ -210,29 +109,12 @@ sub no_presence_ok {
         or diag(show_presences($d));
 }
 
-# An error answer to a message: one assertion.
-sub error_ok {
-    my ($devs, $d, $msg, $code, $name) = @_;
-    local $Test::Builder::Level = $Test::Builder::Level + 1;
-    my $n = @{ $d->{errors} };
-    $d->{ws}->send_json($msg);
-    pump(live(@$devs, $d), sub { @{ $d->{errors} } > $n || $d->{dead} },
-         within => 5, quiet => 5);
-    my $e = $d->{errors}[$n];
-    ok $e && ($e->{code} // '') eq $code && !$d->{dead},
-       "$name: {\"type\":\"error\",\"code\":\"$code\"}, the socket stays "
-       . 'open'
-        or diag('got ' . ($e ? show($e) : 'nothing')
-                . ($d->{dead} ? '; the socket closed' : '') . '; other: '
-                . join(', ', map { show($_) } @{ $d->{other} }));
-}
-
-sub privacy {
+# PATCH /v1/me/privacy, and the answer is the new settings: two
+# assertions.
+sub privacy_ok {
     my ($acct, $body, $want, $name) = @_;
     local $Test::Builder::Level = $Test::Builder::Level + 1;
-    my $r = api_request(PATCH => '/v1/me/privacy', token => $acct->{token},
-                        body => $body);
-    api_ok($r, 200, $name) or return 0;
+    my $r = set_privacy($acct, $body, $name) or return 0;
     my $j = $r->{json};
     is_deeply { last_seen => $j->{last_seen},
                 read_receipts => JSON::PP::is_bool($j->{read_receipts})
@@ -257,19 +139,15 @@ behaviour 'W on host 1 watches U: never seen, then online when U connects '
           . 'on host 2, online while one of U\'s devices is connected on '
           . 'any host, offline after the debounce with last_seen when the '
           . 'last socket closed; a watcher subscribing later gets that '
-          . 'at once' => sub {
-    my ($uw, $uu, $uv) = named_users('W', 'U', 'V') or return;
+          . 'at once',
+          hosts => 2 => sub {
+    my ($uw, $uu, $uv) = users('W', 'U', 'V') or return;
     my $uu2 = api_link_device($uu, device_name => 'U2') or return;
     direct_chat($uw, $uu) or return;
     group_chat($uv, 'V and U', [$uu], host => 2) or return;
     my $dw = device($uw, 'W', host => 1) or return;
 
-    subscribe($dw, $uu);
-    presence_ok($dw, next_presence([], $dw, $uu, 5), $uu, 0, undef,
-                'W subscribes to U, never connected');
-    my $du = device($uu, 'U', host => 2) or return;
-    presence_ok($dw, next_presence([$du], $dw, $uu, 5), $uu, 1, undef,
-                'U connects on host 2');
+    my $du = watch_then_connect($dw, $uu) or return;
     my $du2 = device($uu2, 'U2', host => 1) or return;
     no_presence_ok([$du, $du2], $dw, $uu, 1,
                    'U\'s second device connects on host 1');
@@ -304,8 +182,9 @@ behaviour 'W on host 1 watches U: never seen, then online when U connects '
 
 behaviour 'a stranger (no shared chat) cannot be watched: forbidden, and '
           . 'nothing of that subscribe holds; malformed presence '
-          . 'messages get bad_request; one\'s own id may be watched' => sub {
-    my ($uw, $uf, $us) = named_users('W', 'F', 'S') or return;
+          . 'messages get bad_request; one\'s own id may be watched',
+          hosts => 2 => sub {
+    my ($uw, $uf, $us) = users('W', 'F', 'S') or return;
     direct_chat($uw, $uf) or return;
     my $dw = device($uw, 'W', host => 2) or return;
 
@@ -345,15 +224,10 @@ behaviour 'a stranger (no shared chat) cannot be watched: forbidden, and '
 behaviour "flapping: U closes and comes back within 0.5 s, four times, "
           . "on alternate hosts; with chat_presence_debounce ${DEBOUNCE}s "
           . 'W sees no offline, and no online either; then U goes for '
-          . 'good and W sees it' => sub {
-    my ($uw, $uu) = named_users('W', 'U') or return;
-    direct_chat($uw, $uu) or return;
-    my $dw = device($uw, 'W', host => 2) or return;
-    my $du = device($uu, 'U', host => 1) or return;
-    subscribe($dw, $uu);
-    presence_ok($dw, next_presence([$du], $dw, $uu, 5), $uu, 1, undef,
-                'W subscribes: U online');
-    my $from = pres($dw, $uu);
+          . 'good and W sees it',
+          hosts => 2 => sub {
+    my ($uw, $uu, $dw, $du) = watcher_of_online() or return;
+    my $from = presences_of($dw, $uu);
 
     my @gaps;
     for my $i (1 .. 4) {
@@ -371,7 +245,7 @@ behaviour "flapping: U closes and comes back within 0.5 s, four times, "
     ok max(@gaps) < $DEBOUNCE - 0.5,
        'each time U was back well within the debounce';
     settle([$dw, $du], $DEBOUNCE + 1.5);
-    my @ev = pres($dw, $uu, $from);
+    my @ev = presences_of($dw, $uu, $from);
     my @off = grep { !$_->{online} } @ev;
     my @on = grep { $_->{online} } @ev;
     ok !@off, 'W got no offline' or diag(show_presences($dw));
@@ -393,20 +267,21 @@ behaviour "flapping: U closes and comes back within 0.5 s, four times, "
 behaviour 'last_seen privacy: B "nobody" is seen with last_seen null; W2 '
           . '"nobody" sees null for everyone; C "everyone" and D '
           . '"contacts" are seen with their last_seen by W1 '
-          . '("everyone"); online is shown to all' => sub {
+          . '("everyone"); online is shown to all',
+          hosts => 2 => sub {
     my ($ub, $uc, $ud, $uw1, $uw2, $uw3)
-        = named_users(qw(B C D W1 W2 W3)) or return;
+        = users(qw(B C D W1 W2 W3)) or return;
     group_chat($uw1, 'privacy', [$ub, $uc, $ud, $uw2, $uw3]) or return;
     my $rr = 'true';
-    privacy($ub, { last_seen => 'nobody' },
-            { read_receipts => $rr, last_seen => 'nobody' },
-            'B: PATCH {"last_seen":"nobody"}') or return;
-    privacy($ud, { last_seen => 'contacts' },
-            { read_receipts => $rr, last_seen => 'contacts' },
-            'D: PATCH {"last_seen":"contacts"}') or return;
-    privacy($uw2, { last_seen => 'nobody' },
-            { read_receipts => $rr, last_seen => 'nobody' },
-            'W2: PATCH {"last_seen":"nobody"}') or return;
+    privacy_ok($ub, { last_seen => 'nobody' },
+               { read_receipts => $rr, last_seen => 'nobody' },
+               'B: PATCH {"last_seen":"nobody"}') or return;
+    privacy_ok($ud, { last_seen => 'contacts' },
+               { read_receipts => $rr, last_seen => 'contacts' },
+               'D: PATCH {"last_seen":"contacts"}') or return;
+    privacy_ok($uw2, { last_seen => 'nobody' },
+               { read_receipts => $rr, last_seen => 'nobody' },
+               'W2: PATCH {"last_seen":"nobody"}') or return;
     my $r = api_request(GET => '/v1/me/privacy', token => $ub->{token});
     api_ok($r, 200, 'GET /v1/me/privacy');
     is $r->{json}{last_seen}, 'nobody', 'B\'s last_seen is "nobody"';
@@ -459,9 +334,9 @@ behaviour 'last_seen privacy: B "nobody" is seen with last_seen null; W2 '
 
     # The settings at the moment of subscribe apply: W3 turns "nobody"
     # and subscribes again on a new socket.
-    privacy($uw3, { last_seen => 'nobody' },
-            { read_receipts => $rr, last_seen => 'nobody' },
-            'W3: PATCH {"last_seen":"nobody"}') or return;
+    privacy_ok($uw3, { last_seen => 'nobody' },
+               { read_receipts => $rr, last_seen => 'nobody' },
+               'W3: PATCH {"last_seen":"nobody"}') or return;
     my $dw3b = device($uw3, 'W3 ("nobody" now)', host => 2) or return;
     subscribe($dw3b, $uc);
     presence_ok($dw3b, next_presence([], $dw3b, $uc, 5), $uc, 0, undef,
@@ -470,17 +345,13 @@ behaviour 'last_seen privacy: B "nobody" is seen with last_seen null; W2 '
 };
 
 behaviour 'unsubscribe stops the events; ids not watched are ignored, '
-          . 'without an answer' => sub {
-    my ($uw, $uu, $ux, $us) = named_users('W', 'U', 'X', 'S') or return;
+          . 'without an answer',
+          hosts => 2 => sub {
+    my ($uw, $uu, $ux, $us) = users('W', 'U', 'X', 'S') or return;
     direct_chat($uw, $uu) or return;
     direct_chat($uw, $ux) or return;
     my $dw = device($uw, 'W', host => 1) or return;
-    subscribe($dw, $uu);
-    presence_ok($dw, next_presence([], $dw, $uu, 5), $uu, 0, undef,
-                'W subscribes to U');
-    my $du = device($uu, 'U', host => 2) or return;
-    presence_ok($dw, next_presence([$du], $dw, $uu, 5), $uu, 1, undef,
-                'U connects');
+    my $du = watch_then_connect($dw, $uu) or return;
     unsubscribe($dw, $uu->{user_id}, $ux->{user_id}, $us->{user_id});
     subscribe($dw, $ux);            # answered after the unsubscribe
     presence_ok($dw, next_presence([$du], $dw, $ux, 5), $ux, 0, undef,
@@ -496,7 +367,7 @@ behaviour 'unsubscribe stops the events; ids not watched are ignored, '
                 undef, 'X connects: W still watches X');
     is scalar(@{ $dw->{errors} }), 0,
        'unsubscribing ids not watched got no answer'
-        or diag(join ', ', map { show($_) } @{ $dw->{errors} });
+        or diag(join ', ', map { ws_chat_show($_) } @{ $dw->{errors} });
     subscribe($dw, $uu);
     presence_ok($dw, next_presence([$du, $dx], $dw, $uu, 5), $uu, 1,
                 undef, 'W subscribes to U again: online at once');
@@ -507,14 +378,9 @@ behaviour "lease: the worker holding U's only socket on host 1 is killed "
           . "(SIGKILL); W on host 2 sees U offline within "
           . "chat_presence_lease ($LEASE s) and 2 s; U back on the new "
           . 'worker is online again',
-          error_log1 => [qr/worker process \d+ exited on signal 9/] => sub {
-    my ($uw, $uu) = named_users('W', 'U') or return;
-    direct_chat($uw, $uu) or return;
-    my $dw = device($uw, 'W', host => 2) or return;
-    my $du = device($uu, 'U', host => 1) or return;
-    subscribe($dw, $uu);
-    presence_ok($dw, next_presence([$du], $dw, $uu, 5), $uu, 1, undef,
-                'W subscribes: U online');
+          hosts => 2,
+          error_log => [qr/worker process \d+ exited on signal 9/] => sub {
+    my ($uw, $uu, $dw, $du) = watcher_of_online() or return;
     my $pid = $du->{pid};
     ok defined $pid, 'the worker holding U\'s socket is known'
         or return;

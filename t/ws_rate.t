@@ -7,18 +7,13 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
+use Test::Chat::Delivery qw(chat_http_config);
 use Time::HiRes qw(sleep);
 
-plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
-                 . 'scripts/test.sh)'
-    unless $ENV{CHAT_PG_DSN} && $ENV{CHAT_REDIS};
+needs_stack();
 
-ok nginx_start(workers => 1, http_config => <<"END", config => <<'END'),
-chat_postgres "\$TEST_NGINX_PG_DSN";
-chat_redis \$TEST_NGINX_REDIS;
-chat_dev_codes on;
-chat_redis_prefix "t_ws_rate_$$:";
-END
+ok nginx_start(workers => 1, http_config => chat_http_config(),
+               config => <<'END'),
 location /v1/ { chat_api; }
 location = /v1/ws { chat_ws; chat_send_rate 2r/s burst=3; }
 END
@@ -46,7 +41,7 @@ is_deeply [sort keys %sent], [map { "burst-$_" } 1 .. 3],
 is_deeply [sort keys %limited], [map { "burst-$_" } 4, 5],
           'the 4th and 5th get rate_limited';
 
-sleep 1.1;
+sleep 1.1;          # what is tested: the bucket refills with time (2r/s)
 my $ev = ws_chat_send_wait($ws, 5, id => 'later', chat_id => $chat,
                            text => 'after a second');
 is $ev && $ev->{type}, 'sent', 'a second later the bucket has refilled';

@@ -14,88 +14,31 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
-use Test::Chat::Delivery qw(:devices chat_http_config chat_locations);
+use Test::Chat::Delivery qw(:serve :devices);
 use JSON::PP ();
 use List::Util qw(min max);
-use Time::HiRes qw(time sleep);
+use Time::HiRes qw(time);
 
-plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
-                 . 'scripts/test.sh)'
-    unless $ENV{CHAT_PG_DSN} && $ENV{CHAT_REDIS};
+needs_stack();
 
 # PostgreSQL and Redis outlive this file: a prefix of our own (the same on
 # both hosts: one deployment), and new users in every behaviour. A second
 # server on port2 with reuseport on each host, so that sockets can be
 # placed on either worker.
-my $PREFIX = "t_ws_receipts_$$:";
-my $HTTP = chat_http_config(prefix => $PREFIX, port2 => 1);
-my $LOCATIONS = chat_locations();
-
-END {
-    nginx_stop() if nginx_running();
-    nginx2_stop(no_check => 1) if nginx2_running();
-}
+serve(defaults => 1, http_config => chat_http_config(port2 => 1));
 
 
 # ---------------------------------------------------------------------------
-# Hosts and behaviours.
-
-sub host_up {
-    my ($host) = @_;
-    my $ok;
-    if ($host == 1) {
-        $ok = nginx_running()
-              || nginx_start(http_config => $HTTP, config => $LOCATIONS,
-                             workers => 2);
-    } else {
-        $ok = nginx2_running()
-              || nginx2_start(http_config => $HTTP, config => $LOCATIONS,
-                              workers => 2);
-    }
-    ok $ok, "host $host (nginx $host) runs" or return 0;
-    return 1;
-}
-
-# behaviour $name, hosts => 2, sub { ... }: a subtest on host 1 (and host
-# 2), then the error logs of what it did: no [error], alert, crash.
-sub behaviour {
-    my ($name, @rest) = @_;
-    my $code = pop @rest;
-    my %o = @rest;
-    my $hosts = $o{hosts} // 1;
-    subtest $name => sub {
-        host_up(1) or return;
-        if ($hosts == 2) { host_up(2) or return }
-        my $mark1 = error_log_mark();
-        my $mark2 = $hosts == 2 ? with_nginx2(sub { error_log_mark() }) : 0;
-        $code->();
-        check_error_log(name => "$name (host 1)", since => $mark1,
-                        no_error_log => ['[error]']);
-        with_nginx2(sub {
-            check_error_log(name => "$name (host 2)", since => $mark2,
-                            no_error_log => ['[error]']);
-        }) if $hosts == 2;
-    };
-}
-
-
-# ---------------------------------------------------------------------------
-# Receipts and presence events: Test::Chat::Delivery's record() keeps them
-# in $d->{receipts} and $d->{presences}, with _types, _sync and _at.
+# Receipt events: Test::Chat::Delivery's record() keeps them in
+# $d->{receipts}, with _types, _sync and _at.
 
 my $JSON = JSON::PP->new->canonical->allow_nonref;
 
 sub show {
     my ($ev) = @_;
-    return 'nothing' unless $ev;
-    return $JSON->encode({ map { $_ => $ev->{$_} } grep { !/^_/ }
-                           keys %$ev })
-           . ($ev->{_sync} ? ' (before synced)' : '');
+    return ws_chat_show($ev) . ($ev && $ev->{_sync} ? ' (before synced)'
+                                                    : '');
 }
-
-my %NAME;       # user_id => name, for diagnostics
-
-sub who { $NAME{ $_[0] // '' } // $_[0] // '?' }
 
 sub show_receipts {
     my ($d) = @_;
@@ -104,13 +47,6 @@ sub show_receipts {
     return "$d->{name} got:\n" . join "\n", map {
         '  ' . ($_->{status} // '?') . ' user ' . who($_->{user_id})
         . ' seq ' . ($_->{seq} // '?') . ': ' . show($_) } @r;
-}
-
-# users(...) remembering the names of the user ids.
-sub named_users {
-    my @u = users(@_) or return;
-    $NAME{ $_->{user_id} } = $_->{name} for @u;
-    return @u;
 }
 
 # The receipts $d got: chat => $c, user => $acct, status => $s (each
@@ -135,12 +71,6 @@ sub mark_of {
 }
 
 sub nrcpts { scalar(@{ $_[0]{receipts} || [] }) }
-
-# Reads every device for $secs.
-sub settle {
-    my ($devs, $secs) = @_;
-    pump([grep { !$_->{dead} } @$devs], undef, within => $secs);
-}
 
 sub read_to {
     my ($d, $chat, $seq) = @_;
@@ -198,20 +128,31 @@ sub no_receipt_ok {
 
 sub counts { return { map { $_->{name} => nrcpts($_) } @_ } }
 
-# Devices on alternate workers of host $host (any worker when /proc
-# cannot tell).
-sub spread {
-    my ($host, @pairs) = @_;
+# Hangs up $d, then waits until the server has noted when it left
+# (devices.marks_seen moves): the marks that move from then on are those
+# its next sync brings. One assertion more than hang_up's.
+sub leaves {
+    my ($d) = @_;
     local $Test::Builder::Level = $Test::Builder::Level + 1;
-    my @w = host_workers($host);
-    my @d;
-    my $i = 0;
-    while (my ($acct, $name) = splice @pairs, 0, 2) {
-        my $d = device($acct, $name, host => $host,
-                       worker => $w[$i++ % 2]) or return;
-        push @d, $d;
-    }
-    return @d;
+    my @q = ('SELECT marks_seen FROM devices WHERE id = ?',
+             $d->{acct}{device_id});
+    my $before = pg_scalar(@q) // '';
+    hang_up($d);
+    ok wait_until(10, sub { (pg_scalar(@q) // $before) ne $before }),
+       "$d->{name} is away: the server noted when it left";
+}
+
+# One assertion: $user's delivered and read marks in $chat come to be
+# "$delivered $read" in PostgreSQL (members), within 10 s.
+sub marks_are {
+    my ($chat, $user, $delivered, $read, $name) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my @q = ("SELECT delivered || ' ' || read FROM members WHERE "
+             . 'chat_id = ? AND user_id = ?', $chat, $user->{user_id});
+    my $want = "$delivered $read";
+    ok wait_until(10, sub { (pg_scalar(@q) // '') eq $want }),
+       "$name: the marks are delivered $delivered, read $read"
+        or diag('members has ' . (pg_scalar(@q) // 'nothing'));
 }
 
 sub privacy_is {
@@ -227,28 +168,18 @@ sub privacy_is {
     is_deeply \%got, $want, $name or diag(api_show($r));
 }
 
-sub patch_privacy {
-    my ($acct, $body, $name) = @_;
-    local $Test::Builder::Level = $Test::Builder::Level + 1;
-    my $r = api_request(PATCH => '/v1/me/privacy', token => $acct->{token},
-                        body => $body);
-    return api_ok($r, 200, $name) ? $r : undef;
-}
-
-
 # ---------------------------------------------------------------------------
 
 behaviour '1:1 over two workers: B\'s ack gives both of A\'s devices a '
           . '"delivered" receipt, B\'s read a "read" receipt, which also '
           . 'reaches B\'s other device but not the reading one; a mark '
           . 'that does not move sends nothing' => sub {
-    my ($ua, $ub) = named_users('A', 'B') or return;
+    my ($ua, $ub) = users('A', 'B') or return;
     my $ua2 = api_link_device($ua, device_name => 'A2') or return;
     my $ub2 = api_link_device($ub, device_name => 'B2') or return;
     my $chat = direct_chat($ua, $ub) or return;
     # A and A2 on different workers, B and B2 too.
-    my ($da, $db, $db2, $da2) = spread(1, $ua, 'A', $ub, 'B', $ub2, 'B2',
-                                       $ua2, 'A2') or return;
+    my ($da, $db, $db2, $da2) = spread($ua, $ub, $ub2, $ua2) or return;
     my @all = ($da, $da2, $db, $db2);
 
     send_ok($da, $chat, \@all, 'A sends 1') or return;
@@ -315,9 +246,9 @@ behaviour '1:1 over two workers: B\'s ack gives both of A\'s devices a '
 behaviour 'one device each, the usual case: B\'s ack deletes the message '
           . '(every device has it), then B reads it: A still gets the '
           . '"read" receipt' => sub {
-    my ($ua, $ub) = named_users('A', 'B') or return;
+    my ($ua, $ub) = users('A', 'B') or return;
     my $chat = direct_chat($ua, $ub) or return;
-    my ($da, $db) = spread(1, $ua, 'A', $ub, 'B') or return;
+    my ($da, $db) = spread($ua, $ub) or return;
     my @all = ($da, $db);
     send_ok($da, $chat, \@all, 'A sends 1') or return;
     send_ok($da, $chat, \@all, 'A sends 2') or return;
@@ -344,9 +275,9 @@ behaviour 'one device each, the usual case: B\'s ack deletes the message '
 behaviour 'a group of 4: the author sees each member\'s delivered and '
           . 'read marks, one receipt per move, and can tell "delivered '
           . 'to all" and "read by all"' => sub {
-    my @u = named_users(qw(G1 G2 G3 G4)) or return;
+    my @u = users(qw(G1 G2 G3 G4)) or return;
     my ($u1, $u2, $u3, $u4) = @u;
-    my @d = spread(1, map { ($_, $_->{name}) } @u) or return;
+    my @d = spread(@u) or return;
     my ($d1, $d2, $d3, $d4) = @d;
     my $g = group_chat($u1, 'receipts', [$u2, $u3, $u4]) or return;
     ok pump(\@d, caught_up(\@d, $g, 1)), 'all four get created (1)';
@@ -426,9 +357,9 @@ behaviour 'coalescing: B acks 300 messages one by one, as fast as it '
           . 'can (all in one write, then one write each); A gets a few '
           . '"delivered" receipts, increasing, the last at the last '
           . 'seq' => sub {
-    my ($ua, $ub) = named_users('A', 'B') or return;
+    my ($ua, $ub) = users('A', 'B') or return;
     my $chat = direct_chat($ua, $ub) or return;
-    my ($da, $db) = spread(1, $ua, 'A', $ub, 'B') or return;
+    my ($da, $db) = spread($ua, $ub) or return;
     my @all = ($da, $db);
     my $N = 300;
     ok !$db->{ws}->deflate, 'B\'s socket is not compressed (raw frames)';
@@ -502,24 +433,23 @@ behaviour 'coalescing: B acks 300 messages one by one, as fast as it '
 behaviour 'an author away: B acks and reads step by step while A is '
           . 'offline; A\'s sync brings one "delivered" and one "read" '
           . 'receipt with B\'s latest marks, before "synced"' => sub {
-    my ($ua, $ub) = named_users('A', 'B') or return;
+    my ($ua, $ub) = users('A', 'B') or return;
     my $chat = direct_chat($ua, $ub) or return;
-    my ($da, $db) = spread(1, $ua, 'A', $ub, 'B') or return;
+    my ($da, $db) = spread($ua, $ub) or return;
     send_ok($da, $chat, [$db], "A sends $_") or return for 1 .. 3;
     ok pump([$da, $db], caught_up([$db], $chat, 3)), 'B gets 1..3';
-    hang_up($da);
-    sleep 0.5;
+    leaves($da);
 
-    # Steps apart (an ack is applied within a second, in practice at
-    # once): delivered 1, 2; read 2; read 3 (which raises delivered to 3).
+    # Steps apart, each applied before the next: delivered 1, 2; read 2;
+    # read 3 (which raises delivered to 3).
     ack($db, $chat, 1);
-    settle([$db], 0.5);
+    marks_are($chat, $ub, 1, 0, 'B acks 1');
     ack($db, $chat, 2);
-    settle([$db], 0.5);
+    marks_are($chat, $ub, 2, 0, 'B acks 2');
     read_to($db, $chat, 2);
-    settle([$db], 0.5);
+    marks_are($chat, $ub, 2, 2, 'B reads 2');
     read_to($db, $chat, 3);
-    settle([$db], 1.5);
+    marks_are($chat, $ub, 3, 3, 'B reads 3');
 
     $da = device($ua, 'A back') or return;
     my @sync = grep { $_->{_sync} } @{ $da->{receipts} || [] };
@@ -574,7 +504,7 @@ behaviour 'read_receipts off: the reader\'s reads reach its own devices '
           . 'but not the author, whose "delivered" still comes; an '
           . 'author with them off gets no "read"; GET and PATCH '
           . '/v1/me/privacy' => sub {
-    my ($ua, $ub, $uc, $ud) = named_users('A', 'B', 'C', 'D') or return;
+    my ($ua, $ub, $uc, $ud) = users('A', 'B', 'C', 'D') or return;
     my $ub2 = api_link_device($ub, device_name => 'B2') or return;
 
     # The settings.
@@ -585,8 +515,8 @@ behaviour 'read_receipts off: the reader\'s reads reach its own devices '
     $r = api_request(GET => '/v1/me/privacy');
     api_error_is($r, 401, 'unauthorized', 'GET /v1/me/privacy without a '
                                           . 'token');
-    $r = patch_privacy($ub, { read_receipts => JSON::PP::false },
-                       'B: PATCH {"read_receipts":false}') or return;
+    $r = set_privacy($ub, { read_receipts => JSON::PP::false },
+                     'B: PATCH {"read_receipts":false}') or return;
     privacy_is($r, { read_receipts => 'false', last_seen => '"everyone"' },
                'the answer is the new settings');
     my $bad = sub {
@@ -617,8 +547,7 @@ behaviour 'read_receipts off: the reader\'s reads reach its own devices '
 
     # B (reader) has them off.
     my $chat = direct_chat($ua, $ub) or return;
-    my ($da, $db, $db2) = spread(1, $ua, 'A', $ub, 'B', $ub2, 'B2')
-        or return;
+    my ($da, $db, $db2) = spread($ua, $ub, $ub2) or return;
     my @all = ($da, $db, $db2);
     send_ok($da, $chat, \@all, 'A sends 1') or return;
     ok pump(\@all, caught_up([$db, $db2], $chat, 1)), 'B and B2 get 1';
@@ -632,8 +561,8 @@ behaviour 'read_receipts off: the reader\'s reads reach its own devices '
     no_receipt_ok($da, 0, 'B (read receipts off) reads 1',
                   status => 'read');
 
-    patch_privacy($ub, { read_receipts => JSON::PP::true },
-                  'B: PATCH {"read_receipts":true}') or return;
+    set_privacy($ub, { read_receipts => JSON::PP::true },
+                'B: PATCH {"read_receipts":true}') or return;
     send_ok($da, $chat, \@all, 'A sends 2') or return;
     ok pump(\@all, caught_up([$db, $db2], $chat, 2)), 'B and B2 get 2';
     read_to($db, $chat, 2);
@@ -641,10 +570,10 @@ behaviour 'read_receipts off: the reader\'s reads reach its own devices '
                'B, read receipts on again, reads 2: A');
 
     # C (author) has them off, D (reader) on.
-    patch_privacy($uc, { read_receipts => JSON::PP::false },
-                  'C: PATCH {"read_receipts":false}') or return;
+    set_privacy($uc, { read_receipts => JSON::PP::false },
+                'C: PATCH {"read_receipts":false}') or return;
     my $chat2 = direct_chat($uc, $ud) or return;
-    my ($dc, $dd) = spread(1, $uc, 'C', $ud, 'D') or return;
+    my ($dc, $dd) = spread($uc, $ud) or return;
     send_ok($dc, $chat2, [$dd], 'C (read receipts off) sends 1') or return;
     ok pump([$dc, $dd], caught_up([$dd], $chat2, 1)), 'D gets 1';
     ack($dd, $chat2, 1);
@@ -660,10 +589,10 @@ behaviour 'bad reads: no chat_id, seq 0, "x", -1, 1.5 get bad_request; a '
           . 'chat the user is not in gets no answer (PROTOCOL.md 4); the '
           . 'socket stays open; an ack past the last seq moves nothing'
           => sub {
-    my ($ua, $ub, $uc) = named_users('A', 'B', 'C') or return;
+    my ($ua, $ub, $uc) = users('A', 'B', 'C') or return;
     my $chat = direct_chat($ua, $ub) or return;
     my $other = direct_chat($ua, $uc) or return;
-    my ($da, $db) = spread(1, $ua, 'A', $ub, 'B') or return;
+    my ($da, $db) = spread($ua, $ub) or return;
     my @all = ($da, $db);
     send_ok($da, $chat, \@all, 'A sends 1') or return;
     ok pump(\@all, caught_up([$db], $chat, 1)), 'B gets 1';
@@ -718,8 +647,9 @@ behaviour 'bad reads: no chat_id, seq 0, "x", -1, 1.5 get bad_request; a '
 
 behaviour 'across two hosts: A on host 1, B reading on host 2; A\'s '
           . 'devices on both hosts get B\'s marks, and B\'s device on '
-          . 'host 1 its read', hosts => 2 => sub {
-    my ($ua, $ub) = named_users('A', 'B') or return;
+          . 'host 1 its read',
+          hosts => 2 => sub {
+    my ($ua, $ub) = users('A', 'B') or return;
     my $ua2 = api_link_device($ua, device_name => 'A2') or return;
     my $ub2 = api_link_device($ub, device_name => 'B2') or return;
     my $chat = direct_chat($ua, $ub, host => 2) or return;
@@ -752,12 +682,11 @@ behaviour 'across two hosts: A on host 1, B reading on host 2; A\'s '
        'A: read 1, read 2' or diag(show_receipts($da));
 
     # Away on host 1, back on host 2.
-    hang_up($da);
-    hang_up($da2);
-    sleep 0.5;
+    leaves($da);
+    leaves($da2);
     send_ok($db, $chat, [$db, $db2], 'B (host 2) sends 3') or return;
     read_to($db2, $chat, 3);
-    settle([$db, $db2], 1.5);
+    marks_are($chat, $ub, 3, 3, 'B2 (host 1) reads 3');
     $da = device($ua, 'A back on host 2', host => 2) or return;
     my @sync = grep { $_->{_sync} } @{ $da->{receipts} || [] };
     is join(', ', sort map { "$_->{status} " . who($_->{user_id})

@@ -17,28 +17,20 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
-use Test::Chat::Delivery qw(:devices chat_http_config chat_locations);
+use Test::Chat::Delivery qw(:serve :devices);
 use List::Util qw(max);
-use Time::HiRes qw(time sleep);
+use Time::HiRes qw(time);
 
-my @env = qw(CHAT_PG_DSN CHAT_REDIS CHAT_REDIS_DIR CHAT_REDIS_PORT);
-plan skip_all => join(', ', @env) . ' must be set (run me through '
-                 . 'scripts/test.sh)'
-    if grep { !$ENV{$_} } @env;
+needs_stack(qw(CHAT_REDIS_DIR CHAT_REDIS_PORT));
 
 # PostgreSQL and Redis outlive this file: a prefix of our own, and new
-# users (random_mobile) in every behaviour.
-my $PREFIX = "t_ws_redis_outage_$$:";
-
-# A second server on port2 with reuseport: each worker has a listening
-# socket of its own there, so sockets can be placed on either worker.
-my $HTTP = chat_http_config(prefix => $PREFIX, port2 => 1,
-                            extra => "chat_redis_timeout 1s;\n");
-my $LOCATIONS = chat_locations();
+# users (random_mobile) in every behaviour. A second server on port2 with
+# reuseport: each worker has a listening socket of its own there, so
+# sockets can be placed on either worker.
+serve(defaults => 1, http_config => chat_http_config(
+          port2 => 1, extra => "chat_redis_timeout 1s;\n"));
 
 my $HOLD = 4;       # how long Redis stays away, in seconds
-
-END { nginx_stop() if nginx_running() }
 
 # What this file did to Redis and has not undone yet.
 my $REDIS = 'up';
@@ -52,18 +44,12 @@ sub redis_back {
     $REDIS = 'up';
 }
 
-# A subtest on a running nginx (2 workers); Redis is brought back after it
-# whatever happened. Losing Redis is logged at error level: expected;
-# alert, crit, emerg and crashes never.
-sub behaviour {
-    my ($name, @rest) = @_;
-    my $code = pop @rest;
-    my %o = @rest;
-    subtest $name => sub {
-        my $ok = nginx_running()
-                 || nginx_start(http_config => $HTTP, config => $LOCATIONS,
-                                workers => 2);
-        ok $ok, 'nginx runs' or return;
+# A behaviour that brings Redis back after it, whatever happened, and
+# notes the kinds of [error] lines it logged. Losing Redis is logged at
+# error level: expected; alert, crit, emerg and crashes never.
+sub outage_behaviour {
+    my ($name, $code) = @_;
+    behaviour $name, no_error_log => [], sub {
         my $mark = error_log_mark();
         my $died = !eval { $code->(); 1 };
         my $err = $@;
@@ -71,14 +57,11 @@ sub behaviour {
         fail("died: $err") if $died;
         my @errors = grep { /\[(error|crit|alert|emerg)\]/ }
                      split /\n/, error_log_since($mark);
-        # For the record: the kinds of [error] lines, counted.
         my %kinds;
         $kinds{ s/^\S+ \S+ \[(\w+)\] \d+#\d+: (?:\*\d+ )?/[$1] /r }++
             for @errors;
         note(scalar(@errors) . ' [error] or worse lines in the error log'
              . join('', map { "\n  $kinds{$_} x $_" } sort keys %kinds));
-        check_error_log(name => $name, since => $mark,
-                        no_error_log => $o{no_error_log});
     };
 }
 
@@ -102,7 +85,8 @@ sub holdings {
               . ')' } sort keys %chats } @$devs;
 }
 
-# The scenario of both behaviours: $down->() takes Redis away, $up->()
+# The scenario of both behaviours: $down->() takes Redis away (true once
+# it is away: stopped and every worker has seen it, or hung), $up->()
 # brings it back.
 sub outage {
     my ($what, $down, $up) = @_;
@@ -146,7 +130,6 @@ sub outage {
     # The outage.
     ok $down->(), "Redis $what" or return;
     my $t_down = time;
-    sleep 0.3;
     my @order = ([$da, $direct], [$dc, $g], [$b1, $direct], [$da, $g],
                  [$da, $direct], [$b3, $g], [$dc, $g], [$b1, $direct],
                  [$da, $direct], [$b2, $g]);
@@ -212,17 +195,21 @@ sub outage {
 }
 
 
-behaviour 'Redis stopped mid-conversation: sends are stored and answered; '
-          . 'when it is back every socket reads back what it missed, in '
-          . 'order, once; live delivery works again' => sub {
+outage_behaviour 'Redis stopped mid-conversation: sends are stored and '
+                 . 'answered; when it is back every socket reads back what '
+                 . 'it missed, in order, once; live delivery works again'
+                 => sub {
     outage('stops',
-           sub { $REDIS = 'stopped'; redis_stop() },
+           sub { $REDIS = 'stopped';
+                 my $mark = error_log_mark();
+                 redis_stop() && redis_down_seen($mark) },
            sub { my $ok = redis_start(); $REDIS = 'up' if $ok; $ok });
 };
 
-behaviour 'Redis hung (SIGSTOP) mid-conversation: sends are stored and '
-          . 'answered; when it resumes every socket reads back what it '
-          . 'missed, in order, once; live delivery works again' => sub {
+outage_behaviour 'Redis hung (SIGSTOP) mid-conversation: sends are stored '
+                 . 'and answered; when it resumes every socket reads back '
+                 . 'what it missed, in order, once; live delivery works '
+                 . 'again' => sub {
     outage('hangs',
            sub { $REDIS = 'paused'; scalar redis_pause() },
            sub { my $n = redis_resume(); $REDIS = 'up'; $n });

@@ -12,38 +12,20 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
-use Test::Chat::Delivery qw(:serve :json);
+use Test::Chat::Delivery qw(:serve);
+use Test::Chat::JSON qw(is_json_int is_json_string now_ms);
 use B ();
-use Time::HiRes qw(time sleep);
 
 binmode Test::More->builder->$_, ':encoding(UTF-8)'
     for qw(output failure_output todo_output);
 
-plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
-                 . 'scripts/test.sh)'
-    unless $ENV{CHAT_PG_DSN} && $ENV{CHAT_REDIS};
+needs_stack();
 
-# PostgreSQL and Redis outlive this file: a prefix of our own, and new
-# users (random_mobile) in every behaviour.
-my $PREFIX = "t_ws_send_$$:";
-
-sub http_config {
-    my ($extra) = @_;
-    return chat_http_config(prefix => $PREFIX, extra => $extra);
-}
-
-serve(defaults => 1, http_config => http_config());
+# PostgreSQL and Redis outlive this file: a prefix of our own
+# (chat_http_config's), and new users (random_mobile) in every behaviour.
+serve(defaults => 1, http_config => chat_http_config());
 
 my $T = 10;         # bound of every wait, in seconds
-
-sub now_ms { int(time * 1000) }
-
-sub is_json_string {
-    my ($v) = @_;
-    my $f = defined $v && !ref $v ? B::svref_2object(\$v)->FLAGS : 0;
-    return defined $v && ($f & B::SVp_POK)
-           && !($f & (B::SVp_IOK | B::SVp_NOK));
-}
 
 # Two users who share a direct chat: A and B connected; returns
 # (A, B, chat_id, A's socket, B's socket) or ().
@@ -85,7 +67,7 @@ sub sent_ok {
 
 # An error answer with this code, echoing the request's id when it is a
 # string; none when the request had no id.
-sub error_ok {
+sub send_error_ok {
     my ($ws, $f, $code, $name) = @_;
     local $Test::Builder::Level = $Test::Builder::Level + 1;
     ws_chat_send($ws, %$f);
@@ -290,7 +272,7 @@ behaviour 'bad_request: a send without an id, with an id of 0 or 65 '
     );
     for my $uc (@cases) {
         my ($what, $f) = @$uc;
-        error_ok($wa, $f, 'bad_request', $what);
+        send_error_ok($wa, $f, 'bad_request', $what);
     }
     ping_ok($wa, 'after the refusals');
     quiet_ok($wb, 0.5, 'B after the refusals');
@@ -322,21 +304,21 @@ behaviour 'forbidden: sending to a chat one is not a member of, to a '
     my ($wc, $sc) = ws_chat_open($uc, name => 'C');
     return unless $sb && $sc;
 
-    error_ok($wc, { id => 'f1', chat_id => $direct->{chat_id},
-                    text => 'let me in' }, 'forbidden',
-             "C to A and B's direct chat");
-    error_ok($wc, { id => 'f2', chat_id => $group->{chat_id},
-                    text => 'let me in' }, 'forbidden',
-             "C to A and B's group");
-    error_ok($wc, { id => 'f3', chat_id => '999999999999',
-                    text => 'anyone?' }, 'forbidden', 'C to no chat');
+    send_error_ok($wc, { id => 'f1', chat_id => $direct->{chat_id},
+                         text => 'let me in' }, 'forbidden',
+                  "C to A and B's direct chat");
+    send_error_ok($wc, { id => 'f2', chat_id => $group->{chat_id},
+                         text => 'let me in' }, 'forbidden',
+                  "C to A and B's group");
+    send_error_ok($wc, { id => 'f3', chat_id => '999999999999',
+                         text => 'anyone?' }, 'forbidden', 'C to no chat');
 
     my $r = api_request(DELETE => "/v1/chats/$left->{chat_id}/members/"
                                   . $uc->{user_id}, token => $ua->{token});
     api_ok($r, 204, 'A removes C from the third chat') or return;
-    error_ok($wc, { id => 'f4', chat_id => $left->{chat_id},
-                    text => 'still here?' }, 'forbidden',
-             'C to the chat it was removed from');
+    send_error_ok($wc, { id => 'f4', chat_id => $left->{chat_id},
+                         text => 'still here?' }, 'forbidden',
+                  'C to the chat it was removed from');
     ping_ok($wc, 'C after the refusals');
 
     # B got the system messages of its two groups (in the sync or live),
@@ -357,17 +339,17 @@ behaviour 'forbidden: sending to a chat one is not a member of, to a '
 
 behaviour 'too_large: text over chat_max_message_size bytes of UTF-8 '
           . '(100 here), refused; 100 bytes are fine' =>
-          nginx => { http_config => http_config(
+          nginx => { http_config => chat_http_config(extra =>
                          "chat_max_message_size 100;\n") } => sub {
     my ($ua, $ub, $chat, $wa, $wb) = pair() or return;
-    error_ok($wa, { id => 'big', chat_id => $chat, text => 'x' x 101 },
-             'too_large', '101 ASCII bytes');
+    send_error_ok($wa, { id => 'big', chat_id => $chat,
+                         text => 'x' x 101 }, 'too_large', '101 ASCII bytes');
     # 51 x U+00E9 is 51 characters but 102 bytes.
-    error_ok($wa, { id => 'big-utf8', chat_id => $chat,
-                    text => "\x{e9}" x 51 }, 'too_large',
-             '51 two-byte characters (102 bytes)');
-    error_ok($wa, { id => 'huge', chat_id => $chat, text => 'y' x 5000 },
-             'too_large', '5000 bytes');
+    send_error_ok($wa, { id => 'big-utf8', chat_id => $chat,
+                         text => "\x{e9}" x 51 }, 'too_large',
+                  '51 two-byte characters (102 bytes)');
+    send_error_ok($wa, { id => 'huge', chat_id => $chat,
+                         text => 'y' x 5000 }, 'too_large', '5000 bytes');
     ping_ok($wa, 'after the refusals');
     quiet_ok($wb, 0.5, 'B after the refusals');
 
@@ -386,7 +368,7 @@ behaviour 'too_large: text over chat_max_message_size bytes of UTF-8 '
 behaviour 'unavailable: with PostgreSQL down a send is refused, never '
           . 'answered sent; once it is back sends work and the peer gets '
           . 'exactly the sent ones' =>
-          nginx => { http_config => http_config(
+          nginx => { http_config => chat_http_config(extra =>
                          "chat_postgres_timeout 2s;\n") },
           no_error_log => [] => sub {
     my @env = qw(CHAT_PG_DIR CHAT_PG_PORT);

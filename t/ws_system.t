@@ -13,16 +13,14 @@ use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
 use Test::Chat::Delivery qw(:serve);
-use B ();
 use JSON::PP ();
-use Time::HiRes qw(time sleep);
+use Test::Chat::JSON qw(is_json_int json_type now_ms);
+use Time::HiRes qw(time);
 
 binmode Test::More->builder->$_, ':encoding(UTF-8)'
     for qw(output failure_output todo_output);
 
-plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
-                 . 'scripts/test.sh)'
-    unless $ENV{CHAT_PG_DSN} && $ENV{CHAT_REDIS};
+needs_stack();
 
 my $PREFIX = "t_ws_system_$$:";
 
@@ -33,17 +31,6 @@ serve(defaults => 1,
 
 my $T = 5;          # seconds to wait for an event that must come
 my $QUIET = 1;      # seconds of silence that show nothing more comes
-
-sub now_ms { int(time * 1000) }
-
-sub json_type {
-    my ($v) = @_;
-    return 'null' unless defined $v;
-    return ref $v if ref $v;
-    my $f = B::svref_2object(\$v)->FLAGS;
-    return 'string' if $f & B::SVp_POK && !($f & (B::SVp_IOK | B::SVp_NOK));
-    return 'number';
-}
 
 
 # A device: an account, its open socket, and the system msgs it was sent.
@@ -80,8 +67,7 @@ sub system_msg_is {
     my @why;
     my $ts = delete $got{ts};
     push @why, 'ts is not epoch milliseconds of now'
-        unless json_type($ts) eq 'number' && $ts =~ /^\d+$/
-               && abs($ts - now_ms()) < 60_000;
+        unless is_json_int($ts) && abs($ts - now_ms()) < 60_000;
     push @why, 'id is not null' if exists $got{id} && defined $got{id};
     delete $got{id};
     for my $k (qw(chat_id from from_device user_id by title)) {
@@ -89,7 +75,7 @@ sub system_msg_is {
             if defined $got{$k} && json_type($got{$k}) ne 'string';
     }
     push @why, 'seq is not a JSON number'
-        unless json_type($got{seq}) eq 'number';
+        unless json_type($got{seq}) =~ /^(int|number)$/;
     my $j = JSON::PP->new->canonical;
     my %w = (type => 'msg', kind => 'system', %$want);
     push @why, 'got ' . $j->encode(\%got) . ', expected ' . $j->encode(\%w)

@@ -1,22 +1,25 @@
 package Test::Chat::Delivery;
 
-# What the delivery suites (ws_delivery.t, ws_cluster.t, ws_redis_outage.t)
-# share: devices that record what their socket is sent, a reader over many
-# sockets, and the checks of a device's stream; and what most chat suites
-# share: the http_config, the locations and a subtest on a running nginx.
-# POD at the end.
+# What the delivery suites (ws_delivery.t, ws_cluster.t, ws_receipts.t,
+# ws_presence.t, ws_redis_outage.t...) share: devices that record what their
+# socket is sent, a reader over many sockets, the checks of a device's
+# stream and of presence events; and what most chat suites share: the
+# http_config, the locations and a subtest on a running nginx (or two
+# hosts). POD at the end.
 
 use strict;
 use warnings;
 
 use Carp ();
 use Exporter qw(import);
-use B ();
+use File::Basename ();
 use JSON::PP ();
 use IO::Select;
 use List::Util qw(min);
 use Test::More ();
 use Time::HiRes qw(time sleep);
+
+use Test::Chat::JSON qw(json_type is_json_int now_ms);
 
 # No import: Test::Chat::Nginx's import names the package its data-driven
 # blocks run in, and that is the suite's, not this one.
@@ -27,21 +30,22 @@ BEGIN {
     *{$_} = \&{"Test::Chat::Nginx::$_"}
         for qw(port port2 nginx_start nginx_running error_log_mark
                check_error_log with_nginx2 nginx2_port nginx2_port2
+               nginx2_start
                nginx_worker_pids ws_chat_auth ws_chat_event ws_chat_send
                ws_chat_show ws_worker_pid api_chat_create api_signup
-               servroot);
+               api_request api_ok);
 }
 
 our @EXPORT_OK;
 our %EXPORT_TAGS = (
-    serve => [qw(chat_http_config chat_locations chat_media_locations
-                 chat_blob_dir serve behaviour)],
-    json => [qw(is_json_int)],
+    serve => [qw(chat_http_config chat_locations serve behaviour)],
     devices => [qw(%MSGS $T device record send_msg ack pump send_ok
                    got_seq own_seqs caught_up got_list want_list stream_ok
                    sends_in_order_ok quiet_ok hang_up no_errors_ok ranges
                    ranges_in_order direct_chat group_chat users
-                   users_across_hosts host_port host_workers is_json_int)],
+                   users_across_hosts who host_port host_workers spread
+                   alive settle error_ok set_privacy presences_of
+                   profiles_of presence_ok show_presences)],
 );
 @EXPORT_OK = do { my %s; grep { !$s{$_}++ } map { @$_ } values %EXPORT_TAGS };
 $EXPORT_TAGS{all} = [@EXPORT_OK];
@@ -59,51 +63,36 @@ END
 
 sub chat_locations { $LOCATIONS }
 
-# The chat locations, the media API and the local blob store (in the
-# server root, writable by the workers), as the media suites use them.
-sub chat_blob_dir {
-    my $dir = servroot() . '/blob';
-    unless (-d $dir) {
-        mkdir $dir or Carp::croak("chat_blob_dir: mkdir $dir: $!");
-        chmod 0777, $dir;
-    }
-    return $dir;
-}
-
-sub chat_media_locations {
-    chat_blob_dir();
-    return $LOCATIONS . <<"END";
-location /v1/media { asset_api; }
-location /blob/ {
-    asset_blob on;
-    root ${\ servroot()};
-    dav_methods PUT;
-    client_max_body_size 1m;
-}
-END
-}
-
+# PostgreSQL and Redis outlive a suite: by default a Redis prefix of the
+# suite's own, "t_<suite>_<pid>:".
 sub chat_http_config {
     my (%o) = @_;
-    defined $o{prefix} or Carp::croak('chat_http_config: prefix is missing');
+    my $prefix = $o{prefix}
+                 // 't_' . File::Basename::basename($0, '.t') . "_$$:";
     my $c = <<"END" . ($o{extra} // '');
 chat_postgres "\$TEST_NGINX_PG_DSN";
 chat_redis \$TEST_NGINX_REDIS;
 chat_dev_codes on;
-chat_redis_prefix "$o{prefix}";
+chat_redis_prefix "$prefix";
 END
     $c .= <<"END" if $o{port2};
 
 server {
     listen 127.0.0.1:\$TEST_NGINX_PORT2 reuseport;
-$LOCATIONS
+${\ ($o{locations} // $LOCATIONS)}
 }
 END
     return $c;
 }
 
 my %DEFAULTS;
-my $STARTED = '';
+my %STARTED;        # host => the configuration it runs
+
+# The sub's value, with Test::Chat::Nginx pointed at host 1 or 2.
+sub _on_host {
+    my ($host, $code) = @_;
+    return $host == 2 ? with_nginx2($code) : $code->();
+}
 
 sub serve {
     my (%c) = @_;
@@ -111,15 +100,17 @@ sub serve {
         %DEFAULTS = %c;
         return 1;
     }
+    my $host = delete $c{host} // 1;
     %c = (%DEFAULTS, %c);
     defined $c{http_config} or Carp::croak('serve: no http_config');
     $c{config} //= $LOCATIONS;
     $c{workers} //= 2;
     my $key = join "\0", map { "$_=$c{$_}" } sort keys %c;
-    return 1 if $key eq $STARTED && nginx_running();
-    $STARTED = '';
-    nginx_start(%c) or return 0;
-    $STARTED = $key;
+    return 1 if ($STARTED{$host} // '') eq $key
+                && _on_host($host, sub { nginx_running() });
+    $STARTED{$host} = '';
+    ($host == 2 ? nginx2_start(%c) : nginx_start(%c)) or return 0;
+    $STARTED{$host} = $key;
     return 1;
 }
 
@@ -127,42 +118,37 @@ sub behaviour {
     my ($name, @rest) = @_;
     my $code = pop @rest;
     my %o = @rest;
+    my @hosts = 1 .. ($o{hosts} // 1);
     Test::More::subtest($name => sub {
-        unless (serve(%{ $o{nginx} || {} })) {
-            Test::More::fail('nginx starts');
-            return;
+        for my $h (@hosts) {
+            my $ok = serve(%{ $o{nginx} || {} }, host => $h);
+            if (@hosts > 1) {
+                Test::More::ok($ok, "host $h (nginx $h) runs") or return;
+            } elsif (!$ok) {
+                Test::More::fail('nginx starts');
+                return;
+            }
         }
-        my $mark = error_log_mark();
+        my %mark = map { my $h = $_; ($h => _on_host($h, sub {
+                                          error_log_mark() })) } @hosts;
         $code->();
-        check_error_log(name => $name, since => $mark,
-                        error_log => $o{error_log},
-                        no_error_log => $o{no_error_log} // ['[error]']);
+        for my $h (@hosts) {
+            _on_host($h, sub {
+                check_error_log(name => @hosts > 1 ? "$name (host $h)"
+                                                   : $name,
+                                since => $mark{$h},
+                                error_log => $h == 1 ? $o{error_log}
+                                                     : undef,
+                                no_error_log => $o{no_error_log}
+                                                // ['[error]']);
+            });
+        }
     });
 }
 
 
 # ---------------------------------------------------------------------------
 # Small things.
-
-# 'null', 'bool', 'array', 'hash', 'string', 'int' or 'number': what a
-# decoded JSON value was on the wire
-sub _json_type {
-    return 'null' unless defined $_[0];
-    return JSON::PP::is_bool($_[0]) ? 'bool' : lc ref $_[0] if ref $_[0];
-    my $f = B::svref_2object(\$_[0])->FLAGS;
-    my $num = $f & (B::SVp_IOK | B::SVp_NOK);
-    return 'string' if ($f & B::SVp_POK) && !$num;
-    my $v = $_[0];      # a match on the value itself would make it a string
-    return $num && !($f & B::SVp_POK) && $v =~ /^-?\d+$/ ? 'int'
-                                                         : 'number';
-}
-
-sub is_json_int {
-    my ($v) = @_;
-    my $f = defined $v && !ref $v ? B::svref_2object(\$v)->FLAGS : 0;
-    return defined $v && ($f & (B::SVp_IOK | B::SVp_NOK))
-           && !($f & B::SVp_POK) && $v =~ /^\d+$/;
-}
 
 sub _runs {
     my ($max, @n) = @_;
@@ -233,7 +219,7 @@ sub record {
         # in $d->{receipts}, $d->{presences} and $d->{profiles} for the
         # suites about them, with the JSON types of the fields as decoded
         # (_types), whether it came before "synced" (_sync), and when (_at)
-        $ev->{_types} = { map { $_ => _json_type($ev->{$_}) } keys %$ev };
+        $ev->{_types} = { map { $_ => json_type($ev->{$_}) } keys %$ev };
         $ev->{_sync} = $d->{synced} ? 0 : 1;
         $ev->{_at} = time;
         push @{ $d->{ $kept{$t} } }, $ev;
@@ -504,6 +490,136 @@ sub no_errors_ok {
         or Test::More::diag(join "\n", @e[0 .. min(9, $#e)]);
 }
 
+sub spread {
+    my (@accts) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my @w = nginx_worker_pids();
+    my @d;
+    for my $i (0 .. $#accts) {
+        my $d = device($accts[$i], $accts[$i]{name}, port => port2(),
+                       worker => $w[$i % 2]) or return;
+        push @d, $d;
+    }
+    my %on;
+    $on{ $_->{pid} // 'unknown' }++ for @d;
+    if ($on{unknown}) {
+        Test::More::diag('cannot map sockets to workers through /proc; '
+                         . 'cannot prove that both workers hold sockets');
+    } else {
+        Test::More::is(scalar(keys %on), 2, 'the sockets are on both '
+                       . 'workers (' . join(', ', map { "$_: $on{$_}" }
+                                                  sort keys %on) . ')');
+    }
+    return @d;
+}
+
+sub alive {
+    my %seen;
+    return [grep { $_ && !$_->{dead} && !$seen{$_}++ } @_];
+}
+
+sub settle {
+    my ($devs, $secs) = @_;
+    pump(alive(@$devs), undef, within => $secs);
+}
+
+sub error_ok {
+    my ($devs, $d, $msg, $code, $name) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my $n = @{ $d->{errors} };
+    $d->{ws}->send_json($msg);
+    pump(alive(@$devs, $d), sub { @{ $d->{errors} } > $n || $d->{dead} },
+         within => 5, quiet => 5);
+    my $e = $d->{errors}[$n];
+    Test::More::ok($e && ($e->{code} // '') eq $code && !$d->{dead},
+                   "$name: {\"type\":\"error\",\"code\":\"$code\"}, the "
+                   . 'socket stays open')
+        or Test::More::diag('got ' . ws_chat_show($e)
+                            . ($d->{dead} ? '; the socket closed' : '')
+                            . '; other: ' . join(', ', map { ws_chat_show($_) }
+                                                      @{ $d->{other} }));
+}
+
+
+# ---------------------------------------------------------------------------
+# Presence and profiles.
+
+sub set_privacy {
+    my ($acct, $body, $name) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my $r = api_request(PATCH => '/v1/me/privacy', token => $acct->{token},
+                        body => $body);
+    return api_ok($r, 200, $name) ? $r : undef;
+}
+
+sub _about {
+    my ($kind, $d, $u, $from) = @_;
+    my @e = grep { ($_->{user_id} // '') eq $u->{user_id} }
+            @{ $d->{$kind} || [] };
+    @e = @e[($from // 0) .. $#e];
+    return @e;          # in scalar context: how many
+}
+
+sub presences_of { _about(presences => @_) }
+
+sub profiles_of { _about(profiles => @_) }
+
+sub show_presences {
+    my ($d) = @_;
+    my @p = @{ $d->{presences} || [] };
+    return "$d->{name} got no presence" unless @p;
+    my $t0 = $p[0]{_at};
+    return "$d->{name} got:\n" . join "\n", map {
+        sprintf '  +%.2fs %s (%s)', $_->{_at} - $t0, ws_chat_show($_),
+                who($_->{user_id}) } @p;
+}
+
+# What is wrong with $ev as the presence of $u (see presence_ok).
+sub _presence_wrong {
+    my ($ev, $u, $online, $ls) = @_;
+    return "no presence event about $u->{name}" unless ref $ev eq 'HASH';
+    my @why;
+    push @why, 'type is not "presence"'
+        unless ($ev->{type} // '') eq 'presence';
+    my $t = $ev->{_types}
+            // { map { $_ => json_type($ev->{$_}) } keys %$ev };
+    push @why, "user_id is not the string of $u->{name}"
+        unless ($t->{user_id} // '') eq 'string'
+               && $ev->{user_id} eq $u->{user_id};
+    push @why, 'online is not a JSON boolean'
+        unless ($t->{online} // '') eq 'bool';
+    push @why, 'online is not ' . ($online ? 'true' : 'false')
+        unless ($ev->{online} ? 1 : 0) == ($online ? 1 : 0);
+    if (!exists $ev->{last_seen}) {
+        push @why, 'no last_seen field';
+    } elsif (!defined $ls) {
+        push @why, 'last_seen is not null' if defined $ev->{last_seen};
+    } elsif (($t->{last_seen} // '') ne 'int') {
+        push @why, "last_seen is a JSON $t->{last_seen}, not an integer";
+    } elsif ($ev->{last_seen} < $ls->[0] || $ev->{last_seen} > $ls->[1]) {
+        push @why, sprintf 'last_seen is %d, expected %d..%d (now %d)',
+                           $ev->{last_seen}, @$ls, now_ms();
+    }
+    my @extra = grep { !/^_/ && !/^(type|user_id|online|last_seen)$/ }
+                keys %$ev;
+    push @why, "unexpected fields: @extra" if @extra;
+    return @why;
+}
+
+sub presence_ok {
+    my ($d, $ev, $u, $online, $ls, $name) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my @why = _presence_wrong($ev, $u, $online, $ls);
+    Test::More::ok(!@why, "$name: " . ($d ? "$d->{name} gets " : '')
+                          . "$u->{name} " . ($online ? 'online' : 'offline')
+                          . ', last_seen ' . (defined $ls ? 'a time'
+                                                          : 'null'))
+        or Test::More::diag(join('; ', @why) . "\n"
+                            . ($d ? show_presences($d)
+                                  : ws_chat_show($ev)));
+    return !@why;
+}
+
 
 # ---------------------------------------------------------------------------
 # Users and chats.
@@ -537,19 +653,25 @@ sub group_chat {
     return $c->{chat_id};
 }
 
-sub users {
-    my @u = map { api_signup(device_name => $_) } @_;
+my %NAME;       # user_id => name, for diagnostics
+
+sub _named {
+    my (@u) = @_;
     return if grep { !$_ } @u;
+    $NAME{ $_->{user_id} } = $_->{name} for @u;
     return @u;
 }
 
+sub users { _named(map { api_signup(device_name => $_) } @_) }
+
 sub users_across_hosts {
     my $i = 0;
-    my @u = map { api_signup(device_name => $_,
-                             ($i++ % 2 ? (port => nginx2_port()) : ())) } @_;
-    return if grep { !$_ } @u;
-    return @u;
+    return _named(map { api_signup(device_name => $_,
+                                   ($i++ % 2 ? (port => nginx2_port()) : ()))
+                      } @_);
 }
+
+sub who { $NAME{ $_[0] // '' } // $_[0] // '?' }
 
 1;
 
@@ -583,7 +705,8 @@ the chat suites
 
 Load it after L<Test::Chat::Nginx> (which gives the suite Test::More and
 the nginx, API and WebSocket helpers). Nothing is exported unless asked
-for; the tags are C<:serve>, C<:json>, C<:devices> and C<:all>.
+for; the tags are C<:serve>, C<:devices> and C<:all>. The JSON types of
+what devices are sent are L<Test::Chat::JSON>'s.
 
 =head1 NGINX (C<:serve>)
 
@@ -594,51 +717,38 @@ for; the tags are C<:serve>, C<:json>, C<:devices> and C<:all>.
 The two locations of every chat suite: C</v1/> (C<chat_api>) and
 C</v1/ws> (C<chat_ws>).
 
-=item chat_media_locations(), chat_blob_dir()
-
-The chat locations plus the media API (C</v1/media>, C<asset_api>) and
-the local blob store (C</blob/>: C<asset_blob>, C<dav_methods PUT>, 1m
-bodies) in the server root; C<chat_blob_dir()> is that store's directory,
-made writable by the workers, where an object's file is its media id.
-
-=item chat_http_config(prefix => $p, extra => $text, port2 => 1)
+=item chat_http_config(prefix => $p, extra => $t, port2 => 1, locations => $l)
 
 The http-level directives: C<chat_postgres>, C<chat_redis>,
 C<chat_dev_codes on> and C<chat_redis_prefix $p> (PostgreSQL and Redis
-outlive a suite: a prefix of its own), then C<$text> as it is (more
-directives). With C<port2>, a second server on C<$TEST_NGINX_PORT2> with
-C<reuseport> and the same locations: each worker has a listening socket of
-its own there, so a socket can be placed on either worker (see C<device>'s
+outlive a suite: a prefix of its own, by default "t_", the suite's name,
+"_", its pid and ":"), then C<$t> as it is (more directives). With
+C<port2>, a second server on C<$TEST_NGINX_PORT2> with C<reuseport> and
+the same locations (or C<$l>): each worker has a listening socket of its
+own there, so a socket can be placed on either worker (see C<device>'s
 C<worker>).
 
-=item serve(%config)
+=item serve(%config, host => 2)
 
 Starts nginx (C<nginx_start>) unless it already runs with this
 configuration; returns true when it runs. C<%config> is C<nginx_start>'s,
 over the defaults; C<config> defaults to C<chat_locations()> and
 C<workers> to 2. C<serve(defaults =E<gt> 1, %config)> only sets the
-defaults (a suite's C<http_config>, say).
+defaults (a suite's C<http_config>, say). With C<host =E<gt> 2>, the same
+for L<Test::Chat::Nginx>'s second instance (C<nginx2_start>), another host
+of the deployment.
 
 =item behaviour $name, %options, sub { ... }
 
-Options: C<nginx =E<gt> {...}>, C<error_log>, C<no_error_log>.
+Options: C<nginx =E<gt> {...}>, C<hosts =E<gt> 2>, C<error_log>,
+C<no_error_log>.
 
 A subtest named C<$name> on a running nginx (C<serve> with C<nginx>'s
-settings; "nginx starts" fails when it cannot), then C<check_error_log>
-on what the subtest wrote to the error log: C<error_log> must be there,
-C<no_error_log> (default C<[error]>) must not, and no alert, crit, emerg
-or crash.
-
-=back
-
-=head1 JSON (C<:json>)
-
-=over
-
-=item is_json_int($v)
-
-True when C<$v> was decoded from a JSON integer (a number, not a string,
-of digits only).
+settings; "nginx starts" fails when it cannot; with C<hosts =E<gt> 2> on
+both hosts, one assertion each that it runs), then C<check_error_log> on
+what the subtest wrote to the error log (of each host): C<error_log> must
+be there (host 1's), C<no_error_log> (default C<[error]>) must not, and
+no alert, crit, emerg or crash.
 
 =back
 
@@ -758,6 +868,46 @@ For diagnostics: 1, 2, 3, 5, 7, 8 as "1-3, 5, 7-8", sorted first (cut at
 
 New accounts, one a name (its device named so too), signed up through
 host 1, or alternately through host 1 and host 2; () when one fails.
+C<who($user_id)> is the name of such an account (else the id), for
+diagnostics.
+
+=item spread(@accts)
+
+Devices of the accounts, named by their names, on alternate workers of
+host 1 (through its reuseport port2), and one assertion that they are on
+both workers (a diag instead when /proc cannot tell). Returns the
+devices, or () after a failed assertion.
+
+=item alive(@devs), settle(\@devs, $secs)
+
+The devices still connected, once each (an arrayref); and a quiet
+window: every live device read for C<$secs> seconds, what comes
+recorded.
+
+=item error_ok(\@devs, $d, $msg, $code, $name)
+
+Writes C<$msg> on C<$d>'s socket; one assertion that an error of
+C<$code> comes back and the socket stays open (reading C<@devs>
+meanwhile).
+
+=item set_privacy($acct, $body, $name)
+
+C<PATCH /v1/me/privacy>; one assertion (200). Returns the answer, or
+undef.
+
+=item presences_of($d, $u, $from), profiles_of($d, $u, $from)
+
+The presence (profile) events C<$d> got about account C<$u>, from index
+C<$from> of those; in scalar context, how many.
+
+=item presence_ok($d, $ev, $u, $online, $ls, $name)
+
+One assertion: C<$ev> is exactly
+C<{"type":"presence","user_id","online","last_seen"}> about C<$u>,
+C<online> the JSON boolean C<$online>, C<last_seen> null (C<$ls> undef)
+or an integer within C<[$ls-E<gt>[0], $ls-E<gt>[1]]> (epoch ms). C<$d>,
+if given, is the device that got it (named in the assertion; a failure
+shows every presence it got: C<show_presences($d)>).
 
 =item direct_chat($x, $y, host => 2)
 

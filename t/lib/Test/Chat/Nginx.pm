@@ -21,15 +21,18 @@ use JSON::PP ();
 use Test::Chat::WS qw(:all);
 
 our @EXPORT = qw(
-    run_tests repeat_each no_shuffle blocks workers log_level
-    port port2 servroot modules_dir nginx_binary
+    run_tests needs_stack repeat_each no_shuffle blocks workers log_level
+    port port2 free_port servroot modules_dir nginx_binary
     nginx_start nginx_stop nginx_reload nginx_running nginx_master_pid
+    nginx_subtest
     nginx_worker_pids nginx_wait_exit nginx_test_config write_config
     error_log_mark error_log_since check_error_log alert_lines
     http_request ws_connect
     http_start http_finish wait_until
     api_request api_build_request api_ok api_error_is api_show random_mobile
-    api_signup api_link_device ws_chat_auth ws_next ws_worker_pid
+    api_register api_me api_signup api_link_device
+    ws_chat_auth ws_next ws_worker_pid
+    server_read_all metric error_log_wait redis_down_seen redis_up_seen
     pg_stop pg_start pg_pause pg_resume pg_scalar
     redis_stop redis_start redis_pause redis_resume
 );
@@ -62,6 +65,15 @@ sub import {
 # ---------------------------------------------------------------------------
 # Settings.
 
+# needs_stack(@more): skips the whole file unless the environment of
+# scripts/test.sh is there: CHAT_PG_DSN, CHAT_REDIS and @more.
+sub needs_stack {
+    my @missing = grep { !$ENV{$_} } 'CHAT_PG_DSN', 'CHAT_REDIS', @_;
+    Test::More::plan(skip_all => join(', ', @missing) . ' not set (run me '
+                                 . 'through scripts/test.sh)')
+        if @missing;
+}
+
 sub repeat_each { $REPEAT = shift if @_; $REPEAT }
 sub no_shuffle  { 1 }
 sub workers     { $WORKERS = shift if @_; $WORKERS }
@@ -70,7 +82,8 @@ sub nginx_binary { $ENV{CHAT_NGINX} || '/usr/sbin/nginx' }
 sub modules_dir  { $ENV{CHAT_MODULES} || "$REPO/build/modules" }
 
 
-sub _free_port {
+# A TCP port on 127.0.0.1 that nothing listens on now.
+sub free_port {
     my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
                                   Proto => 'tcp', Listen => 1, ReuseAddr => 1)
         or die "cannot find a free port: $!";
@@ -81,7 +94,7 @@ sub _free_port {
 
 
 sub port {
-    $PORT //= $ENV{TEST_NGINX_PORT} || _free_port();
+    $PORT //= $ENV{TEST_NGINX_PORT} || free_port();
     return $PORT;
 }
 
@@ -90,7 +103,7 @@ sub port2 {
     port();
     for (1 .. 10) {
         last if defined $PORT2 && $PORT2 != $PORT;
-        $PORT2 = _free_port();
+        $PORT2 = free_port();
     }
     return $PORT2;
 }
@@ -396,6 +409,30 @@ sub nginx_stop {
 }
 
 
+# nginx_subtest $name, nginx => {...}, error_log => [...],
+# no_error_log => [...], sub { ... }: a subtest on an nginx of its own,
+# started with nginx_start(%{nginx}) (one assertion); then the sub; then
+# nginx stopped (one assertion; not when the sub stopped it) and the error
+# log written meanwhile checked (check_error_log; no_error_log defaults to
+# [error]).
+sub nginx_subtest {
+    my ($name, @rest) = @_;
+    my $code = pop @rest;
+    my %o = @rest;
+    Test::More::subtest($name => sub {
+        Test::More::ok(nginx_start(%{ $o{nginx} || {} }), 'nginx starts')
+            or return;
+        my $mark = error_log_mark();
+        $code->();
+        Test::More::ok(nginx_stop(), 'nginx stops gracefully')
+            if nginx_running();
+        check_error_log(name => $name, since => $mark,
+                        error_log => $o{error_log},
+                        no_error_log => $o{no_error_log} // ['[error]']);
+    });
+}
+
+
 # HUP the master (optionally with a new config) and wait until a new
 # generation of workers runs; returns the old worker pids.
 sub nginx_reload {
@@ -494,6 +531,27 @@ sub _show_pat {
 }
 
 
+# error_log_wait($mark, $pattern | [$pattern, ...], within => 10,
+# each_worker => 1): waits until the error log written since $mark has a
+# line matching each pattern (with each_worker, from every worker process
+# running now); true if it came in time.
+sub error_log_wait {
+    my ($mark, $pats, %o) = @_;
+    my @pats = ref $pats eq 'ARRAY' ? @$pats : ($pats);
+    return _wait_for($o{within} // 10, sub {
+        my @lines = split /\n/, error_log_since($mark);
+        my @who = $o{each_worker} ? nginx_worker_pids() : ('any');
+        return 0 unless @who;
+        for my $p (@pats) {
+            my %by = map { (/\] (\d+)#\d+: / ? $1 : '?') => 1, any => 1 }
+                     grep { _match($_, $p) } @lines;
+            return 0 if grep { !$by{$_} } @who;
+        }
+        return 1;
+    });
+}
+
+
 # ---------------------------------------------------------------------------
 # HTTP client.
 
@@ -509,6 +567,7 @@ sub http_request {
     my @chunks = ref $req eq 'ARRAY' ? @$req : ($req);
     my $first = 1;
     for my $c (@chunks) {
+        # paced on purpose: the chunks are to reach nginx in separate reads
         sleep($o{delay} // 0.01) unless $first;
         $first = 0;
         my $off = 0;
@@ -518,6 +577,14 @@ sub http_request {
             $off += $n;
         }
     }
+    return _parse_http(_read_response($s, $timeout));
+}
+
+
+# Reads a response until it is complete, EOF or $timeout seconds; closes
+# the socket and returns the bytes.
+sub _read_response {
+    my ($s, $timeout) = @_;
     my $raw = '';
     my $sel = IO::Select->new($s);
     my $deadline = time + $timeout;
@@ -530,7 +597,7 @@ sub http_request {
         last if _http_complete($raw);
     }
     close $s;
-    return _parse_http($raw);
+    return $raw;
 }
 
 
@@ -586,6 +653,17 @@ sub ws_connect {
 }
 
 
+# metric($name, port => ...): the value chat_metrics gives for $name at
+# /metrics (a location of the config), or undef.
+sub metric {
+    my ($name, %o) = @_;
+    my $r = http_request("GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n",
+                         %o);
+    my ($v) = ($r->{body} // '') =~ /^\Q$name\E(?:\{[^}]*\})?\s+(\S+)\s*$/m;
+    return $v;
+}
+
+
 # ---------------------------------------------------------------------------
 # Two requests in flight at once: http_start writes a request and returns
 # the socket, http_finish reads and parses its response.
@@ -609,20 +687,7 @@ sub http_start {
 sub http_finish {
     my ($h, %o) = @_;
     return { error => $h->{error} } unless $h->{sock};
-    my $s = $h->{sock};
-    my $raw = '';
-    my $sel = IO::Select->new($s);
-    my $deadline = time + ($o{timeout} // 5);
-    while (1) {
-        my $left = $deadline - time;
-        last if $left <= 0 || !$sel->can_read($left);
-        my $n = sysread $s, my $buf, 65536;
-        last unless $n;
-        $raw .= $buf;
-        last if _http_complete($raw);
-    }
-    close $s;
-    my $r = _parse_http($raw);
+    my $r = _parse_http(_read_response($h->{sock}, $o{timeout} // 5));
     $r->{elapsed} = time - $h->{t0};
     return _decode_api($r);
 }
@@ -792,6 +857,21 @@ sub api_error_is {
 }
 
 
+# api_register($mobile, %o): POST /v1/register for the number; api_me($token,
+# %o): GET /v1/me with the token. %o as api_request's.
+sub api_register {
+    my ($mobile, %o) = @_;
+    return api_request(POST => '/v1/register', body => { mobile => $mobile },
+                       %o);
+}
+
+
+sub api_me {
+    my ($token, %o) = @_;
+    return api_request(GET => '/v1/me', token => $token, %o);
+}
+
+
 # A mobile number no other suite or run uses: +1, the pid, a counter and
 # random digits (13 digits in all).
 my $MOBILES = 0;
@@ -812,8 +892,7 @@ sub api_signup {
     my $mobile = $o{mobile} // random_mobile();
     my $name = $o{device_name} // 'test device';
     my %p = $o{port} ? (port => $o{port}) : ();
-    my $r = api_request(POST => '/v1/register', %p,
-                        body => { mobile => $mobile });
+    my $r = api_register($mobile, %p);
     my $code = ref $r->{json} eq 'HASH' ? $r->{json}{dev_code} : undef;
     unless (($r->{status} // 0) == 202 && defined $code) {
         Test::More::fail("sign up $mobile: register answers 202 with "
@@ -927,22 +1006,53 @@ sub _event_text {
 }
 
 
+# The client socket of a connection: a Test::Chat::WS, an http_start
+# handle or the socket itself.
+sub _client_socket {
+    my ($conn) = @_;
+    return $conn->socket if ref $conn eq 'Test::Chat::WS';
+    return $conn->{sock} if ref $conn eq 'HASH';
+    return $conn;
+}
+
+
+# The server side of a client's loopback TCP connection, from
+# /proc/net/tcp: {rx_queue => bytes the server has not read, inode => 0
+# while no process has accepted it}, or undef when there is none.
+sub _server_side {
+    my ($sock) = @_;
+    my ($cport, $sport) = $sock ? ($sock->sockport, $sock->peerport) : ();
+    return undef unless $cport && $sport;
+    my $want = sprintf '0100007F:%04X 0100007F:%04X', $sport, $cport;
+    for my $line (split /\n/, _slurp('/proc/net/tcp')) {
+        my @f = split ' ', $line;
+        next unless @f > 9 && "$f[1] $f[2]" eq $want;
+        my (undef, $rx) = split /:/, $f[4];
+        return { rx_queue => hex $rx, inode => $f[9] };
+    }
+    return undef;
+}
+
+
+# server_read_all($conn): true once nginx has read all that the client
+# wrote on the connection (a Test::Chat::WS, an http_start handle or a
+# socket): a worker has accepted it and left nothing in its receive queue,
+# or the server has answered (there is something to read) or closed it.
+sub server_read_all {
+    my ($conn) = @_;
+    my $sock = _client_socket($conn) or return 1;
+    return 1 if IO::Select->new($sock)->can_read(0);
+    my $side = _server_side($sock) or return 1;
+    return $side->{inode} && !$side->{rx_queue} ? 1 : 0;
+}
+
+
 # The pid of the worker process that holds the server side of a client
 # connection (found through /proc/net/tcp and the workers' fds), or undef.
 sub ws_worker_pid {
     my ($ws, %o) = @_;
-    my $sock = ref $ws eq 'Test::Chat::WS' ? $ws->socket : $ws;
-    return undef unless $sock;
-    my $cport = $sock->sockport;
-    my $sport = $sock->peerport;
-    my $want = sprintf '0100007F:%04X 0100007F:%04X', $sport, $cport;
-    my $inode;
-    for my $line (split /\n/, _slurp('/proc/net/tcp')) {
-        my @f = split ' ', $line;
-        next unless @f > 9 && "$f[1] $f[2]" eq $want;
-        $inode = $f[9];
-        last;
-    }
+    my $side = _server_side(_client_socket($ws)) or return undef;
+    my $inode = $side->{inode};
     return undef unless $inode;
     for my $pid (nginx_worker_pids()) {
         opendir my $dh, "/proc/$pid/fd" or next;
@@ -995,11 +1105,21 @@ sub _guard_signals {
 }
 
 
-# One value from PostgreSQL (psql with CHAT_PG_DSN), for checks of what
-# is stored that the API does not show; undef when psql fails.
+# pg_scalar($sql, @ids): one value from PostgreSQL (psql with
+# CHAT_PG_DSN), for checks of what is stored that the API does not show;
+# undef when psql fails. Each "?" of $sql stands for the next of @ids,
+# which must be integers: they are checked as text, never used as numbers
+# (that would make an id of the caller's a number, which JSON::PP then
+# sends as one).
 sub pg_scalar {
-    my ($sql) = @_;
+    my ($sql, @ids) = @_;
     croak 'CHAT_PG_DSN is not set' unless $ENV{CHAT_PG_DSN};
+    $sql =~ s{\?}{
+        my $id = shift @ids;
+        croak "pg_scalar: '" . ($id // 'undef') . "' is not an integer"
+            unless defined $id && "$id" =~ /^-?\d+\z/;
+        "$id";
+    }ge;
     open my $fh, '-|', 'psql', '-XAtq', '-v', 'ON_ERROR_STOP=1',
          '-d', $ENV{CHAT_PG_DSN}, '-c', $sql
         or return undef;
@@ -1016,6 +1136,26 @@ sub pg_stop { _svc_stop('pg') }
 sub pg_start { _svc_start('pg') }
 sub redis_stop { _svc_stop('redis') }
 sub redis_start { _svc_start('redis') }
+
+
+# redis_down_seen($mark, within => 10): waits until every worker has
+# logged, since $mark, the loss of both its Redis links (commands and
+# subscriptions); true if they all did. redis_up_seen: until every
+# worker has logged both connected again.
+sub redis_down_seen {
+    my ($mark, %o) = @_;
+    return error_log_wait($mark, [map {
+        qr/redis: $_: (?:connection lost|connect failed|connect timed out)/
+    } qw(commands subscriptions)], each_worker => 1, %o);
+}
+
+
+sub redis_up_seen {
+    my ($mark, %o) = @_;
+    return error_log_wait($mark, [map { qr/redis: $_: connected/ }
+                                  qw(commands subscriptions)],
+                          each_worker => 1, %o);
+}
 
 
 # Stops a throwaway service of scripts/test.sh (resumed first if paused),
@@ -1054,6 +1194,7 @@ sub pg_pause {
     my @all = ($pm, _descendants($pm));
     kill 'STOP', @all;
     push @{ $PAUSED{pg} }, @all;
+    _wait_stopped(@all);
     return @all;
 }
 
@@ -1067,7 +1208,18 @@ sub redis_pause {
     _guard_signals();
     kill 'STOP', $pid;
     push @{ $PAUSED{redis} }, $pid;
+    _wait_stopped($pid);
     return ($pid);
+}
+
+
+# Until the processes are stopped (state T in /proc) or gone: a signal is
+# delivered when the process is next scheduled, not when kill returns.
+sub _wait_stopped {
+    my (@pids) = @_;
+    _wait_for(5, sub {
+        !grep { _slurp("/proc/$_/stat") =~ /^\d+ \(.*\) [^TtZX] /s } @pids;
+    }) or Test::More::diag("not stopped within 5s: @pids");
 }
 
 
@@ -1273,7 +1425,7 @@ sub _run_block {
     }
 
     if (my $w = _section($b, 'wait')) {
-        sleep $w;
+        sleep $w;       # time passing is what such a block tests
     }
     my $graceful = nginx_stop();
     check_error_log(name => $name, since => $mark,
@@ -1563,7 +1715,7 @@ sub _ws_send {
     }
     return $ws->close_raw(@args) if $what eq 'close_raw';
     return $ws->send_frame(@args) if $what eq 'frame';
-    return sleep $args[0] if $what eq 'sleep';
+    return sleep $args[0] if $what eq 'sleep';     # pacing, on purpose
     return _ws_expect($ws, [@args], $ctx) if $what eq 'expect';
     die "unknown ws_send item '$what'\n";
 }
@@ -1700,10 +1852,18 @@ sub api_chat_create {
 }
 
 
+# An event (or a list of them) as JSON, for a diag: without the keys a
+# test added to it (those that begin with "_").
 sub ws_chat_show {
     my ($ev) = @_;
     return 'nothing' unless defined $ev;
-    return $JSON->encode($ev);
+    my $own = sub {
+        my ($o) = @_;
+        return $o unless ref $o eq 'HASH';
+        return { map { $_ => $o->{$_} } grep { !/^_/ } keys %$o };
+    };
+    return $JSON->encode(ref $ev eq 'ARRAY' ? [map { $own->($_) } @$ev]
+                                            : $own->($ev));
 }
 
 
@@ -1861,7 +2021,7 @@ sub with_nginx2 {
     for my $k (qw(port port2)) {
         for (1 .. 20) {
             last if defined $N2{$k} && !$taken{ $N2{$k} };
-            $N2{$k} = _free_port();
+            $N2{$k} = free_port();
         }
         $taken{ $N2{$k} } = 1;
     }
@@ -1962,6 +2122,10 @@ prefix (removed at exit), on free loopback ports, restarted for every block.
 
 =head1 ENVIRONMENT
 
+C<needs_stack(@more)> skips a whole file unless C<CHAT_PG_DSN>,
+C<CHAT_REDIS> and the variables C<@more> are set (scripts/test.sh sets
+them all).
+
 C<CHAT_NGINX> (default /usr/sbin/nginx), C<CHAT_MODULES> (directory holding
 ngx_chat_module.so and ngx_asset_module.so; default build/modules),
 C<CHAT_PG_DSN>, C<CHAT_REDIS>. Config text may use C<$TEST_NGINX_PORT>,
@@ -2024,7 +2188,10 @@ Skip a block (optional reason), run only marked blocks, stop after one.
 
 =item wait: seconds
 
-Sleep before stopping nginx and reading the error log.
+Sleep before stopping nginx and reading the error log, for a block about
+time passing (a timer, a timeout). To wait for something the server
+does, write a scripted test that waits for it (C<wait_until>,
+C<error_log_wait>).
 
 =item timeout: seconds
 
@@ -2202,16 +2369,34 @@ C<nginx_master_pid()>, C<nginx_worker_pids()>, C<error_log_mark()>,
 C<error_log_since($mark)>, C<check_error_log(name => .., since => $mark,
 error_log => [...], no_error_log => [...])>, C<http_request($raw)>,
 C<ws_connect(path => ..., ...)> (L<Test::Chat::WS>), C<port()>, C<port2()>,
-C<servroot()>, C<nginx_wait_exit($seconds, @pids)>.
-C<run_tests(done_testing => 0)> leaves the plan open for
-scripted tests after the blocks.
+C<servroot()>, C<nginx_wait_exit($seconds, @pids)>, C<free_port()> (a
+port nothing listens on). C<run_tests(done_testing => 0)> leaves the plan
+open for scripted tests after the blocks.
+C<nginx_subtest($name, nginx =E<gt> {...}, error_log =E<gt> [...],
+no_error_log =E<gt> [...], sub {...})> is a subtest on an nginx of its
+own: started (one assertion), the sub run, stopped unless the sub did
+(one assertion), and the error log it wrote checked (C<[error]> by
+default must not be there).
+
+=head2 Waiting for what the server did
+
+Tests wait for something they can observe, with a generous bound, rather
+than sleep. C<wait_until($seconds, sub {...}, interval => 0.25)> polls
+until the sub returns true and returns its value.
+C<error_log_wait($mark, $pattern | [$pattern, ...], within => 10,
+each_worker => 1)> waits until the error log since C<$mark> has a line
+matching each pattern (from every worker, with C<each_worker>).
+C<metric($name)> is the value of a metric at C</metrics> (a
+C<chat_metrics> location of the config). C<server_read_all($conn)> is
+true once nginx has read all the client wrote on a connection (a
+L<Test::Chat::WS>, an C<http_start> handle or a socket), as
+F</proc/net/tcp> shows it, or has answered or closed it.
 
 =head2 Two requests at once
 
 C<http_start($raw, port => ...)> writes a request and returns a handle;
 C<http_finish($handle, timeout => 5)> reads its response (as
-C<api_request>, with C<elapsed>). C<wait_until($seconds, sub {...},
-interval => 0.25)> polls until the sub returns true and returns its value.
+C<api_request>, with C<elapsed>).
 
 =head2 The chat API
 
@@ -2224,6 +2409,8 @@ $code, $name)> are one assertion each (an error is
 C<{"error":{"code","message"}}> as application/json; a 429 needs
 C<Retry-After>); C<api_show($r)> formats a response for C<diag>.
 C<random_mobile()> gives a number no other file or run uses.
+C<api_register($mobile, %o)> is C<POST /v1/register> for a number,
+C<api_me($token, %o)> C<GET /v1/me> (C<%o> as C<api_request>'s).
 C<api_signup(mobile => ..., device_name => ...)> registers and verifies
 (using C<dev_code>) and returns C<{mobile, user_id, device_id, token}>;
 C<api_link_device($account, device_name => ...)> adds a device through
@@ -2245,9 +2432,12 @@ With the environment of scripts/test.sh (C<CHAT_PG_DIR>, C<CHAT_PG_PORT>,
 C<CHAT_REDIS_DIR>, C<CHAT_REDIS_PORT>): C<pg_stop()>, C<pg_start()>,
 C<redis_stop()>, C<redis_start()> (through scripts/lib.sh), and
 C<pg_pause()>/C<pg_resume()>, C<redis_pause()>/C<redis_resume()> (SIGSTOP
-and SIGCONT: a server that accepts connections but never answers). A
-service a file stopped or paused is started or resumed again when the file
-exits, even on die, INT or TERM.
+and SIGCONT: a server that accepts connections but never answers; the
+pauses return once the processes are stopped). A service a file stopped or
+paused is started or resumed again when the file exits, even on die, INT
+or TERM. C<redis_down_seen($mark, within => 10)> waits until every worker
+has logged since C<$mark> the loss of both its Redis links,
+C<redis_up_seen($mark)> until every worker has logged both connected.
 
 =head2 A second host
 
@@ -2278,6 +2468,7 @@ and leaves the events before it unread; C<ws_chat_unread($ws, @events)>
 puts events back. C<ws_chat_send($ws, id => ..., chat_id => ..., text =>
 ...)> writes a C<send>; C<ws_chat_send_wait($ws, $timeout, %fields)> also
 waits for the C<sent> or C<error> with that id. C<ws_chat_show($event)>
-formats an event for C<diag>.
+formats an event (or a list) for C<diag>, without the keys a test added
+(those that begin with "_").
 
 =cut

@@ -611,6 +611,8 @@ sub send_raw {
     my $delay = $o{delay} // (@pieces > 1 ? 0.002 : 0);
     my $first = 1;
     for my $p (@pieces) {
+        # paced on purpose: the pieces are to reach the server in separate
+        # reads
         sleep $delay if $delay && !$first;
         $first = 0;
         $self->_write_all($p) or return 0;
@@ -753,6 +755,14 @@ sub send_json {
 # ---------------------------------------------------------------------------
 # Receiving.
 
+# Seconds until $deadline, 0 once it has passed.
+sub _left {
+    my ($deadline) = @_;
+    my $left = $deadline - time;
+    return $left > 0 ? $left : 0;
+}
+
+
 # Reads once into rbuf; returns bytes read, 0 on EOF/timeout/error.
 sub _fill {
     my ($self, $deadline) = @_;
@@ -760,8 +770,7 @@ sub _fill {
     return 0 if $self->{eof};
     my $sel = IO::Select->new($self->{sock});
     for (;;) {
-        my $left = $deadline - time;
-        $left = 0 if $left < 0;
+        my $left = _left($deadline);
         unless ($sel->can_read($left)) {
             $self->{timed_out} = 1;
             return 0;
@@ -893,8 +902,7 @@ sub recv_message {
     my ($self, $timeout, %o) = @_;
     my $deadline = time + ($timeout // $self->{timeout});
     for (;;) {
-        my $left = $deadline - time;
-        $left = 0 if $left < 0;
+        my $left = _left($deadline);
         my $f = $self->recv_frame($left);
         return undef unless $f;
         my $op = $f->{opcode};
@@ -992,8 +1000,7 @@ sub recv_close {
     return $self->{close} if $self->{close};
     my $deadline = time + ($timeout // $self->{timeout});
     for (;;) {
-        my $left = $deadline - time;
-        $left = 0 if $left < 0;
+        my $left = _left($deadline);
         my $m = $self->recv_message($left, %o);
         return undef unless $m;
         push @{ $self->{skipped} }, $m unless $m->{opcode} == 8;
@@ -1023,8 +1030,7 @@ sub recv_json {
     my ($self, $timeout, %o) = @_;
     my $deadline = time + ($timeout // $self->{timeout});
     for (;;) {
-        my $left = $deadline - time;
-        $left = 0 if $left < 0;
+        my $left = _left($deadline);
         my $m = $self->recv_message($left, auto_pong => 1, %o);
         return undef unless $m;
         next unless $m->{opcode} == 1;
