@@ -150,6 +150,42 @@ ngx_chat_auth_bearer(ngx_http_request_t *r, ngx_str_t *token)
 
 
 /*
+ * The request's token as the module reads it (an Authorization header in
+ * any of the forms it takes, else ?token=), as a key that names its
+ * device and nothing else: the first 16 bytes of its SHA-256, in hex.
+ * NGX_DECLINED: no token.
+ */
+
+ngx_int_t
+ngx_chat_auth_key(ngx_http_request_t *r, ngx_str_t *key)
+{
+    u_char     hash[NGX_CHAT_AUTH_HASH_LEN];
+    ngx_str_t  token;
+
+    if (ngx_chat_auth_bearer(r, &token) != NGX_OK
+        && (ngx_http_arg(r, (u_char *) "token", 5, &token) != NGX_OK
+            || token.len == 0))
+    {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_chat_auth_hash(&token, hash) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    key->len = 32;
+    key->data = ngx_pnalloc(r->pool, key->len);
+    if (key->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(key->data, hash + 2, key->len);    /* past "\x" */
+
+    return NGX_OK;
+}
+
+
+/*
  * The state of a check lives in the caller's pool, so that a check the
  * caller cancels (ngx_chat_pg_cancel) leaves nothing behind.  A token of
  * the wrong shape is looked up like any other and simply not found:

@@ -49,6 +49,7 @@ ngx_int_t ngx_chat_auth_token(ngx_pool_t *pool, ngx_str_t *token,
     ngx_str_t *hash);
 ngx_uint_t ngx_chat_auth_token_valid(ngx_str_t *token);
 ngx_int_t ngx_chat_auth_bearer(ngx_http_request_t *r, ngx_str_t *token);
+ngx_int_t ngx_chat_auth_key(ngx_http_request_t *r, ngx_str_t *key);
 
 ngx_chat_pg_query_t *ngx_chat_auth_check(ngx_str_t *token,
     ngx_chat_auth_handler_pt handler, void *data, ngx_pool_t *pool,

@@ -17,6 +17,8 @@
 #include "ngx_chat_features.h"
 #include "ngx_chat_metrics.h"
 #include "ngx_chat_fanout.h"
+#include "ngx_chat_rate.h"
+#include "ngx_chat_api.h"
 
 
 static char *ngx_chat_handler(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -32,6 +34,7 @@ static char *ngx_chat_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_chat_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_chat_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
+static ngx_int_t ngx_chat_add_variables(ngx_conf_t *cf);
 static ngx_int_t ngx_chat_init_process(ngx_cycle_t *cycle);
 static void ngx_chat_exit_process(ngx_cycle_t *cycle);
 
@@ -188,6 +191,27 @@ static ngx_command_t  ngx_chat_commands[] = {
       offsetof(ngx_chat_main_conf_t, device_check),
       NULL },
 
+    { ngx_string("chat_verify_budget"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_chat_main_conf_t, verify_budget),
+      &ngx_chat_not_zero_p },
+
+    { ngx_string("chat_verify_lock"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_chat_main_conf_t, verify_lock),
+      &ngx_chat_not_zero_p },
+
+    { ngx_string("chat_codes_per_minute"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_chat_main_conf_t, codes_per_minute),
+      &ngx_chat_not_zero_p },
+
     { ngx_string("chat_message_ttl"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_sec_slot,
@@ -297,8 +321,16 @@ static ngx_command_t  ngx_chat_commands[] = {
 };
 
 
+static ngx_http_variable_t  ngx_chat_variables[] = {
+
+    { ngx_string("chat_device_key"), NULL, ngx_chat_api_device_key, 0, 0, 0 },
+
+      ngx_http_null_variable
+};
+
+
 static ngx_http_module_t  ngx_chat_module_ctx = {
-    NULL,                                  /* preconfiguration */
+    ngx_chat_add_variables,                /* preconfiguration */
     NULL,                                  /* postconfiguration */
 
     ngx_chat_create_main_conf,             /* create main configuration */
@@ -362,6 +394,25 @@ ngx_chat_exit_process(ngx_cycle_t *cycle)
     ngx_chat_redis_exit_worker();
     ngx_chat_fanout_exit_worker();
     ngx_chat_pg_exit_worker();
+}
+
+
+static ngx_int_t
+ngx_chat_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var, *v;
+
+    for (v = ngx_chat_variables; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
 }
 
 
@@ -431,6 +482,12 @@ ngx_chat_send_rate(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
 
         clcf->send_burst = n;
+    }
+
+    /* a device's sockets, on every worker, draw from one bucket */
+
+    if (ngx_chat_rate_init(cf) != NGX_OK) {
+        return NGX_CONF_ERROR;
     }
 
     return NGX_CONF_OK;
@@ -590,6 +647,9 @@ ngx_chat_create_main_conf(ngx_conf_t *cf)
     cmcf->presence_lease = NGX_CONF_UNSET_MSEC;
     cmcf->presence_debounce = NGX_CONF_UNSET_MSEC;
     cmcf->device_check = NGX_CONF_UNSET_MSEC;
+    cmcf->verify_budget = NGX_CONF_UNSET_UINT;
+    cmcf->verify_lock = NGX_CONF_UNSET;
+    cmcf->codes_per_minute = NGX_CONF_UNSET_UINT;
 
     return cmcf;
 }
@@ -635,6 +695,9 @@ ngx_chat_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(cmcf->presence_lease, 30000);
     ngx_conf_init_msec_value(cmcf->presence_debounce, 3000);
     ngx_conf_init_msec_value(cmcf->device_check, 30000);
+    ngx_conf_init_uint_value(cmcf->verify_budget, 10);
+    ngx_conf_init_value(cmcf->verify_lock, 6 * 3600);
+    ngx_conf_init_uint_value(cmcf->codes_per_minute, 600);
 
     if (cmcf->presence_lease < 3000) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,

@@ -41,6 +41,9 @@ typedef struct {
     ngx_msec_t              presence_lease;    /* a worker's hold on a user */
     ngx_msec_t              presence_debounce; /* away that long: offline */
     ngx_msec_t              device_check;      /* unlinked devices' sockets */
+    ngx_uint_t              verify_budget;     /* wrong codes a number */
+    time_t                  verify_lock;       /* ... then locked that long */
+    ngx_uint_t              codes_per_minute;  /* sent, by everyone */
 } ngx_chat_main_conf_t;
 
 

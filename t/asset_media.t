@@ -313,10 +313,10 @@ subtest 'the declared sha256 is checked before the media is usable' => sub {
 
 subtest 'media is served with nosniff; active types as attachments in a '
         . 'CSP sandbox' => sub {
-    my $png_id = upload($me, $png, 'image/png');
+    my $png_id = media_upload($me, $png, 'image/png');
     my $svg = '<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"/>';
-    my $svg_id = upload($me, $svg, 'image/svg+xml');
-    my $pdf_id = upload($me, "%PDF-1.4\n%%EOF\n", 'application/pdf');
+    my $svg_id = media_upload($me, $svg, 'image/svg+xml');
+    my $pdf_id = media_upload($me, "%PDF-1.4\n%%EOF\n", 'application/pdf');
     ok $png_id && $svg_id && $pdf_id, 'a PNG, an SVG and a PDF uploaded'
         or return;
     my %got = map {

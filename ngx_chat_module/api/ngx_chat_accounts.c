@@ -9,6 +9,13 @@
  * Redis keeps what is short-lived (codes, the register rate limit), each
  * check-and-change in one EVAL; PostgreSQL keeps users and devices, each
  * change one statement (sql/002_accounts.sql).
+ *
+ * Against guessing and pumping: a number's wrong codes are counted
+ * across its codes, and a number that spent chat_verify_budget of them
+ * in a day is locked for chat_verify_lock (no code is sent to it, none
+ * is checked); codes sent by everyone stay under chat_codes_per_minute.
+ * Limits per client address are nginx's limit_req (conf/chat_limits.conf).
+ * The keys of a number share its hash tag: each script stays in a slot.
  */
 
 #include <ngx_config.h>
@@ -26,6 +33,7 @@
 #define NGX_CHAT_CODE_TRIES         5           /* wrong ones burn a code */
 #define NGX_CHAT_REGISTER_LIMIT     3           /* registers of a number */
 #define NGX_CHAT_REGISTER_WINDOW    600000      /* ms */
+#define NGX_CHAT_VERIFY_WINDOW      86400000    /* ms: a number's budget */
 #define NGX_CHAT_LINK_CODE_LEN      10
 #define NGX_CHAT_LINK_CODE_MAX      64          /* what a client may send */
 #define NGX_CHAT_LINK_TTL           120         /* s */
@@ -42,28 +50,17 @@
 
 typedef enum {
     NGX_CHAT_ACCOUNTS_START = 0,
+    NGX_CHAT_ACCOUNTS_CEILING,                  /* codes sent, by everyone */
     NGX_CHAT_ACCOUNTS_CODE,                     /* Redis answered */
     NGX_CHAT_ACCOUNTS_ROWS,                     /* PostgreSQL answered */
     NGX_CHAT_ACCOUNTS_PRESENCE                  /* Redis, after PostgreSQL */
 } ngx_chat_accounts_step_e;
 
 
-/* what an endpoint keeps between its steps */
-
-typedef struct {
-    ngx_str_t                 mobile;
-    ngx_str_t                 code;
-    ngx_str_t                 name;             /* of the new device */
-    ngx_str_t                 token;
-    ngx_str_t                 hash;
-    ngx_str_t                 user_id;
-    ngx_str_t                 about;            /* of a user looked at */
-    ngx_uint_t                last_seen;        /* ... may be shown */
-} ngx_chat_accounts_ctx_t;
 
 
-static ngx_chat_accounts_ctx_t *ngx_chat_accounts_ctx(
-    ngx_chat_api_ctx_t *ctx);
+static ngx_int_t ngx_chat_accounts_wait(ngx_chat_api_ctx_t *ctx,
+    const char *what);
 static ngx_int_t ngx_chat_accounts_body(ngx_chat_api_ctx_t *ctx,
     ngx_chat_accounts_ctx_t *ac, ngx_uint_t fields);
 static ngx_int_t ngx_chat_accounts_fields(ngx_chat_api_ctx_t *ctx,
@@ -91,13 +88,35 @@ static u_char  ngx_chat_accounts_alphabet[] =
 
 
 /*
- * KEYS[1]: the number's register counter, KEYS[2]: its code.
- * ARGV: limit, window (ms), code, code TTL (s).
+ * KEYS[1]: the codes sent by everyone this minute.  ARGV: the ceiling.
+ * Returns 0, or the milliseconds until a code may be sent again.
+ */
+
+static const char  ngx_chat_accounts_ceiling_lua[] =
+    "local n = redis.call('INCR', KEYS[1]) "
+    "if n == 1 or redis.call('PTTL', KEYS[1]) < 0 then "
+    "  redis.call('PEXPIRE', KEYS[1], 60000) "
+    "end "
+    "if n > tonumber(ARGV[1]) then "
+    "  return math.max(redis.call('PTTL', KEYS[1]), 1) "
+    "end "
+    "return 0";
+
+
+/*
+ * KEYS[1]: the number's register counter, KEYS[2]: its code, KEYS[3]:
+ * its wrong codes.  ARGV: limit, window (ms), code, code TTL (s), the
+ * number's budget of wrong codes.
  * Returns 0 when the new code is stored (with no wrong tries), else the
- * milliseconds until the number may register again.
+ * milliseconds until the number may register again (locked, or too many
+ * registers).
  */
 
 static const char  ngx_chat_accounts_register_lua[] =
+    "if tonumber(redis.call('GET', KEYS[3]) or '0') >= tonumber(ARGV[5]) "
+    "then "
+    "  return math.max(redis.call('PTTL', KEYS[3]), 1) "
+    "end "
     "local n = redis.call('INCR', KEYS[1]) "
     "if n == 1 or redis.call('PTTL', KEYS[1]) < 0 then "
     "  redis.call('PEXPIRE', KEYS[1], ARGV[2]) "
@@ -112,20 +131,34 @@ static const char  ngx_chat_accounts_register_lua[] =
 
 
 /*
- * KEYS[1]: the number's code.  ARGV: the code tried, the tries allowed.
- * Returns 1 for the right code, which is deleted (no replay), else 0; a
- * wrong try is counted and the last one deletes the code.
+ * KEYS[1]: the number's code, KEYS[2]: its wrong codes.  ARGV: the code
+ * tried, the tries a code allows, the number's budget, its window (ms),
+ * the lock (ms).
+ * Returns 1 for the right code, which is deleted (no replay); 0 for a
+ * wrong one, which counts against the code (the last try deletes it) and
+ * against the number (the last of its budget locks it); minus the
+ * milliseconds left when the number is locked.
  */
 
 static const char  ngx_chat_accounts_verify_lua[] =
+    "local f = tonumber(redis.call('GET', KEYS[2]) or '0') "
+    "if f >= tonumber(ARGV[3]) then "
+    "  return -math.max(redis.call('PTTL', KEYS[2]), 1) "
+    "end "
     "local c = redis.call('HGET', KEYS[1], 'code') "
-    "if not c then return 0 end "
-    "if c == ARGV[1] then "
-    "  redis.call('DEL', KEYS[1]) "
+    "if c and c == ARGV[1] then "
+    "  redis.call('DEL', KEYS[1], KEYS[2]) "
     "  return 1 "
     "end "
-    "if redis.call('HINCRBY', KEYS[1], 'tries', 1) >= tonumber(ARGV[2]) then "
+    "if c and redis.call('HINCRBY', KEYS[1], 'tries', 1) "
+    "         >= tonumber(ARGV[2]) then "
     "  redis.call('DEL', KEYS[1]) "
+    "end "
+    "f = redis.call('INCR', KEYS[2]) "
+    "if f >= tonumber(ARGV[3]) then "
+    "  redis.call('PEXPIRE', KEYS[2], ARGV[5]) "
+    "elseif f == 1 then "
+    "  redis.call('PEXPIRE', KEYS[2], ARGV[4]) "
     "end "
     "return 0";
 
@@ -186,17 +219,13 @@ ngx_int_t
 ngx_chat_accounts_register(ngx_chat_api_ctx_t *ctx)
 {
     ngx_int_t                 rc;
-    ngx_str_t                 counter, key;
-    redisReply               *reply;
+    ngx_str_t                 counter, key, fails;
+    ngx_str_t                 none = ngx_null_string;
     ngx_http_request_t       *r;
     ngx_chat_accounts_ctx_t  *ac;
 
     r = ctx->request;
-    ac = ngx_chat_accounts_ctx(ctx);
-
-    if (ac == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
+    ac = ctx->data;
 
     switch (ctx->step) {
 
@@ -207,11 +236,35 @@ ngx_chat_accounts_register(ngx_chat_api_ctx_t *ctx)
             return rc;
         }
 
+        if (ngx_chat_redis_key(r->pool, "codes", &none, 0, &key) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ctx->step = NGX_CHAT_ACCOUNTS_CEILING;
+
+        return ngx_chat_api_command(ctx,
+                   ngx_chat_redis_command(ngx_chat_api_redis_handler, ctx,
+                                          r->connection->log,
+                                          "EVAL %s 1 %b %lld",
+                                          ngx_chat_accounts_ceiling_lua,
+                                          key.data, key.len,
+                                          (long long)
+                                          ctx->conf->codes_per_minute));
+
+    case NGX_CHAT_ACCOUNTS_CEILING:
+        rc = ngx_chat_accounts_wait(ctx, "codes sent this minute");
+
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+
         if (ngx_chat_accounts_random_code(r->pool, &ac->code) != NGX_OK
             || ngx_chat_redis_key(r->pool, "register:", &ac->mobile, 1,
                                   &counter)
                != NGX_OK
             || ngx_chat_redis_key(r->pool, "code:", &ac->mobile, 1, &key)
+               != NGX_OK
+            || ngx_chat_redis_key(r->pool, "fails:", &ac->mobile, 1, &fails)
                != NGX_OK)
         {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -222,32 +275,23 @@ ngx_chat_accounts_register(ngx_chat_api_ctx_t *ctx)
         return ngx_chat_api_command(ctx,
                    ngx_chat_redis_command(ngx_chat_api_redis_handler, ctx,
                                           r->connection->log,
-                                          "EVAL %s 2 %b %b %d %d %b %d",
+                                          "EVAL %s 3 %b %b %b %d %d %b %d %lld",
                                           ngx_chat_accounts_register_lua,
                                           counter.data, counter.len,
                                           key.data, key.len,
+                                          fails.data, fails.len,
                                           NGX_CHAT_REGISTER_LIMIT,
                                           NGX_CHAT_REGISTER_WINDOW,
                                           ac->code.data, ac->code.len,
-                                          NGX_CHAT_CODE_TTL));
+                                          NGX_CHAT_CODE_TTL,
+                                          (long long)
+                                          ctx->conf->verify_budget));
 
     default: /* NGX_CHAT_ACCOUNTS_CODE */
-        reply = ctx->reply;
+        rc = ngx_chat_accounts_wait(ctx, "registers or wrong codes");
 
-        if (reply->type != REDIS_REPLY_INTEGER) {
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          "chat register: unexpected Redis reply %d",
-                          reply->type);
-            return ngx_chat_api_unavailable(ctx);
-        }
-
-        if (reply->integer > 0) {
-            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                          "chat register: %V is rate limited", &ac->mobile);
-
-            return ngx_chat_api_rate_limited(ctx,
-                                          (time_t) (reply->integer + 999)
-                                          / 1000);
+        if (rc != NGX_DECLINED) {
+            return rc;
         }
 
         if (ngx_chat_accounts_sms(ctx, ac) != NGX_OK) {
@@ -277,18 +321,14 @@ ngx_int_t
 ngx_chat_accounts_verify(ngx_chat_api_ctx_t *ctx)
 {
     ngx_int_t                 rc;
-    ngx_str_t                 key, params[4];
+    ngx_str_t                 key, fails, params[4];
     redisReply               *reply;
     ngx_http_request_t       *r;
     ngx_chat_accounts_ctx_t  *ac;
     u_char                    max[NGX_INT_T_LEN];
 
     r = ctx->request;
-    ac = ngx_chat_accounts_ctx(ctx);
-
-    if (ac == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
+    ac = ctx->data;
 
     switch (ctx->step) {
 
@@ -301,7 +341,9 @@ ngx_chat_accounts_verify(ngx_chat_api_ctx_t *ctx)
         }
 
         if (ngx_chat_redis_key(r->pool, "code:", &ac->mobile, 1, &key)
-            != NGX_OK)
+            != NGX_OK
+            || ngx_chat_redis_key(r->pool, "fails:", &ac->mobile, 1, &fails)
+               != NGX_OK)
         {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
@@ -311,14 +353,30 @@ ngx_chat_accounts_verify(ngx_chat_api_ctx_t *ctx)
         return ngx_chat_api_command(ctx,
                    ngx_chat_redis_command(ngx_chat_api_redis_handler, ctx,
                                           r->connection->log,
-                                          "EVAL %s 1 %b %b %d",
+                                          "EVAL %s 2 %b %b %b %d %lld %d %lld",
                                           ngx_chat_accounts_verify_lua,
                                           key.data, key.len,
+                                          fails.data, fails.len,
                                           ac->code.data, ac->code.len,
-                                          NGX_CHAT_CODE_TRIES));
+                                          NGX_CHAT_CODE_TRIES,
+                                          (long long)
+                                          ctx->conf->verify_budget,
+                                          NGX_CHAT_VERIFY_WINDOW,
+                                          (long long)
+                                          ctx->conf->verify_lock * 1000));
 
     case NGX_CHAT_ACCOUNTS_CODE:
         reply = ctx->reply;
+
+        if (reply->type == REDIS_REPLY_INTEGER && reply->integer < 0) {
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "chat verify: %V is locked: too many wrong codes",
+                          &ac->mobile);
+
+            return ngx_chat_api_rate_limited(ctx,
+                                          (time_t) (-reply->integer + 999)
+                                          / 1000);
+        }
 
         if (reply->type != REDIS_REPLY_INTEGER || reply->integer != 1) {
             ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
@@ -363,11 +421,7 @@ ngx_chat_accounts_link_code(ngx_chat_api_ctx_t *ctx)
     ngx_chat_accounts_ctx_t  *ac;
 
     r = ctx->request;
-    ac = ngx_chat_accounts_ctx(ctx);
-
-    if (ac == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
+    ac = ctx->data;
 
     switch (ctx->step) {
 
@@ -424,11 +478,7 @@ ngx_chat_accounts_link(ngx_chat_api_ctx_t *ctx)
     ngx_chat_accounts_ctx_t  *ac;
 
     r = ctx->request;
-    ac = ngx_chat_accounts_ctx(ctx);
-
-    if (ac == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
+    ac = ctx->data;
 
     switch (ctx->step) {
 
@@ -814,11 +864,7 @@ ngx_chat_accounts_user(ngx_chat_api_ctx_t *ctx)
     ngx_chat_accounts_ctx_t  *ac;
 
     r = ctx->request;
-    ac = ngx_chat_accounts_ctx(ctx);
-
-    if (ac == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
+    ac = ctx->data;
 
     switch (ctx->step) {
 
@@ -891,15 +937,37 @@ ngx_chat_accounts_user(ngx_chat_api_ctx_t *ctx)
 }
 
 
-static ngx_chat_accounts_ctx_t *
-ngx_chat_accounts_ctx(ngx_chat_api_ctx_t *ctx)
+/*
+ * A Redis answer that says how long to wait (ms, 0: go on): NGX_DECLINED
+ * to go on, else what ends the request (429 with Retry-After, or 503).
+ */
+
+static ngx_int_t
+ngx_chat_accounts_wait(ngx_chat_api_ctx_t *ctx, const char *what)
 {
-    if (ctx->data == NULL) {
-        ctx->data = ngx_pcalloc(ctx->request->pool,
-                                sizeof(ngx_chat_accounts_ctx_t));
+    redisReply               *reply;
+    ngx_chat_accounts_ctx_t  *ac;
+
+    reply = ctx->reply;
+    ac = ctx->data;
+
+    if (reply->type != REDIS_REPLY_INTEGER) {
+        ngx_log_error(NGX_LOG_ERR, ctx->request->connection->log, 0,
+                      "chat register: unexpected Redis reply %d",
+                      reply->type);
+        return ngx_chat_api_unavailable(ctx);
     }
 
-    return ctx->data;
+    if (reply->integer <= 0) {
+        return NGX_DECLINED;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, ctx->request->connection->log, 0,
+                  "chat register: %V is rate limited (%s)",
+                  &ac->mobile, what);
+
+    return ngx_chat_api_rate_limited(ctx,
+                                     (time_t) (reply->integer + 999) / 1000);
 }
 
 

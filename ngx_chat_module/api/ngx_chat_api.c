@@ -62,16 +62,20 @@ static void ngx_chat_api_cleanup(void *data);
 static ngx_chat_api_route_t  ngx_chat_api_routes[] = {
 
     { NGX_HTTP_POST, ngx_string("register"),
-      ngx_chat_accounts_register, NGX_CHAT_API_BODY },
+      ngx_chat_accounts_register, NGX_CHAT_API_BODY,
+      NGX_CHAT_ACCOUNTS_DATA },
 
     { NGX_HTTP_POST, ngx_string("verify"),
-      ngx_chat_accounts_verify, NGX_CHAT_API_BODY },
+      ngx_chat_accounts_verify, NGX_CHAT_API_BODY,
+      NGX_CHAT_ACCOUNTS_DATA },
 
     { NGX_HTTP_POST, ngx_string("devices/link-code"),
-      ngx_chat_accounts_link_code, NGX_CHAT_API_AUTH },
+      ngx_chat_accounts_link_code, NGX_CHAT_API_AUTH,
+      NGX_CHAT_ACCOUNTS_DATA },
 
     { NGX_HTTP_POST, ngx_string("devices/link"),
-      ngx_chat_accounts_link, NGX_CHAT_API_BODY },
+      ngx_chat_accounts_link, NGX_CHAT_API_BODY,
+      NGX_CHAT_ACCOUNTS_DATA },
 
     { NGX_HTTP_GET, ngx_string("devices"),
       ngx_chat_accounts_devices, NGX_CHAT_API_AUTH },
@@ -95,7 +99,8 @@ static ngx_chat_api_route_t  ngx_chat_api_routes[] = {
       ngx_chat_accounts_lookup, NGX_CHAT_API_AUTH },
 
     { NGX_HTTP_GET, ngx_string("users/{id}"),
-      ngx_chat_accounts_user, NGX_CHAT_API_AUTH },
+      ngx_chat_accounts_user, NGX_CHAT_API_AUTH,
+      NGX_CHAT_ACCOUNTS_DATA },
 
     { NGX_HTTP_POST, ngx_string("chats"),
       ngx_chat_chats_create, NGX_CHAT_API_AUTH|NGX_CHAT_API_BODY },
@@ -251,6 +256,13 @@ ngx_chat_api_serve(ngx_http_request_t *r, ngx_chat_api_route_t *routes)
     ctx->id2 = ids[1];
     ctx->token = token;
 
+    if (route->data_size) {
+        ctx->data = ngx_pcalloc(r->pool, route->data_size);
+        if (ctx->data == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
     ngx_http_set_ctx(r, ctx, ngx_chat_module);
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
@@ -261,6 +273,42 @@ ngx_chat_api_serve(ngx_http_request_t *r, ngx_chat_api_route_t *routes)
     ngx_chat_api_next(ctx);
 
     return NGX_DONE;
+}
+
+
+/*
+ * $chat_device_key: the device the request's token names, whatever form
+ * of the Authorization header carries it, for limit_req and logs (it is
+ * no secret: a hash of the token); empty without a token.
+ */
+
+ngx_int_t
+ngx_chat_api_device_key(ngx_http_request_t *r, ngx_http_variable_value_t *v,
+    uintptr_t data)
+{
+    ngx_str_t  key;
+
+    switch (ngx_chat_auth_key(r, &key)) {
+
+    case NGX_OK:
+        v->len = key.len;
+        v->data = key.data;
+        break;
+
+    case NGX_DECLINED:
+        v->len = 0;
+        v->data = (u_char *) "";
+        break;
+
+    default:
+        return NGX_ERROR;
+    }
+
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
 }
 
 

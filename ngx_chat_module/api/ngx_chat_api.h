@@ -47,6 +47,7 @@ typedef struct {
     ngx_str_t                 path;         /* after /v1/; {id}s */
     ngx_chat_api_handler_pt   handler;
     ngx_uint_t                flags;        /* NGX_CHAT_API_AUTH, _BODY */
+    size_t                    data_size;    /* ctx->data, zeroed */
 } ngx_chat_api_route_t;
 
 
@@ -102,10 +103,26 @@ ngx_int_t ngx_chat_api_id_valid(ngx_str_t *id);
 ngx_int_t ngx_chat_api_key_valid(ngx_str_t *key);
 ngx_int_t ngx_chat_api_serve(ngx_http_request_t *r,
     ngx_chat_api_route_t *routes);
+ngx_int_t ngx_chat_api_device_key(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
 ngx_uint_t ngx_chat_api_text_valid(ngx_str_t *text, size_t max);
 
 
 /* ngx_chat_accounts.c */
+
+/* what an accounts endpoint keeps between its steps (ctx->data) */
+typedef struct {
+    ngx_str_t                 mobile;
+    ngx_str_t                 code;
+    ngx_str_t                 name;             /* of the new device */
+    ngx_str_t                 token;
+    ngx_str_t                 hash;
+    ngx_str_t                 user_id;
+    ngx_str_t                 about;            /* of a user looked at */
+    ngx_uint_t                last_seen;        /* ... may be shown */
+} ngx_chat_accounts_ctx_t;
+
+#define NGX_CHAT_ACCOUNTS_DATA  sizeof(ngx_chat_accounts_ctx_t)
 
 ngx_int_t ngx_chat_accounts_register(ngx_chat_api_ctx_t *ctx);
 ngx_int_t ngx_chat_accounts_verify(ngx_chat_api_ctx_t *ctx);

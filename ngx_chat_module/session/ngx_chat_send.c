@@ -22,6 +22,7 @@
 #include "ngx_chat_metrics.h"
 #include "ngx_chat_batch.h"
 #include "ngx_chat_fanout.h"
+#include "ngx_chat_rate.h"
 #include "ngx_chat_api.h"
 
 
@@ -43,8 +44,6 @@
 typedef struct {
     ngx_queue_t                queue;        /* ngx_chat_send_op_t, FIFO */
     ngx_uint_t                 n;
-    ngx_uint_t                 tokens;       /* chat_send_rate, in 1/1000 */
-    ngx_msec_t                 refilled;
 } ngx_chat_send_t;
 
 
@@ -79,8 +78,7 @@ static void ngx_chat_send(ngx_chat_session_t *s, json_t *msg);
 static const char *ngx_chat_send_invalid(ngx_chat_session_t *s, json_t *msg,
     int64_t *chat_id);
 static ngx_int_t ngx_chat_send_media_valid(json_t *media);
-static ngx_uint_t ngx_chat_send_throttled(ngx_chat_session_t *s,
-    ngx_chat_send_t *st);
+
 static void ngx_chat_send_next(ngx_chat_session_t *s);
 static void ngx_chat_send_run(ngx_chat_batch_t *b, ngx_uint_t n);
 static void ngx_chat_send_stored(void *data, PGresult *res);
@@ -162,7 +160,12 @@ ngx_chat_send(ngx_chat_session_t *s, json_t *msg)
         ngx_chat_session_set_ctx(s, st, ngx_chat_send_feature);
     }
 
-    if (ngx_chat_send_throttled(s, st)) {
+    /* chat_send_rate: a bucket per device, whatever its sockets */
+
+    if (s->conf->send_rate
+        && !ngx_chat_rate_take((uint64_t) s->device, s->conf->send_rate,
+                               s->conf->send_burst))
+    {
         ngx_chat_session_error(s, id, "rate_limited",
                                "sending too fast: slow down");
         return;
@@ -278,43 +281,6 @@ ngx_chat_send_media_valid(json_t *media)
     }
 
     return NGX_OK;
-}
-
-
-/*
- * chat_send_rate: a token bucket per socket, in thousandths of a send,
- * full (burst) when the socket opens.
- */
-
-static ngx_uint_t
-ngx_chat_send_throttled(ngx_chat_session_t *s, ngx_chat_send_t *st)
-{
-    ngx_uint_t   full;
-    ngx_msec_t   elapsed;
-
-    if (s->conf->send_rate == 0) {
-        return 0;
-    }
-
-    full = s->conf->send_burst * 1000;
-
-    if (st->refilled == 0) {
-        st->tokens = full;
-
-    } else {
-        elapsed = ngx_current_msec - st->refilled;
-        st->tokens = ngx_min(full, st->tokens + elapsed * s->conf->send_rate);
-    }
-
-    st->refilled = ngx_current_msec;
-
-    if (st->tokens < 1000) {
-        return 1;
-    }
-
-    st->tokens -= 1000;
-
-    return 0;
 }
 
 

@@ -118,6 +118,8 @@ ngx_chat_sync_cursors(void *data, PGresult *res)
 }
 
 
+/* from the first chat; what it sent before counts still ("synced") */
+
 static void
 ngx_chat_sync_start(ngx_chat_session_t *s, ngx_chat_sync_t *sy)
 {
@@ -125,7 +127,6 @@ ngx_chat_sync_start(ngx_chat_session_t *s, ngx_chat_sync_t *sy)
     sy->again = 0;
     sy->chat = 0;
     sy->seq = 0;
-    sy->sent = 0;
 
     ngx_chat_sync_page(s, s);
 }
