@@ -12,6 +12,7 @@ packages=(
     redis-server            # and redis-cli
     perl                    # prove
     libprotocol-websocket-perl
+    libio-socket-ssl-perl   # wss:// in t/ws_tls.t
     curl procps iproute2    # curl, pgrep, ss
     python3-botocore        # reference AWS SigV4 signatures (t/asset_sigv4.t)
     chromium                # the web client's browser suite (t/browser.t)

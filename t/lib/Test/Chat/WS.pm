@@ -371,6 +371,21 @@ sub _open {
             return $self->_fail("connect: $!");
         }
     }
+    # tls => { ca => 'cert.pem' }: wss://, the server's certificate
+    # checked against that CA
+    if ($o{tls}) {
+        require IO::Socket::SSL;
+        $sock->blocking(1);
+        IO::Socket::SSL->start_SSL($sock,
+            SSL_hostname => 'localhost',
+            SSL_verifycn_name => 'localhost',
+            SSL_verify_mode => IO::Socket::SSL::SSL_VERIFY_PEER(),
+            SSL_ca_file => $o{tls}{ca},
+            Timeout => $self->{timeout})
+            or return $self->_fail('TLS: ' . IO::Socket::SSL::errstr());
+        $sock->blocking(0);
+        $self->{tls} = 1;
+    }
     $self->{sock} = $sock;
     return 1;
 }
@@ -771,7 +786,10 @@ sub _fill {
     my $sel = IO::Select->new($self->{sock});
     for (;;) {
         my $left = _left($deadline);
-        unless ($sel->can_read($left)) {
+        # TLS: bytes already decrypted do not make the socket readable
+        unless (($self->{tls} && $self->{sock}->pending)
+                || $sel->can_read($left))
+        {
             $self->{timed_out} = 1;
             return 0;
         }
