@@ -783,6 +783,13 @@ ngx_chat_accounts_privacy(ngx_chat_api_ctx_t *ctx)
     ngx_chat_pg_value(ctx->res, 0, 0, &v);
     ngx_chat_pg_value(ctx->res, 0, 1, &to);
 
+    /* who may see whose last_seen may have changed */
+
+    if (json_object_get(ctx->body, "last_seen")) {
+        ngx_chat_presence_recheck(&ctx->user_id,
+                                  ctx->request->connection->log);
+    }
+
     return ngx_chat_json_reply(ctx->request, NGX_HTTP_OK,
                                json_pack("{s:b,s:s%}", "read_receipts",
                                          v.len && v.data[0] == 't',

@@ -348,10 +348,19 @@ ngx_chat_chats_add_member(ngx_chat_api_ctx_t *ctx)
 ngx_int_t
 ngx_chat_chats_remove_member(ngx_chat_api_ctx_t *ctx)
 {
+    ngx_int_t  rc;
     ngx_str_t  params[4];
 
     if (ctx->step != NGX_CHAT_CHATS_START) {
-        return ngx_chat_chats_changed(ctx, NGX_HTTP_NO_CONTENT);
+        rc = ngx_chat_chats_changed(ctx, NGX_HTTP_NO_CONTENT);
+
+        /* who watches whom may have changed: watches are checked again */
+
+        if (rc == NGX_HTTP_NO_CONTENT) {
+            ngx_chat_presence_recheck(&ctx->id2, ctx->request->connection->log);
+        }
+
+        return rc;
     }
 
     params[0] = ctx->id;

@@ -21,6 +21,13 @@
  * with last_seen hidden where privacy says so.  The API publishes there
  * too: a change of the user's "about" ({"type":"profile"}), and reads
  * the hash for GET /v1/users/{id}.
+ *
+ * A watch lasts while its right does: when a user changes who may see
+ * their last seen, or leaves a chat or is removed from one, the API
+ * publishes {"type":"recheck"} on the user's presence channel (their
+ * watchers) and on their user channel (their own sessions' watches), and
+ * each such watch is checked again: one that lost its right ends, one
+ * whose last_seen right changed follows it.
  */
 
 #include <ngx_config.h>
@@ -68,6 +75,7 @@ typedef struct {
     ngx_chat_session_t            *session;
     ngx_chat_presence_watched_t   *watched;
     ngx_chat_redis_cmd_t          *cmd;      /* the first state read */
+    ngx_chat_pg_query_t           *check;    /* its right, checked again */
     int64_t                        known_seen;   /* what the client has */
     unsigned                       last_seen:1;  /* may see it */
     unsigned                       known:1;      /* the client told us */
@@ -144,6 +152,10 @@ static void ngx_chat_presence_link(void);
 static void ngx_chat_presence_notice(void *data, ngx_str_t *message);
 static ngx_chat_presence_t *ngx_chat_presence_state_of(
     ngx_chat_session_t *s);
+static void ngx_chat_presence_recheck_own(ngx_chat_session_user_t *u,
+    json_t *msg, ngx_str_t *text);
+static void ngx_chat_presence_check_watch(ngx_chat_presence_watch_t *w);
+static void ngx_chat_presence_checked(void *data, PGresult *res);
 static void ngx_chat_presence_renew(ngx_event_t *ev);
 static void ngx_chat_presence_lease(ngx_str_t *user);
 static void ngx_chat_presence_check(ngx_str_t *user, int64_t away);
@@ -175,9 +187,16 @@ static ngx_chat_command_t  ngx_chat_presence_commands[] = {
 };
 
 
+static ngx_chat_notice_t  ngx_chat_presence_notices[] = {
+    { ngx_string("recheck"), ngx_chat_presence_recheck_own },
+    { ngx_null_string, NULL }
+};
+
+
 ngx_chat_feature_t  ngx_chat_presence_feature = {
     .name = "presence",
     .commands = ngx_chat_presence_commands,
+    .notices = ngx_chat_presence_notices,
     .init_worker = ngx_chat_presence_init_worker,
     .exit_worker = ngx_chat_presence_exit_worker,
     .pending = ngx_chat_presence_pending,
@@ -1014,6 +1033,122 @@ ngx_chat_presence_profile(ngx_str_t *user, ngx_str_t *about, ngx_log_t *log)
 
 
 /*
+ * Who may watch the user, or see their last seen, changed (privacy, a
+ * chat left): the watches of the user and the user's own are checked
+ * again, wherever they are.
+ */
+
+void
+ngx_chat_presence_recheck(ngx_str_t *user, ngx_log_t *log)
+{
+    ngx_str_t  message = ngx_string("{\"type\":\"recheck\"}");
+
+    (void) ngx_chat_fanout("pc:", user, &message, "chat presence: recheck",
+                           log);
+    (void) ngx_chat_fanout("u:", user, &message, "chat presence: recheck",
+                           log);
+}
+
+
+/* on the user's channel: each of their sessions' watches */
+
+static void
+ngx_chat_presence_recheck_own(ngx_chat_session_user_t *u, json_t *msg,
+    ngx_str_t *text)
+{
+    ngx_queue_t          *q, *wq;
+    ngx_chat_session_t   *s;
+    ngx_chat_presence_t  *ps;
+
+    for (q = ngx_queue_head(&u->sessions);
+         q != ngx_queue_sentinel(&u->sessions);
+         q = ngx_queue_next(q))
+    {
+        s = ngx_queue_data(q, ngx_chat_session_t, queue);
+        ps = ngx_chat_session_get_ctx(s, ngx_chat_presence_feature);
+
+        if (ps == NULL) {
+            continue;
+        }
+
+        for (wq = ngx_queue_head(&ps->watches);
+             wq != ngx_queue_sentinel(&ps->watches);
+             wq = ngx_queue_next(wq))
+        {
+            ngx_chat_presence_check_watch(ngx_queue_data(wq,
+                                              ngx_chat_presence_watch_t,
+                                              by_session));
+        }
+    }
+}
+
+
+static void
+ngx_chat_presence_check_watch(ngx_chat_presence_watch_t *w)
+{
+    ngx_str_t            params[2];
+    ngx_chat_pg_array_t  ids;
+
+    if (w->check) {
+        return;
+    }
+
+    if (ngx_chat_pg_array_init(&ids, 1, w->session->log) != NGX_OK) {
+        return;
+    }
+
+    ngx_chat_pg_array_add(&ids, ngx_atoof(w->watched->user.data,
+                                          w->watched->user.len));
+
+    params[0] = w->session->user_id;
+    params[1] = *ngx_chat_pg_array_value(&ids);
+
+    w->check = ngx_chat_pg_query(ngx_chat_presence_peers_sql, 2, params,
+                                 ngx_chat_presence_checked, w,
+                                 w->session->log);
+    ngx_chat_pg_array_free(&ids);
+}
+
+
+/* the watch's right now: gone, it ends; else its last_seen follows */
+
+static void
+ngx_chat_presence_checked(void *data, PGresult *res)
+{
+    ngx_str_t                   shares, last_seen;
+    ngx_uint_t                  right;
+    ngx_chat_presence_watch_t  *w = data;
+
+    w->check = NULL;
+
+    if (!ngx_chat_pg_ok(res) || PQntuples(res) != 1) {
+        return;                 /* checked again at the next change */
+    }
+
+    ngx_chat_pg_value(res, 0, 1, &shares);
+    ngx_chat_pg_value(res, 0, 2, &last_seen);
+
+    if (shares.len == 0 || shares.data[0] != 't') {
+        ngx_log_error(NGX_LOG_INFO, w->session->log, 0,
+                      "chat presence: the watch of user %V ends: no chat "
+                      "shared any more", &w->watched->user);
+        ngx_chat_presence_unwatch(w);
+        return;
+    }
+
+    right = (last_seen.len && last_seen.data[0] == 't');
+
+    if (right != w->last_seen) {
+
+        /* the client gets the state as it may see it now */
+
+        w->last_seen = right;
+        ngx_chat_presence_read(w);
+    }
+}
+
+
+/*
  * What Redis brings on a watched user's presence channel, for each of
  * the watches here.  NULL: the channel was lost for a while, and every
  * watch reads the state anew.
@@ -1049,6 +1184,23 @@ ngx_chat_presence_notice(void *data, ngx_str_t *message)
     }
 
     type = json_string_value(json_object_get(ev, "type"));
+
+    if (type && ngx_strcmp(type, "recheck") == 0) {
+
+        /* the watched user changed who may see them */
+
+        for (q = ngx_queue_head(&wd->watches);
+             q != ngx_queue_sentinel(&wd->watches);
+             q = ngx_queue_next(q))
+        {
+            ngx_chat_presence_check_watch(ngx_queue_data(q,
+                                              ngx_chat_presence_watch_t,
+                                              queue));
+        }
+
+        json_decref(ev);
+        return;
+    }
 
     ngx_memzero(&out, sizeof(ngx_chat_out_t));
     out.kind = (type && ngx_strcmp(type, "profile") == 0)
@@ -1100,6 +1252,10 @@ ngx_chat_presence_unwatch(ngx_chat_presence_watch_t *w)
     if (w->cmd) {
         ngx_chat_redis_cancel(w->cmd);
         ngx_chat_presence_state_of(w->session)->reading--;
+    }
+
+    if (w->check) {
+        ngx_chat_pg_cancel(w->check);
     }
 
     ngx_queue_remove(&w->queue);
