@@ -191,8 +191,21 @@ ngx_chat_redis_cmd_t *
 ngx_chat_redis_command(ngx_chat_redis_handler_pt handler, void *data,
     ngx_log_t *log, const char *format, ...)
 {
-    int                    rc;
     va_list                args;
+    ngx_chat_redis_cmd_t  *cmd;
+
+    va_start(args, format);
+    cmd = ngx_chat_redis_vcommand(handler, data, log, format, args);
+    va_end(args);
+
+    return cmd;
+}
+
+
+ngx_chat_redis_cmd_t *
+ngx_chat_redis_vcommand(ngx_chat_redis_handler_pt handler, void *data,
+    ngx_log_t *log, const char *format, va_list args)
+{
     ngx_chat_redis_cmd_t  *cmd;
 
     cmd = ngx_chat_redis_cmd_alloc(handler, data, log);
@@ -200,12 +213,10 @@ ngx_chat_redis_command(ngx_chat_redis_handler_pt handler, void *data,
         return NULL;
     }
 
-    va_start(args, format);
-    rc = redisvAsyncCommand(ngx_chat_redis_cmd_link.ac, ngx_chat_redis_reply,
-                            cmd, format, args);
-    va_end(args);
-
-    if (rc != REDIS_OK) {
+    if (redisvAsyncCommand(ngx_chat_redis_cmd_link.ac, ngx_chat_redis_reply,
+                           cmd, format, args)
+        != REDIS_OK)
+    {
         ngx_free(cmd);
         return NULL;
     }

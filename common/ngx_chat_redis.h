@@ -54,6 +54,9 @@ void ngx_chat_redis_exit_worker(void);
 
 ngx_chat_redis_cmd_t *ngx_chat_redis_command(ngx_chat_redis_handler_pt handler,
     void *data, ngx_log_t *log, const char *format, ...);
+ngx_chat_redis_cmd_t *ngx_chat_redis_vcommand(
+    ngx_chat_redis_handler_pt handler, void *data, ngx_log_t *log,
+    const char *format, va_list args);
 ngx_chat_redis_cmd_t *ngx_chat_redis_command_argv(
     ngx_chat_redis_handler_pt handler, void *data, ngx_log_t *log,
     int argc, const char **argv, const size_t *argvlen);

@@ -284,15 +284,19 @@ behaviour 'GET /v1/users/{id}: online while one of the user\'s sockets '
 
 behaviour 'GET /v1/users/{id}: last_seen privacy as for watchers: an '
           . 'owner with "nobody" has it null; a viewer with "nobody" sees '
-          . 'null for everyone; online is shown all the same' => sub {
+          . 'null for everyone; "contacts" shows it to those the owner '
+          . 'wrote to in a direct chat; online is shown all the same' => sub {
     my ($o, $p, $v, $h) = users(qw(O P V H)) or return;
     group_chat($v, 'privacy', [$o, $p, $h]) or return;
+    my $pv = direct_chat($p, $v) or return;
     set_last_seen($o, 'nobody');
     set_last_seen($p, 'contacts');
     set_last_seen($h, 'nobody');
 
     my @d = (device($o, 'O'), device($p, 'P'));
     return if grep { !$_ } @d;
+    send_ok($d[1], $pv, [$d[1]], 'P writes to V in their direct chat')
+        // return;
     for my $u ($o, $p) {
         my $j = wait_online($v, $u, 1, 3);
         user_is({ status => 200, json => $j }, $u, '', 1, undef,
@@ -307,7 +311,8 @@ behaviour 'GET /v1/users/{id}: last_seen privacy as for watchers: an '
 
     my $range = [ms($t0) - 1000, ms($t1) + 1000];
     user_is(user($v, $p->{user_id}), $p, '', 0, $range,
-            'V ("everyone") sees P ("contacts") offline with last_seen');
+            'V ("everyone", written to) sees P ("contacts") offline with '
+            . 'last_seen');
     user_is(user($v, $o->{user_id}), $o, '', 0, undef,
             'V sees O ("nobody") offline, last_seen null');
     user_is(user($h, $p->{user_id}), $p, '', 0, undef,
@@ -316,8 +321,12 @@ behaviour 'GET /v1/users/{id}: last_seen privacy as for watchers: an '
             'O ("nobody") sees its own last_seen null too');
 
     set_last_seen($h, 'everyone');
+    user_is(user($h, $p->{user_id}), $p, '', 0, undef,
+            'H turns "everyone": P ("contacts") never wrote to H, '
+            . 'last_seen still null');
+    set_last_seen($p, 'everyone');
     user_is(user($h, $p->{user_id}), $p, '', 0, $range,
-            'H turns "everyone": sees P\'s last_seen');
+            'P turns "everyone": H sees P\'s last_seen');
 };
 
 behaviour 'a change of about reaches the user\'s presence watchers on both '

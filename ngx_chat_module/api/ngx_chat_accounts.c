@@ -59,6 +59,8 @@ typedef enum {
 
 
 
+static ngx_int_t ngx_chat_accounts_keys(ngx_chat_api_ctx_t *ctx,
+    ngx_chat_accounts_ctx_t *ac, ngx_str_t *keys);
 static ngx_int_t ngx_chat_accounts_wait(ngx_chat_api_ctx_t *ctx,
     const char *what);
 static ngx_int_t ngx_chat_accounts_body(ngx_chat_api_ctx_t *ctx,
@@ -219,7 +221,7 @@ ngx_int_t
 ngx_chat_accounts_register(ngx_chat_api_ctx_t *ctx)
 {
     ngx_int_t                 rc;
-    ngx_str_t                 counter, key, fails;
+    ngx_str_t                 key, k[3];
     ngx_str_t                 none = ngx_null_string;
     ngx_http_request_t       *r;
     ngx_chat_accounts_ctx_t  *ac;
@@ -242,14 +244,10 @@ ngx_chat_accounts_register(ngx_chat_api_ctx_t *ctx)
 
         ctx->step = NGX_CHAT_ACCOUNTS_CEILING;
 
-        return ngx_chat_api_command(ctx,
-                   ngx_chat_redis_command(ngx_chat_api_redis_handler, ctx,
-                                          r->connection->log,
-                                          "EVAL %s 1 %b %lld",
-                                          ngx_chat_accounts_ceiling_lua,
-                                          key.data, key.len,
-                                          (long long)
-                                          ctx->conf->codes_per_minute));
+        return ngx_chat_api_redis(ctx, "EVAL %s 1 %b %lld",
+                                  ngx_chat_accounts_ceiling_lua,
+                                  key.data, key.len,
+                                  (long long) ctx->conf->codes_per_minute);
 
     case NGX_CHAT_ACCOUNTS_CEILING:
         rc = ngx_chat_accounts_wait(ctx, "codes sent this minute");
@@ -259,33 +257,22 @@ ngx_chat_accounts_register(ngx_chat_api_ctx_t *ctx)
         }
 
         if (ngx_chat_accounts_random_code(r->pool, &ac->code) != NGX_OK
-            || ngx_chat_redis_key(r->pool, "register:", &ac->mobile, 1,
-                                  &counter)
-               != NGX_OK
-            || ngx_chat_redis_key(r->pool, "code:", &ac->mobile, 1, &key)
-               != NGX_OK
-            || ngx_chat_redis_key(r->pool, "fails:", &ac->mobile, 1, &fails)
-               != NGX_OK)
+            || ngx_chat_accounts_keys(ctx, ac, k) != NGX_OK)
         {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
         ctx->step = NGX_CHAT_ACCOUNTS_CODE;
 
-        return ngx_chat_api_command(ctx,
-                   ngx_chat_redis_command(ngx_chat_api_redis_handler, ctx,
-                                          r->connection->log,
-                                          "EVAL %s 3 %b %b %b %d %d %b %d %lld",
-                                          ngx_chat_accounts_register_lua,
-                                          counter.data, counter.len,
-                                          key.data, key.len,
-                                          fails.data, fails.len,
-                                          NGX_CHAT_REGISTER_LIMIT,
-                                          NGX_CHAT_REGISTER_WINDOW,
-                                          ac->code.data, ac->code.len,
-                                          NGX_CHAT_CODE_TTL,
-                                          (long long)
-                                          ctx->conf->verify_budget));
+        return ngx_chat_api_redis(ctx, "EVAL %s 3 %b %b %b %d %d %b %d %lld",
+                                  ngx_chat_accounts_register_lua,
+                                  k[2].data, k[2].len, k[0].data, k[0].len,
+                                  k[1].data, k[1].len,
+                                  NGX_CHAT_REGISTER_LIMIT,
+                                  NGX_CHAT_REGISTER_WINDOW,
+                                  ac->code.data, ac->code.len,
+                                  NGX_CHAT_CODE_TTL,
+                                  (long long) ctx->conf->verify_budget);
 
     default: /* NGX_CHAT_ACCOUNTS_CODE */
         rc = ngx_chat_accounts_wait(ctx, "registers or wrong codes");
@@ -321,7 +308,7 @@ ngx_int_t
 ngx_chat_accounts_verify(ngx_chat_api_ctx_t *ctx)
 {
     ngx_int_t                 rc;
-    ngx_str_t                 key, fails, params[4];
+    ngx_str_t                 k[3], params[4];
     redisReply               *reply;
     ngx_http_request_t       *r;
     ngx_chat_accounts_ctx_t  *ac;
@@ -340,30 +327,20 @@ ngx_chat_accounts_verify(ngx_chat_api_ctx_t *ctx)
             return rc;
         }
 
-        if (ngx_chat_redis_key(r->pool, "code:", &ac->mobile, 1, &key)
-            != NGX_OK
-            || ngx_chat_redis_key(r->pool, "fails:", &ac->mobile, 1, &fails)
-               != NGX_OK)
-        {
+        if (ngx_chat_accounts_keys(ctx, ac, k) != NGX_OK) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
         ctx->step = NGX_CHAT_ACCOUNTS_CODE;
 
-        return ngx_chat_api_command(ctx,
-                   ngx_chat_redis_command(ngx_chat_api_redis_handler, ctx,
-                                          r->connection->log,
-                                          "EVAL %s 2 %b %b %b %d %lld %d %lld",
-                                          ngx_chat_accounts_verify_lua,
-                                          key.data, key.len,
-                                          fails.data, fails.len,
-                                          ac->code.data, ac->code.len,
-                                          NGX_CHAT_CODE_TRIES,
-                                          (long long)
-                                          ctx->conf->verify_budget,
-                                          NGX_CHAT_VERIFY_WINDOW,
-                                          (long long)
-                                          ctx->conf->verify_lock * 1000));
+        return ngx_chat_api_redis(ctx, "EVAL %s 2 %b %b %b %d %lld %d %lld",
+                                  ngx_chat_accounts_verify_lua,
+                                  k[0].data, k[0].len, k[1].data, k[1].len,
+                                  ac->code.data, ac->code.len,
+                                  NGX_CHAT_CODE_TRIES,
+                                  (long long) ctx->conf->verify_budget,
+                                  NGX_CHAT_VERIFY_WINDOW,
+                                  (long long) ctx->conf->verify_lock * 1000);
 
     case NGX_CHAT_ACCOUNTS_CODE:
         reply = ctx->reply;
@@ -437,14 +414,10 @@ ngx_chat_accounts_link_code(ngx_chat_api_ctx_t *ctx)
 
         /* NX: 50 random bits do not collide, but never take another's */
 
-        return ngx_chat_api_command(ctx,
-                   ngx_chat_redis_command(ngx_chat_api_redis_handler, ctx,
-                                          r->connection->log,
-                                          "SET %b %b EX %d NX",
-                                          key.data, key.len,
-                                          ctx->user_id.data,
-                                          ctx->user_id.len,
-                                          NGX_CHAT_LINK_TTL));
+        return ngx_chat_api_redis(ctx, "SET %b %b EX %d NX",
+                                  key.data, key.len,
+                                  ctx->user_id.data, ctx->user_id.len,
+                                  NGX_CHAT_LINK_TTL);
 
     default: /* NGX_CHAT_ACCOUNTS_CODE */
         reply = ctx->reply;
@@ -505,10 +478,7 @@ ngx_chat_accounts_link(ngx_chat_api_ctx_t *ctx)
 
         /* one use: whoever comes first takes the code */
 
-        return ngx_chat_api_command(ctx,
-                   ngx_chat_redis_command(ngx_chat_api_redis_handler, ctx,
-                                          r->connection->log, "GETDEL %b",
-                                          key.data, key.len));
+        return ngx_chat_api_redis(ctx, "GETDEL %b", key.data, key.len);
 
     case NGX_CHAT_ACCOUNTS_CODE:
         reply = ctx->reply;
@@ -941,6 +911,32 @@ ngx_chat_accounts_user(ngx_chat_api_ctx_t *ctx)
                                              ? json_integer(last_seen)
                                              : json_null()));
     }
+}
+
+
+/*
+ * The Redis keys of the request's number, with its hash tag: its code,
+ * its wrong codes, its registers.
+ */
+
+static ngx_int_t
+ngx_chat_accounts_keys(ngx_chat_api_ctx_t *ctx, ngx_chat_accounts_ctx_t *ac,
+    ngx_str_t *keys)
+{
+    ngx_uint_t  i;
+
+    static const char  *names[] = { "code:", "fails:", "register:" };
+
+    for (i = 0; i < 3; i++) {
+        if (ngx_chat_redis_key(ctx->request->pool, names[i], &ac->mobile, 1,
+                               &keys[i])
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
 }
 
 

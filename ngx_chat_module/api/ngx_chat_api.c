@@ -680,6 +680,24 @@ ngx_chat_api_command(ngx_chat_api_ctx_t *ctx, ngx_chat_redis_cmd_t *cmd)
 }
 
 
+/* a Redis command of the endpoint's, waited for as above */
+
+ngx_int_t
+ngx_chat_api_redis(ngx_chat_api_ctx_t *ctx, const char *format, ...)
+{
+    va_list                args;
+    ngx_chat_redis_cmd_t  *cmd;
+
+    va_start(args, format);
+    cmd = ngx_chat_redis_vcommand(ngx_chat_api_redis_handler, ctx,
+                                  ctx->request->connection->log, format,
+                                  args);
+    va_end(args);
+
+    return ngx_chat_api_command(ctx, cmd);
+}
+
+
 void
 ngx_chat_api_redis_handler(void *data, redisReply *reply)
 {

@@ -88,6 +88,8 @@ ngx_int_t ngx_chat_api_query(ngx_chat_api_ctx_t *ctx, const char *sql,
     ngx_uint_t nparams, ngx_str_t *params);
 ngx_int_t ngx_chat_api_command(ngx_chat_api_ctx_t *ctx,
     ngx_chat_redis_cmd_t *cmd);
+ngx_int_t ngx_chat_api_redis(ngx_chat_api_ctx_t *ctx, const char *format,
+    ...);
 void ngx_chat_api_redis_handler(void *data, redisReply *reply);
 
 void ngx_chat_api_finish(ngx_chat_api_ctx_t *ctx, ngx_int_t rc);

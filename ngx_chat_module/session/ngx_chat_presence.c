@@ -159,6 +159,8 @@ static void ngx_chat_presence_checked(void *data, PGresult *res);
 static void ngx_chat_presence_renew(ngx_event_t *ev);
 static void ngx_chat_presence_lease(ngx_str_t *user);
 static void ngx_chat_presence_check(ngx_str_t *user, int64_t away);
+static void ngx_chat_presence_script(const char *lua, ngx_str_t *user,
+    ngx_str_t *a1, ngx_str_t *a2);
 static void ngx_chat_presence_expire(ngx_event_t *ev);
 static void ngx_chat_presence_sweep(ngx_event_t *ev);
 static void ngx_chat_presence_swept(void *data, redisReply *reply);
@@ -380,43 +382,47 @@ ngx_chat_presence_renew(ngx_event_t *ev)
 static void
 ngx_chat_presence_lease(ngx_str_t *user)
 {
-    u_char     expiry[NGX_INT64_LEN];
-    u_char     hbuf[NGX_CHAT_PRESENCE_KEY_MAX], zbuf[NGX_CHAT_PRESENCE_KEY_MAX];
-    u_char     cbuf[NGX_CHAT_PRESENCE_KEY_MAX];
-    size_t     len;
-    ngx_str_t  hash, set, channel;
+    u_char     buf[NGX_INT64_LEN];
+    ngx_str_t  expiry;
 
-    if (ngx_chat_presence_key(hbuf, "p:", user, &hash) != NGX_OK
-        || ngx_chat_presence_key(zbuf, "presence", &ngx_chat_presence_none,
-                                  &set) != NGX_OK
-        || ngx_chat_presence_key(cbuf, "pc:", user, &channel) != NGX_OK)
-    {
-        return;
-    }
+    expiry.data = buf;
+    expiry.len = ngx_sprintf(buf, "%L", ngx_chat_presence_now()
+                                        + ngx_chat_presence_conf
+                                          ->presence_lease)
+                 - buf;
 
-    len = ngx_sprintf(expiry, "%L", ngx_chat_presence_now()
-                                    + ngx_chat_presence_conf->presence_lease)
-          - expiry;
-
-    (void) ngx_chat_redis_command(ngx_chat_redis_ignore, NULL,
-                                  ngx_cycle->log,
-                                  "EVAL %s 2 %b %b %b %b %b %b",
-                                  ngx_chat_presence_up_lua,
-                                  hash.data, hash.len, set.data, set.len,
-                                  ngx_chat_presence_field.data,
-                                  ngx_chat_presence_field.len,
-                                  expiry, len, user->data, user->len,
-                                  channel.data, channel.len);
+    ngx_chat_presence_script(ngx_chat_presence_up_lua, user,
+                             &ngx_chat_presence_field, &expiry);
 }
 
 
 static void
 ngx_chat_presence_check(ngx_str_t *user, int64_t away)
 {
-    u_char     now[NGX_INT64_LEN], when[NGX_INT64_LEN];
+    u_char     nbuf[NGX_INT64_LEN], wbuf[NGX_INT64_LEN];
+    ngx_str_t  now, when;
+
+    now.data = nbuf;
+    now.len = ngx_sprintf(nbuf, "%L", ngx_chat_presence_now()) - nbuf;
+    when.data = wbuf;
+    when.len = ngx_sprintf(wbuf, "%L", away) - wbuf;
+
+    ngx_chat_presence_script(ngx_chat_presence_check_lua, user, &now, &when);
+}
+
+
+/*
+ * One of the scripts above on a user: KEYS are the user's hash and the
+ * set of users by lease, ARGV the two values, the user and its presence
+ * channel.  Nobody waits for it.
+ */
+
+static void
+ngx_chat_presence_script(const char *lua, ngx_str_t *user, ngx_str_t *a1,
+    ngx_str_t *a2)
+{
     u_char     hbuf[NGX_CHAT_PRESENCE_KEY_MAX], zbuf[NGX_CHAT_PRESENCE_KEY_MAX];
     u_char     cbuf[NGX_CHAT_PRESENCE_KEY_MAX];
-    size_t     nlen, wlen;
     ngx_str_t  hash, set, channel;
 
     if (ngx_chat_presence_key(hbuf, "p:", user, &hash) != NGX_OK
@@ -427,15 +433,11 @@ ngx_chat_presence_check(ngx_str_t *user, int64_t away)
         return;
     }
 
-    nlen = ngx_sprintf(now, "%L", ngx_chat_presence_now()) - now;
-    wlen = ngx_sprintf(when, "%L", away) - when;
-
     (void) ngx_chat_redis_command(ngx_chat_redis_ignore, NULL,
                                   ngx_cycle->log,
-                                  "EVAL %s 2 %b %b %b %b %b %b",
-                                  ngx_chat_presence_check_lua,
+                                  "EVAL %s 2 %b %b %b %b %b %b", lua,
                                   hash.data, hash.len, set.data, set.len,
-                                  now, nlen, when, wlen,
+                                  a1->data, a1->len, a2->data, a2->len,
                                   user->data, user->len,
                                   channel.data, channel.len);
 }

@@ -34,6 +34,8 @@ static ngx_uint_t ngx_chat_session_holding(ngx_chat_session_t *s,
     ngx_uint_t flags);
 static ngx_int_t ngx_chat_session_join(ngx_chat_session_t *s);
 static void ngx_chat_session_leave(ngx_chat_session_t *s);
+static ngx_chat_session_user_t *ngx_chat_session_next_user(
+    ngx_chat_session_user_t *u);
 static void ngx_chat_session_user_message(void *data, ngx_str_t *message);
 static void ngx_chat_session_live(ngx_chat_session_user_t *u, json_t *msg,
     ngx_str_t *text);
@@ -801,22 +803,12 @@ ngx_chat_session_each(void (*handler)(ngx_chat_session_t *s, void *data),
     void *data)
 {
     ngx_queue_t              *q, *next;
-    ngx_rbtree_node_t        *node, *root, *sentinel;
     ngx_chat_session_user_t  *u;
 
-    root = ngx_chat_session_users.root;
-    sentinel = ngx_chat_session_users.sentinel;
-
-    if (root == sentinel) {
-        return;
-    }
-
-    for (node = ngx_rbtree_min(root, sentinel);
-         node;
-         node = ngx_rbtree_next(&ngx_chat_session_users, node))
+    for (u = ngx_chat_session_next_user(NULL);
+         u;
+         u = ngx_chat_session_next_user(u))
     {
-        u = (ngx_chat_session_user_t *) node;
-
         for (q = ngx_queue_head(&u->sessions);
              q != ngx_queue_sentinel(&u->sessions);
              q = next)
@@ -833,26 +825,38 @@ ngx_chat_session_each(void (*handler)(ngx_chat_session_t *s, void *data),
 void
 ngx_chat_session_each_user(void (*handler)(ngx_str_t *user_id))
 {
-    ngx_rbtree_node_t        *node, *root, *sentinel;
     ngx_chat_session_t       *s;
     ngx_chat_session_user_t  *u;
 
-    root = ngx_chat_session_users.root;
-    sentinel = ngx_chat_session_users.sentinel;
-
-    if (root == sentinel) {
-        return;
-    }
-
-    for (node = ngx_rbtree_min(root, sentinel);
-         node;
-         node = ngx_rbtree_next(&ngx_chat_session_users, node))
+    for (u = ngx_chat_session_next_user(NULL);
+         u;
+         u = ngx_chat_session_next_user(u))
     {
-        u = (ngx_chat_session_user_t *) node;
         s = ngx_queue_data(ngx_queue_head(&u->sessions), ngx_chat_session_t,
                            queue);
         handler(&s->user_id);
     }
+}
+
+
+/* the user index in order: the first with NULL, then the one after u */
+
+static ngx_chat_session_user_t *
+ngx_chat_session_next_user(ngx_chat_session_user_t *u)
+{
+    ngx_rbtree_node_t  *root, *sentinel;
+
+    if (u) {
+        return (ngx_chat_session_user_t *)
+                   ngx_rbtree_next(&ngx_chat_session_users, &u->node.node);
+    }
+
+    root = ngx_chat_session_users.root;
+    sentinel = ngx_chat_session_users.sentinel;
+
+    return (root == sentinel) ? NULL
+                              : (ngx_chat_session_user_t *)
+                                    ngx_rbtree_min(root, sentinel);
 }
 
 
