@@ -266,12 +266,15 @@ behaviour "flapping: U closes and comes back within 0.5 s, four times, "
 
 behaviour 'last_seen privacy: B "nobody" is seen with last_seen null; W2 '
           . '"nobody" sees null for everyone; C "everyone" and D '
-          . '"contacts" are seen with their last_seen by W1 '
-          . '("everyone"); online is shown to all',
+          . '"contacts" (who wrote to W1 and W3 in direct chats) are seen '
+          . 'with their last_seen by W1 ("everyone"); online is shown to '
+          . 'all',
           hosts => 2 => sub {
     my ($ub, $uc, $ud, $uw1, $uw2, $uw3)
         = users(qw(B C D W1 W2 W3)) or return;
     group_chat($uw1, 'privacy', [$ub, $uc, $ud, $uw2, $uw3]) or return;
+    my @to = (direct_chat($ud, $uw1), direct_chat($ud, $uw3));
+    return if grep { !$_ } @to;
     my $rr = 'true';
     privacy_ok($ub, { last_seen => 'nobody' },
                { read_receipts => $rr, last_seen => 'nobody' },
@@ -308,6 +311,11 @@ behaviour 'last_seen privacy: B "nobody" is seen with last_seen null; W2 '
         presence_ok($w, next_presence([$dw1, $dw2, @d], $w, $_, 5), $_, 1,
                     undef, "$_->{name} connects") for @watched;
     }
+    send_ok($d[2], $_, [$d[2]], 'D writes in a direct chat') // return
+        for @to;
+    presence_ok($dw1, next_presence([$dw1, $dw2, @d], $dw1, $ud, 5), $ud, 1,
+                undef, 'D\'s first message to W1 makes a contact: W1 gets '
+                       . 'D\'s state again');
     my $t0 = time;
     hang_up($_) for @d;
     my $t1 = time;

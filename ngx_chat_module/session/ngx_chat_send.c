@@ -68,8 +68,8 @@ typedef struct {
 
 
 static const char  ngx_chat_send_sql[] =
-    "SELECT i, out_status, out_seq, out_ts, out_members, out_json "
-    "FROM chat_send_batch($1::jsonb)";
+    "SELECT i, out_status, out_seq, out_ts, out_members, out_json, "
+    "out_contact FROM chat_send_contacts($1::jsonb)";
 
 
 static ngx_int_t ngx_chat_send_init_worker(ngx_cycle_t *cycle);
@@ -418,19 +418,31 @@ ngx_chat_send_answer(ngx_chat_send_op_t *op, PGresult *res, int row)
     u_char               chat[NGX_INT64_LEN + 1];
     json_t              *sent;
     int64_t              status, seq;
-    ngx_str_t            members, json;
+    ngx_str_t            members, json, contact;
     ngx_chat_out_t       out;
     ngx_chat_session_t  *s;
 
     s = op->session;
     op->stmt = NULL;
 
+    status = res ? ngx_chat_pg_int(res, row, 1) : -1;
+
+    if (status == NGX_CHAT_SEND_STORED) {
+
+        /* the sender's first message in a direct chat made a contact */
+
+        ngx_chat_pg_value(res, row, 6, &contact);
+
+        if (contact.len) {
+            ngx_chat_presence_recheck(&contact,
+                                      s ? s->log : ngx_cycle->log);
+        }
+    }
+
     if (s == NULL) {
         ngx_chat_send_done(op);         /* its socket is gone */
         return;
     }
-
-    status = res ? ngx_chat_pg_int(res, row, 1) : -1;
 
     switch (status) {
 
