@@ -17,22 +17,17 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
+use Test::Chat::Delivery qw(chat_http_config);
 use Cwd qw(getcwd);
 
-plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
-                 . 'scripts/test.sh)'
-    unless $ENV{CHAT_PG_DSN} && $ENV{CHAT_REDIS};
+needs_stack();
 
 my $CONF = getcwd() . '/conf';
 
 sub http_config {
     my ($name, $extra) = @_;
-    return <<"END" . ($extra // '');
-chat_postgres "\$TEST_NGINX_PG_DSN";
-chat_redis \$TEST_NGINX_REDIS;
-chat_dev_codes on;
-chat_redis_prefix "t_api_limits_${name}_$$:";
-END
+    return chat_http_config(prefix => "t_api_limits_${name}_$$:",
+                            extra => $extra);
 }
 
 sub register {

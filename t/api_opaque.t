@@ -9,17 +9,12 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
+use Test::Chat::Delivery qw(chat_http_config);
 
-plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
-                 . 'scripts/test.sh)'
-    unless $ENV{CHAT_PG_DSN} && $ENV{CHAT_REDIS};
+needs_stack();
 
-ok nginx_start(workers => 1, http_config => <<"END", config => <<'END'),
-chat_postgres "\$TEST_NGINX_PG_DSN";
-chat_redis \$TEST_NGINX_REDIS;
-chat_dev_codes on;
-chat_redis_prefix "t_api_opaque_$$:";
-END
+ok nginx_start(workers => 1,
+               http_config => chat_http_config(), config => <<'END'),
 location /v1/ { chat_api; }
 END
    'nginx starts';

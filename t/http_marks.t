@@ -9,18 +9,13 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
+use Test::Chat::Delivery qw(chat_http_config);
 
-plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
-                 . 'scripts/test.sh)'
-    unless $ENV{CHAT_PG_DSN} && $ENV{CHAT_REDIS};
+needs_stack();
 
 # A fallback with little room: a long-poll answers at most 4 KiB.
-ok nginx_start(workers => 1, http_config => <<"END", config => <<'END'),
-chat_postgres "\$TEST_NGINX_PG_DSN";
-chat_redis \$TEST_NGINX_REDIS;
-chat_dev_codes on;
-chat_redis_prefix "t_http_marks_$$:";
-END
+ok nginx_start(workers => 1,
+               http_config => chat_http_config(), config => <<'END'),
 location /v1/ { chat_api; chat_ws_send_queue 4k; }
 END
    'nginx starts (a poll answers at most 4 KiB)';

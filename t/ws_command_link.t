@@ -9,21 +9,16 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
+use Test::Chat::Delivery qw(chat_http_config);
 use Time::HiRes qw(time sleep);
 use IO::Socket::INET;
 
-plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
-                 . 'scripts/test.sh)'
-    unless $ENV{CHAT_PG_DSN} && $ENV{CHAT_REDIS};
+needs_stack();
 
 my ($rhost, $rport) = split /:/, $ENV{CHAT_REDIS};
 
-ok nginx_start(workers => 1, http_config => <<"END", config => <<'END'),
-chat_postgres "\$TEST_NGINX_PG_DSN";
-chat_redis \$TEST_NGINX_REDIS;
-chat_dev_codes on;
-chat_redis_prefix "t_ws_command_link_$$:";
-END
+ok nginx_start(workers => 1,
+               http_config => chat_http_config(), config => <<'END'),
 location /v1/ { chat_api; }
 location = /v1/ws { chat_ws; }
 END

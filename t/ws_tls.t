@@ -9,12 +9,11 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
+use Test::Chat::Delivery qw(chat_http_config);
 use File::Temp qw(tempdir);
 use JSON::PP ();
 
-plan skip_all => 'CHAT_PG_DSN and CHAT_REDIS are not set (run me through '
-                 . 'scripts/test.sh)'
-    unless $ENV{CHAT_PG_DSN} && $ENV{CHAT_REDIS};
+needs_stack();
 plan skip_all => 'IO::Socket::SSL is not installed'
     unless eval { require IO::Socket::SSL; 1 };
 plan skip_all => 'no openssl to make a certificate'
@@ -29,11 +28,7 @@ is system("openssl req -x509 -newkey rsa:2048 -nodes -days 1 "
 chmod 0644, "$dir/key.pem";
 
 my $tls = port2();
-ok nginx_start(workers => 2, http_config => <<"END", config => <<'END'),
-chat_postgres "\$TEST_NGINX_PG_DSN";
-chat_redis \$TEST_NGINX_REDIS;
-chat_dev_codes on;
-chat_redis_prefix "t_ws_tls_$$:";
+my $http = chat_http_config(extra => <<"END");
 
 server {
     listen 127.0.0.1:$tls ssl;
@@ -42,6 +37,8 @@ server {
     location = /v1/ws { chat_ws; }
 }
 END
+ok nginx_start(workers => 2, http_config => $http,
+               config => <<'END'),
 location /v1/ { chat_api; }
 END
    'nginx starts with a TLS server';
