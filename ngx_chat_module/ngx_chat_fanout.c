@@ -385,3 +385,21 @@ ngx_chat_fanout_receipt(ngx_str_t *chat, ngx_str_t *user, const char *status,
     return rc;
 }
 
+
+/*
+ * Who may watch the user, or see their last seen, changed (privacy, a
+ * chat left, a first message in a direct chat): {"type":"recheck"} to
+ * the user's watchers and to the user, wherever they are; the presence
+ * feature checks those watches again.
+ */
+
+void
+ngx_chat_fanout_recheck(ngx_str_t *user, ngx_log_t *log)
+{
+    ngx_str_t  message = ngx_string("{\"type\":\"recheck\"}");
+
+    (void) ngx_chat_fanout("pc:", user, &message, "chat presence: recheck",
+                           log);
+    (void) ngx_chat_fanout("u:", user, &message, "chat presence: recheck",
+                           log);
+}

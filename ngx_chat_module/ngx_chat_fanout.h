@@ -37,6 +37,7 @@ ngx_int_t ngx_chat_fanout(const char *name, ngx_str_t *users,
 ngx_int_t ngx_chat_fanout_receipt(ngx_str_t *chat, ngx_str_t *user,
     const char *status, int64_t seq, ngx_str_t *authors, ngx_str_t *device,
     ngx_log_t *log);
+void ngx_chat_fanout_recheck(ngx_str_t *user, ngx_log_t *log);
 
 
 #endif /* _NGX_CHAT_FANOUT_H_INCLUDED_ */

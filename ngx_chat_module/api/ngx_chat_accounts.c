@@ -80,6 +80,7 @@ static ngx_int_t ngx_chat_accounts_add_device(ngx_chat_api_ctx_t *ctx,
     ngx_chat_accounts_ctx_t *ac);
 static ngx_int_t ngx_chat_accounts_device_added(ngx_chat_api_ctx_t *ctx,
     ngx_chat_accounts_ctx_t *ac);
+static ngx_int_t ngx_chat_accounts_gone(ngx_chat_api_ctx_t *ctx);
 static json_t *ngx_chat_accounts_ms(PGresult *res, int row, int col);
 
 
@@ -658,8 +659,7 @@ ngx_chat_accounts_me(ngx_chat_api_ctx_t *ctx)
     /* the user went away with the device since the token was checked */
 
     if (PQntuples(ctx->res) != 1) {
-        return ngx_chat_json_error(ctx->request, NGX_HTTP_UNAUTHORIZED,
-                                   "unauthorized", "no such user");
+        return ngx_chat_accounts_gone(ctx);
     }
 
     ngx_chat_pg_value(ctx->res, 0, 0, &id);
@@ -746,8 +746,7 @@ ngx_chat_accounts_privacy(ngx_chat_api_ctx_t *ctx)
     }
 
     if (PQntuples(ctx->res) != 1) {
-        return ngx_chat_json_error(ctx->request, NGX_HTTP_UNAUTHORIZED,
-                                   "unauthorized", "no such user");
+        return ngx_chat_accounts_gone(ctx);
     }
 
     ngx_chat_pg_value(ctx->res, 0, 0, &v);
@@ -756,8 +755,8 @@ ngx_chat_accounts_privacy(ngx_chat_api_ctx_t *ctx)
     /* who may see whose last_seen may have changed */
 
     if (json_object_get(ctx->body, "last_seen")) {
-        ngx_chat_presence_recheck(&ctx->user_id,
-                                  ctx->request->connection->log);
+        ngx_chat_fanout_recheck(&ctx->user_id,
+                                ctx->request->connection->log);
     }
 
     return ngx_chat_json_reply(ctx->request, NGX_HTTP_OK,
@@ -1306,8 +1305,7 @@ ngx_chat_accounts_device_added(ngx_chat_api_ctx_t *ctx,
     r = ctx->request;
 
     if (PQntuples(ctx->res) != 1 || PQgetisnull(ctx->res, 0, 1)) {
-        return ngx_chat_json_error(r, NGX_HTTP_UNAUTHORIZED, "unauthorized",
-                                   "no such user");
+        return ngx_chat_accounts_gone(ctx);
     }
 
     ngx_chat_pg_value(ctx->res, 0, 0, &user);
@@ -1336,6 +1334,16 @@ ngx_chat_accounts_device_added(ngx_chat_api_ctx_t *ctx,
 
 
 /* epoch milliseconds, or null */
+
+/* the user went away with the device since its token was checked */
+
+static ngx_int_t
+ngx_chat_accounts_gone(ngx_chat_api_ctx_t *ctx)
+{
+    return ngx_chat_json_error(ctx->request, NGX_HTTP_UNAUTHORIZED,
+                               "unauthorized", "no such user");
+}
+
 
 static json_t *
 ngx_chat_accounts_ms(PGresult *res, int row, int col)

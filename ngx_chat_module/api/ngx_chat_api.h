@@ -162,7 +162,6 @@ ngx_int_t ngx_chat_presence_parse(redisReply *reply, ngx_uint_t *online,
     int64_t *last_seen);
 void ngx_chat_presence_profile(ngx_str_t *user, ngx_str_t *about,
     ngx_log_t *log);
-void ngx_chat_presence_recheck(ngx_str_t *user, ngx_log_t *log);
 
 
 #endif /* _NGX_CHAT_API_H_INCLUDED_ */

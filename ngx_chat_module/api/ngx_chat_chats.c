@@ -357,7 +357,7 @@ ngx_chat_chats_remove_member(ngx_chat_api_ctx_t *ctx)
         /* who watches whom may have changed: watches are checked again */
 
         if (rc == NGX_HTTP_NO_CONTENT) {
-            ngx_chat_presence_recheck(&ctx->id2, ctx->request->connection->log);
+            ngx_chat_fanout_recheck(&ctx->id2, ctx->request->connection->log);
         }
 
         return rc;

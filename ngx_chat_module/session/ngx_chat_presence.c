@@ -23,11 +23,12 @@
  * the hash for GET /v1/users/{id}.
  *
  * A watch lasts while its right does: when a user changes who may see
- * their last seen, or leaves a chat or is removed from one, the API
- * publishes {"type":"recheck"} on the user's presence channel (their
- * watchers) and on their user channel (their own sessions' watches), and
- * each such watch is checked again: one that lost its right ends, one
- * whose last_seen right changed follows it.
+ * their last seen, or leaves a chat or is removed from one, or writes
+ * first in a direct chat, ngx_chat_fanout_recheck() (the API's, the send
+ * feature's) publishes {"type":"recheck"} on the user's presence channel
+ * (their watchers) and on their user channel (their own sessions'
+ * watches), and each such watch is checked again: one that lost its
+ * right ends, one whose last_seen right changed follows it.
  */
 
 #include <ngx_config.h>
@@ -1031,24 +1032,6 @@ ngx_chat_presence_profile(ngx_str_t *user, ngx_str_t *about, ngx_log_t *log)
                            log);
 
     free(text);
-}
-
-
-/*
- * Who may watch the user, or see their last seen, changed (privacy, a
- * chat left): the watches of the user and the user's own are checked
- * again, wherever they are.
- */
-
-void
-ngx_chat_presence_recheck(ngx_str_t *user, ngx_log_t *log)
-{
-    ngx_str_t  message = ngx_string("{\"type\":\"recheck\"}");
-
-    (void) ngx_chat_fanout("pc:", user, &message, "chat presence: recheck",
-                           log);
-    (void) ngx_chat_fanout("u:", user, &message, "chat presence: recheck",
-                           log);
 }
 
 

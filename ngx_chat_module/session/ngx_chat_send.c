@@ -434,8 +434,8 @@ ngx_chat_send_answer(ngx_chat_send_op_t *op, PGresult *res, int row)
         ngx_chat_pg_value(res, row, 6, &contact);
 
         if (contact.len) {
-            ngx_chat_presence_recheck(&contact,
-                                      s ? s->log : ngx_cycle->log);
+            ngx_chat_fanout_recheck(&contact,
+                                    s ? s->log : ngx_cycle->log);
         }
     }
 
