@@ -9,7 +9,10 @@
  * dav module renames over the target: a replay would swap media already
  * sent.)  A body that does not hash to the declared value is refused
  * before it is linked, and its temporary file is deleted with the
- * request.
+ * request.  The PUT is answered 201 once PostgreSQL has marked the media
+ * uploaded, so the media can be used as soon as the client hears of it;
+ * an object that could not be marked is unlinked and the PUT answered
+ * 503, so the same URL can be tried again.
  */
 
 #include <ngx_config.h>
@@ -29,6 +32,15 @@ typedef struct {
 } ngx_asset_store_ctx_t;
 
 
+/* an object stored, while its mark is in flight: outlives its request */
+
+typedef struct {
+    ngx_http_request_t        *request;     /* NULL: it went away */
+    ngx_pool_cleanup_t        *cleanup;
+    u_char                    *path;        /* the object, 0-terminated */
+} ngx_asset_store_mark_t;
+
+
 static void ngx_asset_store_body(ngx_http_request_t *r);
 static ngx_int_t ngx_asset_store_link(ngx_http_request_t *r,
     u_char *temp, u_char *path);
@@ -37,7 +49,11 @@ static ngx_int_t ngx_asset_store_body_filter(ngx_http_request_t *r,
 static ngx_int_t ngx_asset_store_hashed(ngx_http_request_t *r,
     ngx_asset_store_ctx_t *ctx);
 static void ngx_asset_store_cleanup(void *data);
-static void ngx_asset_store_uploaded(void *data, PGresult *res);
+static void ngx_asset_store_mark(ngx_http_request_t *r, ngx_str_t *path);
+static void ngx_asset_store_marked(void *data, PGresult *res);
+static void ngx_asset_store_gone(void *data);
+static void ngx_asset_store_undo(ngx_asset_store_mark_t *mark,
+    ngx_log_t *log);
 
 
 static const char  ngx_asset_uploaded_sql[] =
@@ -131,7 +147,7 @@ ngx_asset_store_body(ngx_http_request_t *r)
 {
     size_t     root;
     ngx_int_t  rc;
-    ngx_str_t  path, id;
+    ngx_str_t  path;
 
     if (r->request_body == NULL || r->request_body->temp_file == NULL
         || ngx_http_map_uri_to_path(r, &path, &root, 0) == NULL)
@@ -156,19 +172,125 @@ ngx_asset_store_body(ngx_http_request_t *r)
         return;
     }
 
-    /* the media can be sent: the URI is the blob location's and an id */
+    ngx_asset_store_mark(r, &path);
+}
+
+
+/*
+ * The media can be sent once it is marked uploaded (the URI is the blob
+ * location's and an id): the PUT waits for that.
+ */
+
+static void
+ngx_asset_store_mark(ngx_http_request_t *r, ngx_str_t *path)
+{
+    ngx_str_t                id;
+    ngx_asset_store_mark_t  *mark;
 
     id.data = r->uri.data + r->uri.len - NGX_ASSET_ID_LEN;
     id.len = NGX_ASSET_ID_LEN;
 
-    (void) ngx_chat_pg_query(ngx_asset_uploaded_sql, 1, &id,
-                             ngx_asset_store_uploaded, NULL, ngx_cycle->log);
+    mark = ngx_alloc(sizeof(ngx_asset_store_mark_t) + path->len + 1,
+                     r->connection->log);
+    if (mark == NULL) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    mark->path = (u_char *) &mark[1];
+    (void) ngx_cpystrn(mark->path, path->data, path->len + 1);
+    mark->request = r;
+
+    mark->cleanup = ngx_pool_cleanup_add(r->pool, 0);
+
+    if (mark->cleanup != NULL) {
+        mark->cleanup->handler = ngx_asset_store_gone;
+        mark->cleanup->data = mark;
+
+        if (ngx_chat_pg_query(ngx_asset_uploaded_sql, 1, &id,
+                              ngx_asset_store_marked, mark, ngx_cycle->log)
+            != NULL)
+        {
+            return;
+        }
+
+        mark->cleanup->handler = NULL;
+    }
+
+    ngx_asset_store_undo(mark, r->connection->log);
+    ngx_http_finalize_request(r, NGX_HTTP_SERVICE_UNAVAILABLE);
+}
+
+
+static void
+ngx_asset_store_marked(void *data, PGresult *res)
+{
+    ngx_int_t                rc;
+    ngx_http_request_t      *r;
+    ngx_asset_store_mark_t  *mark = data;
+
+    r = mark->request;
+
+    if (r) {
+        mark->cleanup->handler = NULL;
+    }
+
+    if (res && ngx_chat_pg_ok(res) && ngx_strcmp(PQcmdTuples(res), "1") == 0) {
+        rc = NGX_HTTP_CREATED;
+        ngx_free(mark);
+
+    } else {
+        /* not usable: the object goes, the URL may be used again */
+
+        rc = res && ngx_chat_pg_ok(res) ? NGX_HTTP_NOT_FOUND
+                                        : NGX_HTTP_SERVICE_UNAVAILABLE;
+        ngx_asset_store_undo(mark, r ? r->connection->log : ngx_cycle->log);
+    }
+
+    if (r == NULL) {
+        return;
+    }
+
+    if (rc != NGX_HTTP_CREATED) {
+        ngx_http_finalize_request(r, rc);
+        return;
+    }
 
     r->headers_out.status = NGX_HTTP_CREATED;
     r->headers_out.content_length_n = 0;
     r->header_only = 1;
 
     ngx_http_finalize_request(r, ngx_http_send_header(r));
+}
+
+
+/* the client went away before the mark's answer: the mark goes on */
+
+static void
+ngx_asset_store_gone(void *data)
+{
+    ngx_asset_store_mark_t  *mark = data;
+
+    mark->request = NULL;
+}
+
+
+static void
+ngx_asset_store_undo(ngx_asset_store_mark_t *mark, ngx_log_t *log)
+{
+    if (ngx_delete_file(mark->path) == NGX_FILE_ERROR
+        && ngx_errno != NGX_ENOENT)
+    {
+        ngx_log_error(NGX_LOG_CRIT, log, ngx_errno,
+                      ngx_delete_file_n " \"%s\" failed", mark->path);
+
+    } else {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "asset: \"%s\" could not be marked uploaded, "
+                      "removed", mark->path);
+    }
+
+    ngx_free(mark);
 }
 
 
@@ -301,8 +423,3 @@ ngx_asset_store_cleanup(void *data)
     EVP_MD_CTX_free(ctx->sha);      /* NULL: nothing */
 }
 
-
-static void
-ngx_asset_store_uploaded(void *data, PGresult *res)
-{
-}

@@ -417,6 +417,47 @@ subtest 'asset_ttl: media past it go, rows and objects, unless a stored '
     $_->close(1000) for $wa, $wb;
 };
 
+subtest 'a PUT is answered once the media is usable; with PostgreSQL '
+        . 'down it is 503 and nothing is kept, and the same URL stores once '
+        . 'PostgreSQL is back' => sub {
+    ok nginx_start(workers => 2, config => $CONFIG,
+                   http_config => chat_http_config(
+                       extra => "asset_url_ttl 60s;\n")),
+       'nginx starts with asset_url_ttl 60s';
+    my $a = api_signup(device_name => 'a') or return;
+    my $chat = api_chat_create($a, { type => 'group', title => 'quick',
+                                     members => [] }) or return;
+    my @late;
+    for my $i (1 .. 10) {
+        my $m = media_announce($a, $png, 'image/png') or last;
+        blob_put($m->{upload}{url}, $png)->{status} == 201 or last;
+        my $r = api_request(PATCH => "/v1/chats/$chat->{chat_id}",
+                            token => $a->{token},
+                            body => { icon => $m->{media_id} });
+        push @late, $r->{status} unless $r->{status} == 200;
+    }
+    is_deeply \@late, [],
+              'ten uploads, each set as an icon as soon as its PUT is '
+              . 'answered: every one is usable';
+
+    my $m = media_announce($a, $png, 'image/png') or return;
+    ok pg_stop(), 'PostgreSQL stops' or return;
+    my $p = blob_put($m->{upload}{url}, $png);
+    is $p->{status}, 503, 'the PUT: 503 (the media cannot be marked)';
+    ok !blob_stored($m->{media_id}), 'nothing is kept in the store';
+    ok pg_start(), 'PostgreSQL starts again' or return;
+    my $again;
+    ok wait_until(15, sub {
+           $again = blob_put($m->{upload}{url}, $png)->{status};
+           $again != 503;
+       }), 'the same URL is taken once PostgreSQL is back';
+    is $again, 201, '... 201';
+    is blob($m->{media_id}), $png, '... and the object holds the bytes';
+    my $g = api_request(GET => "/v1/media/$m->{media_id}",
+                        token => $a->{token});
+    api_ok($g, 200, 'the media is usable: GET /v1/media/{id}');
+};
+
 is_deeply [alert_lines(error_log_since(0))], [],
           'no alert, crit, emerg or crash in the error log';
 
