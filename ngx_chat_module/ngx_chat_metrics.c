@@ -2,7 +2,8 @@
 /*
  * chat_metrics: Prometheus text for the whole nginx.  The counters live
  * in a small shared zone, so every worker adds to the same numbers and a
- * scrape that lands on any worker sees them all.  The number of stored
+ * scrape that lands on any worker sees them all (the sessions open, a
+ * slot a worker: ngx_chat_metrics.h).  The number of stored
  * messages comes from PostgreSQL at scrape time; the link states are
  * those of the worker that answers.
  */
@@ -23,6 +24,7 @@ typedef struct {
 
 static ngx_int_t ngx_chat_metrics_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
+static ngx_atomic_uint_t ngx_chat_metrics_connections(void);
 static void ngx_chat_metrics_counted(void *data, PGresult *res);
 static void ngx_chat_metrics_cleanup(void *data);
 static ngx_int_t ngx_chat_metrics_send(ngx_http_request_t *r,
@@ -34,7 +36,8 @@ ngx_chat_metrics_t  *ngx_chat_metrics;
 static ngx_str_t  ngx_chat_metrics_zone_name = ngx_string("chat_metrics");
 
 
-/* one zone per configuration: ngx_slab_init needs a few pages */
+/* one zone per configuration: the counters, a slot a process, the slab's
+ * own pages */
 
 ngx_int_t
 ngx_chat_metrics_zone(ngx_conf_t *cf)
@@ -42,7 +45,9 @@ ngx_chat_metrics_zone(ngx_conf_t *cf)
     ngx_shm_zone_t  *zone;
 
     zone = ngx_shared_memory_add(cf, &ngx_chat_metrics_zone_name,
-                                 8 * ngx_pagesize, &ngx_chat_module);
+                                 sizeof(ngx_chat_metrics_t)
+                                 + 8 * ngx_pagesize,
+                                 &ngx_chat_module);
     if (zone == NULL) {
         return NGX_ERROR;
     }
@@ -83,6 +88,74 @@ ngx_chat_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     shm_zone->data = ngx_chat_metrics;
 
     return NGX_OK;
+}
+
+
+/* a worker starts with no session, in the slot a dead one may have left */
+
+void
+ngx_chat_metrics_init_worker(void)
+{
+    ngx_chat_metrics_worker_t  *w;
+
+    if (ngx_chat_metrics == NULL) {
+        return;
+    }
+
+    w = &ngx_chat_metrics->workers[ngx_process_slot];
+
+    w->connections = 0;
+    w->pid = (ngx_atomic_uint_t) ngx_pid;
+}
+
+
+/* this worker's sessions open now */
+
+void
+ngx_chat_metrics_sessions(ngx_uint_t n)
+{
+    if (ngx_chat_metrics) {
+        ngx_chat_metrics->workers[ngx_process_slot].connections = n;
+    }
+}
+
+
+/*
+ * The sessions of the workers alive: a worker killed had no time to take
+ * its own away, and one that exits takes its sessions with it.
+ */
+
+static ngx_atomic_uint_t
+ngx_chat_metrics_connections(void)
+{
+    ngx_pid_t                   pid;
+    ngx_uint_t                  i;
+    ngx_atomic_uint_t           n;
+    ngx_chat_metrics_worker_t  *w;
+
+    if (ngx_chat_metrics == NULL) {
+        return 0;
+    }
+
+    n = 0;
+
+    for (i = 0; i < NGX_MAX_PROCESSES; i++) {
+        w = &ngx_chat_metrics->workers[i];
+        pid = (ngx_pid_t) w->pid;
+
+        if (pid == 0) {
+            continue;
+        }
+
+        if (pid != ngx_pid && kill(pid, 0) == -1 && ngx_errno == NGX_ESRCH) {
+            (void) ngx_atomic_cmp_set(&w->pid, (ngx_atomic_uint_t) pid, 0);
+            continue;
+        }
+
+        n += w->connections;
+    }
+
+    return n;
 }
 
 
@@ -189,7 +262,7 @@ ngx_chat_metrics_send(ngx_http_request_t *r, PGresult *res)
             "read them from PostgreSQL later).\n"
             "# TYPE chat_publish_failures_total counter\n"
             "chat_publish_failures_total %uA\n",
-            ngx_chat_metrics ? ngx_chat_metrics->connections : 0,
+            ngx_chat_metrics_connections(),
             ngx_chat_metrics ? ngx_chat_metrics->sent : 0,
             ngx_chat_metrics ? ngx_chat_metrics->delivered : 0,
             ngx_chat_metrics ? ngx_chat_metrics->gap_fills : 0,

@@ -13,12 +13,25 @@
 #include <ngx_http.h>
 
 
+/*
+ * The sessions open are a gauge: each worker writes its own count in the
+ * slot of its process (ngx_process_slot) and a scrape adds those of the
+ * workers alive, so the sessions of a worker that died are not counted
+ * on.  The rest are counters, which a dead worker's share stays part of.
+ */
+
 typedef struct {
-    ngx_atomic_t            connections;     /* chat WebSockets open */
+    ngx_atomic_t            pid;             /* 0: never used */
+    ngx_atomic_t            connections;     /* its chat sessions open */
+} ngx_chat_metrics_worker_t;
+
+
+typedef struct {
     ngx_atomic_t            sent;            /* messages stored by send */
     ngx_atomic_t            delivered;       /* msg frames to devices */
     ngx_atomic_t            gap_fills;       /* reads of what a gap lacks */
     ngx_atomic_t            publish_failures;  /* fan-outs not published */
+    ngx_chat_metrics_worker_t  workers[NGX_MAX_PROCESSES];
 } ngx_chat_metrics_t;
 
 
@@ -31,6 +44,8 @@ extern ngx_chat_metrics_t  *ngx_chat_metrics;
 
 
 ngx_int_t ngx_chat_metrics_zone(ngx_conf_t *cf);
+void ngx_chat_metrics_init_worker(void);
+void ngx_chat_metrics_sessions(ngx_uint_t n);
 ngx_int_t ngx_chat_metrics_handler(ngx_http_request_t *r);
 
 

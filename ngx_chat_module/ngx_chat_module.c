@@ -371,6 +371,8 @@ ngx_chat_init_process(ngx_cycle_t *cycle)
         return NGX_OK;          /* no http block */
     }
 
+    ngx_chat_metrics_init_worker();
+
     if (ngx_chat_ws_init_worker(cycle) != NGX_OK
         || ngx_chat_pg_init_worker(&cmcf->pg, cycle) != NGX_OK
         || ngx_chat_redis_init_worker(&cmcf->redis, cycle) != NGX_OK

@@ -144,7 +144,7 @@ ngx_chat_session_init(ngx_chat_session_t *s, ngx_chat_transport_t *transport,
     s->behind_waiter.data = s;
 
     ngx_chat_session_n++;
-    ngx_chat_metrics_add(connections, 1);
+    ngx_chat_metrics_sessions(ngx_chat_session_n);
 }
 
 
@@ -592,7 +592,7 @@ ngx_chat_session_end(ngx_chat_session_t *s)
     }
 
     ngx_chat_session_n--;
-    ngx_chat_metrics_add(connections, -1);
+    ngx_chat_metrics_sessions(ngx_chat_session_n);
 }
 
 
