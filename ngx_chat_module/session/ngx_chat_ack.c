@@ -33,11 +33,14 @@
 #include "ngx_chat_session.h"
 #include "ngx_chat_features.h"
 #include "ngx_chat_batch.h"
+#include "ngx_chat_event.h"
 #include "ngx_chat_fanout.h"
 
 
 #define NGX_CHAT_ACK_BATCH    512       /* acks in one statement */
 #define NGX_CHAT_ACK_BATCHES  1         /* statements in flight a worker */
+#define NGX_CHAT_ACK_KEEP     65536     /* acks kept for PostgreSQL */
+#define NGX_CHAT_ACK_AGAIN    1000      /* ms between their tries */
 
 
 typedef struct ngx_chat_ack_op_s  ngx_chat_ack_op_t;
@@ -76,6 +79,15 @@ typedef struct {
 } ngx_chat_ack_stmt_t;
 
 
+/* an ack PostgreSQL did not take, the highest of its device and chat */
+
+typedef struct {
+    ngx_rbtree_node_t          node;     /* key: the chat */
+    int64_t                    device;
+    int64_t                    seq;
+} ngx_chat_ack_kept_t;
+
+
 static const char  ngx_chat_ack_sql[] =
     "SELECT out_chat, out_user, out_seq, out_authors "
     "FROM chat_ack_batch($1::bigint[], $2::bigint[], $3::bigint[])";
@@ -96,6 +108,12 @@ static void ngx_chat_ack_chat_end(ngx_chat_session_t *s,
     ngx_chat_session_chat_t *ch);
 static void ngx_chat_ack_detach(ngx_chat_ack_op_t *op);
 static void ngx_chat_ack_end(ngx_chat_session_t *s);
+static void ngx_chat_ack_keep(ngx_chat_ack_op_t *op);
+static void ngx_chat_ack_kept_insert(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
+static ngx_chat_ack_kept_t *ngx_chat_ack_kept_find(int64_t device,
+    int64_t chat_id);
+static void ngx_chat_ack_again(ngx_event_t *ev);
 
 
 static ngx_chat_command_t  ngx_chat_ack_commands[] = {
@@ -119,12 +137,35 @@ ngx_chat_feature_t  ngx_chat_ack_feature = {
 static ngx_chat_batch_t     ngx_chat_ack_batch;
 static ngx_chat_ack_stmt_t  ngx_chat_ack_stmts[NGX_CHAT_ACK_BATCHES];
 
+/*
+ * Acks PostgreSQL did not take (down, or the statement failed) are kept,
+ * one per device and chat, and go again every NGX_CHAT_ACK_AGAIN until
+ * it takes them: PROTOCOL.md applies an ack within a second of its
+ * coming, and one thrown away would bring its messages again.  Past
+ * NGX_CHAT_ACK_KEEP, or when the worker exits, they are dropped, and the
+ * messages come again (the client drops repeats by chat and seq).
+ */
+
+static ngx_rbtree_t         ngx_chat_ack_kept;
+static ngx_rbtree_node_t    ngx_chat_ack_kept_sentinel;
+static ngx_uint_t           ngx_chat_ack_nkept;
+static ngx_uint_t           ngx_chat_ack_dropped;
+static ngx_uint_t           ngx_chat_ack_keeping;    /* said in the log */
+static ngx_event_t          ngx_chat_ack_again_ev;
+
 
 static ngx_int_t
 ngx_chat_ack_init_worker(ngx_cycle_t *cycle)
 {
     ngx_chat_batch_init(&ngx_chat_ack_batch, ngx_chat_ack_run,
                         NGX_CHAT_ACK_BATCH, NGX_CHAT_ACK_BATCHES, cycle->log);
+
+    ngx_rbtree_init(&ngx_chat_ack_kept, &ngx_chat_ack_kept_sentinel,
+                    ngx_chat_ack_kept_insert);
+
+    ngx_chat_event_init(&ngx_chat_ack_again_ev, ngx_chat_ack_again,
+                        cycle->log);
+    ngx_chat_ack_again_ev.cancelable = 1;
 
     return NGX_OK;
 }
@@ -133,7 +174,28 @@ ngx_chat_ack_init_worker(ngx_cycle_t *cycle)
 static void
 ngx_chat_ack_exit_worker(ngx_cycle_t *cycle)
 {
+    ngx_rbtree_node_t  *node;
+
     ngx_chat_batch_exit(&ngx_chat_ack_batch);
+
+    if (ngx_chat_ack_nkept) {
+        ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
+                      "chat: %ui acks kept for PostgreSQL not applied: the "
+                      "worker exits (their messages come again)",
+                      ngx_chat_ack_nkept);
+    }
+
+    while (ngx_chat_ack_kept.root != &ngx_chat_ack_kept_sentinel) {
+        node = ngx_chat_ack_kept.root;
+        ngx_rbtree_delete(&ngx_chat_ack_kept, node);
+        ngx_free(node);
+    }
+
+    ngx_chat_ack_nkept = 0;
+
+    if (ngx_chat_ack_again_ev.timer_set) {
+        ngx_del_timer(&ngx_chat_ack_again_ev);
+    }
 }
 
 
@@ -325,9 +387,6 @@ ngx_chat_ack_run(ngx_chat_batch_t *b, ngx_uint_t n)
     }
 
     if (query == NULL) {
-        ngx_log_error(NGX_LOG_WARN, b->ev.log, 0,
-                      "chat: %ui acks not applied: PostgreSQL unavailable",
-                      n);
         ngx_chat_ack_applied(stmt, NULL);
     }
 }
@@ -341,10 +400,24 @@ ngx_chat_ack_applied(void *data, PGresult *res)
     ngx_uint_t            i;
     ngx_chat_ack_stmt_t  *stmt = data;
 
-    if (res && !ngx_chat_pg_ok(res)) {
-        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                      "chat: %ui acks not applied: %s", stmt->n,
-                      PQresultErrorMessage(res));
+    if (!ngx_chat_pg_ok(res)) {
+        if (!ngx_chat_ack_keeping) {
+            ngx_chat_ack_keeping = 1;
+            ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                          "chat: acks not applied, kept until PostgreSQL "
+                          "takes them: %s",
+                          res ? PQresultErrorMessage(res)
+                              : "PostgreSQL unavailable");
+        }
+
+        for (i = 0; i < stmt->n; i++) {
+            ngx_chat_ack_keep(stmt->ops[i]);
+        }
+
+    } else if (ngx_chat_ack_keeping) {
+        ngx_chat_ack_keeping = 0;
+        ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                      "chat: PostgreSQL takes acks again");
     }
 
     /* the delivered marks the acks moved, for their authors */
@@ -482,5 +555,141 @@ ngx_chat_ack_end(ngx_chat_session_t *s)
     while (st && !ngx_queue_empty(&st->ops)) {
         ngx_chat_ack_detach(ngx_queue_data(ngx_queue_head(&st->ops),
                                            ngx_chat_ack_op_t, by_session));
+    }
+}
+
+
+static void
+ngx_chat_ack_keep(ngx_chat_ack_op_t *op)
+{
+    ngx_chat_ack_kept_t  *k;
+
+    k = ngx_chat_ack_kept_find(op->device, op->chat_id);
+
+    if (k) {
+        k->seq = ngx_max(k->seq, op->seq);
+        return;
+    }
+
+    k = NULL;
+
+    if (ngx_chat_ack_nkept < NGX_CHAT_ACK_KEEP) {
+        k = ngx_alloc(sizeof(ngx_chat_ack_kept_t), ngx_cycle->log);
+    }
+
+    if (k == NULL) {
+        ngx_chat_ack_dropped++;
+        return;
+    }
+
+    k->node.key = (ngx_rbtree_key_t) op->chat_id;
+    k->device = op->device;
+    k->seq = op->seq;
+
+    ngx_rbtree_insert(&ngx_chat_ack_kept, &k->node);
+    ngx_chat_ack_nkept++;
+
+    if (!ngx_chat_ack_again_ev.timer_set) {
+        ngx_add_timer(&ngx_chat_ack_again_ev, NGX_CHAT_ACK_AGAIN);
+    }
+}
+
+
+/* ordered by chat, then device */
+
+static void
+ngx_chat_ack_kept_insert(ngx_rbtree_node_t *temp, ngx_rbtree_node_t *node,
+    ngx_rbtree_node_t *sentinel)
+{
+    ngx_rbtree_node_t  **p;
+
+    for ( ;; ) {
+
+        if (node->key != temp->key) {
+            p = (node->key < temp->key) ? &temp->left : &temp->right;
+
+        } else {
+            p = (((ngx_chat_ack_kept_t *) node)->device
+                 < ((ngx_chat_ack_kept_t *) temp)->device)
+                ? &temp->left : &temp->right;
+        }
+
+        if (*p == sentinel) {
+            break;
+        }
+
+        temp = *p;
+    }
+
+    *p = node;
+    node->parent = temp;
+    node->left = sentinel;
+    node->right = sentinel;
+    ngx_rbt_red(node);
+}
+
+
+static ngx_chat_ack_kept_t *
+ngx_chat_ack_kept_find(int64_t device, int64_t chat_id)
+{
+    ngx_rbtree_key_t      key;
+    ngx_rbtree_node_t    *node, *sentinel;
+    ngx_chat_ack_kept_t  *k;
+
+    key = (ngx_rbtree_key_t) chat_id;
+    node = ngx_chat_ack_kept.root;
+    sentinel = ngx_chat_ack_kept.sentinel;
+
+    while (node != sentinel) {
+
+        if (key != node->key) {
+            node = (key < node->key) ? node->left : node->right;
+            continue;
+        }
+
+        k = (ngx_chat_ack_kept_t *) node;
+
+        if (device == k->device) {
+            return k;
+        }
+
+        node = (device < k->device) ? node->left : node->right;
+    }
+
+    return NULL;
+}
+
+
+/* the kept acks go to the next batch; those it cannot apply come back */
+
+static void
+ngx_chat_ack_again(ngx_event_t *ev)
+{
+    int64_t               chat_id;
+    ngx_rbtree_node_t    *node;
+    ngx_chat_ack_kept_t  *k;
+
+    if (ngx_chat_ack_dropped) {
+        ngx_log_error(NGX_LOG_WARN, ev->log, 0,
+                      "chat: %ui acks not kept for PostgreSQL, past %d "
+                      "(their messages come again)", ngx_chat_ack_dropped,
+                      NGX_CHAT_ACK_KEEP);
+        ngx_chat_ack_dropped = 0;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ev->log, 0,
+                   "chat: %ui kept acks go again", ngx_chat_ack_nkept);
+
+    while (ngx_chat_ack_kept.root != &ngx_chat_ack_kept_sentinel) {
+        node = ngx_rbtree_min(ngx_chat_ack_kept.root,
+                              &ngx_chat_ack_kept_sentinel);
+        k = (ngx_chat_ack_kept_t *) node;
+        chat_id = (int64_t) node->key;      /* the delete zeroes it */
+
+        ngx_rbtree_delete(&ngx_chat_ack_kept, node);
+        ngx_chat_ack_nkept--;
+
+        ngx_chat_ack_orphan(k->device, chat_id, k->seq);
+        ngx_free(k);
     }
 }
