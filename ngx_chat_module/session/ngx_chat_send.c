@@ -102,6 +102,7 @@ ngx_chat_feature_t  ngx_chat_send_feature = {
     .exit_worker = ngx_chat_send_exit_worker,
     .pending = ngx_chat_send_pending,
     .end = ngx_chat_send_end,
+    .flags = NGX_CHAT_FEATURE_HOLDS_CLOSE,
 };
 
 

@@ -429,9 +429,11 @@ ngx_chat_session_dispatch(ngx_chat_session_t *s, json_t *msg)
 
 
 /*
- * The device closes: its acks are applied before the close is answered
- * (PROTOCOL.md 5.3), so a reconnect anywhere is not sent them again.
- * NGX_AGAIN: the answer waits, at most NGX_CHAT_SESSION_HOLD.
+ * The device closes, or the worker exits (1001): the acks the device sent
+ * are applied before the close is answered (PROTOCOL.md 5.3), so a
+ * reconnect anywhere is not sent them again, and the sends it made are
+ * answered, so a send stored is not sent again as new.  NGX_AGAIN: the
+ * close waits, at most NGX_CHAT_SESSION_HOLD.
  */
 
 ngx_int_t
@@ -459,7 +461,7 @@ ngx_chat_session_hold_timeout(ngx_event_t *ev)
     ngx_chat_session_t  *s = ev->data;
 
     ngx_log_error(NGX_LOG_WARN, ev->log, 0,
-                  "chat session: acks not applied within %d ms%s",
+                  "chat session: requests not answered within %d ms%s",
                   NGX_CHAT_SESSION_HOLD, s->close_code ? " of close" : "");
 
     if (s->close_code) {

@@ -247,7 +247,22 @@ ngx_chat_ws_read_handler(ngx_event_t *rev)
         return;
     }
 
-    if (c->close && wc->state == NGX_CHAT_WS_OPEN) {
+    if (c->close && wc->state == NGX_CHAT_WS_OPEN && !wc->going_away) {
+        wc->going_away = 1;
+
+        /*
+         * The worker exits: what the peer sent before is answered first
+         * (a send stored gets its "sent"), then the close comes from the
+         * handler, within its bound.
+         */
+
+        if (wc->handler->closing
+            && wc->handler->closing(wc, NGX_CHAT_WS_CLOSE_GOING_AWAY)
+               == NGX_AGAIN)
+        {
+            return;
+        }
+
         ngx_chat_ws_close(wc, NGX_CHAT_WS_CLOSE_GOING_AWAY,
                           "server shutting down");
 

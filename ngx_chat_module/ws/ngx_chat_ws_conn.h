@@ -101,6 +101,7 @@ struct ngx_chat_ws_conn_s {
     unsigned                close_received:1;
     unsigned                close_flushed:1;
     unsigned                broken:1;    /* input is garbage: discard */
+    unsigned                going_away:1;  /* the worker exits */
 };
 
 
