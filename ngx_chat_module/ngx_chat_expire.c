@@ -1,9 +1,10 @@
 
 /*
- * chat_message_ttl: a sweep in the background, off the hot path, deletes
- * messages older than the TTL in batches (chat_expire() in PostgreSQL).
- * Worker 0 of each nginx runs it; sweeps of several hosts at once only
- * skip each other's rows.
+ * chat_message_ttl and chat_resend_window: a sweep in the background, off
+ * the hot path, deletes messages older than the TTL and forgets the ids of
+ * messages deleted longer than the window ago, in batches (chat_expire()
+ * and chat_forget_sent() in PostgreSQL). Worker 0 of each nginx runs it;
+ * sweeps of several hosts at once only skip each other's rows.
  */
 
 #include <ngx_config.h>
@@ -14,7 +15,8 @@
 #include "ngx_chat_event.h"
 
 
-#define NGX_CHAT_EXPIRE_BATCH  "10000"
+#define NGX_CHAT_EXPIRE_BATCH      10000
+#define NGX_CHAT_EXPIRE_BATCH_STR  "10000"
 
 
 static void ngx_chat_expire_sweep(ngx_event_t *ev);
@@ -62,16 +64,21 @@ ngx_chat_expire_exit_worker(void)
 static void
 ngx_chat_expire_sweep(ngx_event_t *ev)
 {
-    u_char     ttl[NGX_TIME_T_LEN];
-    ngx_str_t  params[2];
+    u_char     ttl[NGX_TIME_T_LEN], window[NGX_TIME_T_LEN];
+    ngx_str_t  params[3];
 
     params[0].data = ttl;
     params[0].len = ngx_sprintf(ttl, "%T", ngx_chat_expire_conf->message_ttl)
                     - ttl;
-    ngx_str_set(&params[1], NGX_CHAT_EXPIRE_BATCH);
+    params[1].data = window;
+    params[1].len = ngx_sprintf(window, "%T",
+                                ngx_chat_expire_conf->resend_window)
+                    - window;
+    ngx_str_set(&params[2], NGX_CHAT_EXPIRE_BATCH_STR);
 
     ngx_chat_expire_query = ngx_chat_pg_query(
-                                "SELECT chat_expire($1, $2)", 2, params,
+                                "SELECT chat_expire($1, $3),"
+                                " chat_forget_sent($2, $3)", 3, params,
                                 ngx_chat_expire_swept, NULL, ev->log);
 
     if (ngx_chat_expire_query == NULL) {
@@ -83,25 +90,29 @@ ngx_chat_expire_sweep(ngx_event_t *ev)
 static void
 ngx_chat_expire_swept(void *data, PGresult *res)
 {
-    ngx_int_t  n;
+    ngx_int_t  expired, forgotten;
 
     ngx_chat_expire_query = NULL;
-    n = 0;
+    expired = 0;
+    forgotten = 0;
 
     if (ngx_chat_pg_ok(res) && PQntuples(res) == 1) {
-        n = ngx_atoi((u_char *) PQgetvalue(res, 0, 0),
-                     PQgetlength(res, 0, 0));
+        expired = ngx_chat_pg_int(res, 0, 0);
+        forgotten = ngx_chat_pg_int(res, 0, 1);
     }
 
-    if (n > 0) {
+    if (expired > 0) {
         ngx_log_error(NGX_LOG_INFO, ngx_chat_expire_ev.log, 0,
-                      "chat: %i messages expired", n);
+                      "chat: %i messages expired", expired);
     }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_chat_expire_ev.log, 0,
+                   "chat: %i ids of deleted messages forgotten", forgotten);
 
     /* a full batch: more are waiting, go on at once */
 
     ngx_add_timer(&ngx_chat_expire_ev,
-                  n == ngx_atoi((u_char *) NGX_CHAT_EXPIRE_BATCH,
-                                sizeof(NGX_CHAT_EXPIRE_BATCH) - 1)
+                  (expired == NGX_CHAT_EXPIRE_BATCH
+                   || forgotten == NGX_CHAT_EXPIRE_BATCH)
                   ? 1 : ngx_chat_expire_conf->expire_interval);
 }

@@ -219,6 +219,13 @@ static ngx_command_t  ngx_chat_commands[] = {
       offsetof(ngx_chat_main_conf_t, message_ttl),
       &ngx_chat_not_zero_p },
 
+    { ngx_string("chat_resend_window"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_chat_main_conf_t, resend_window),
+      &ngx_chat_not_zero_p },
+
     { ngx_string("chat_api_max_body_size"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_size_slot,
@@ -646,6 +653,7 @@ ngx_chat_create_main_conf(ngx_conf_t *cf)
     cmcf->max_group_size = NGX_CONF_UNSET_UINT;
     cmcf->api_max_body = NGX_CONF_UNSET_SIZE;
     cmcf->message_ttl = NGX_CONF_UNSET;
+    cmcf->resend_window = NGX_CONF_UNSET;
     cmcf->presence_lease = NGX_CONF_UNSET_MSEC;
     cmcf->presence_debounce = NGX_CONF_UNSET_MSEC;
     cmcf->device_check = NGX_CONF_UNSET_MSEC;
@@ -689,10 +697,12 @@ ngx_chat_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(cmcf->max_group_size, 1024);
     ngx_conf_init_size_value(cmcf->api_max_body, 16 * 1024);
     ngx_conf_init_value(cmcf->message_ttl, 30 * 86400);
+    ngx_conf_init_value(cmcf->resend_window, 600);
 
-    /* a quarter of the TTL, between a second and a minute */
+    /* a quarter of the shorter of the two, between a second and a minute */
     cmcf->expire_interval = (ngx_msec_t) ngx_max(1, ngx_min(60,
-                                             cmcf->message_ttl / 4)) * 1000;
+                                 ngx_min(cmcf->message_ttl,
+                                         cmcf->resend_window) / 4)) * 1000;
 
     ngx_conf_init_msec_value(cmcf->presence_lease, 30000);
     ngx_conf_init_msec_value(cmcf->presence_debounce, 3000);

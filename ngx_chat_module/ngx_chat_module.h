@@ -37,7 +37,8 @@ typedef struct {
     ngx_str_t               sms_relay;         /* location URI, or empty */
     size_t                  api_max_body;      /* request body bound */
     time_t                  message_ttl;       /* chat_message_ttl */
-    ngx_msec_t              expire_interval;   /* sweeps, from the TTL */
+    time_t                  resend_window;     /* chat_resend_window */
+    ngx_msec_t              expire_interval;   /* sweeps, from both */
     ngx_msec_t              presence_lease;    /* a worker's hold on a user */
     ngx_msec_t              presence_debounce; /* away that long: offline */
     ngx_msec_t              device_check;      /* unlinked devices' sockets */
