@@ -295,6 +295,15 @@ ngx_chat_pg_up(void)
 }
 
 
+/* half the waiting queue is taken: work that can wait should */
+
+ngx_uint_t
+ngx_chat_pg_busy(void)
+{
+    return ngx_chat_pg_nwaiting >= ngx_chat_pg_conf->max_waiting / 2;
+}
+
+
 ngx_uint_t
 ngx_chat_pg_ok(PGresult *res)
 {

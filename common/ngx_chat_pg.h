@@ -47,6 +47,7 @@ ngx_chat_pg_query_t *ngx_chat_pg_query(const char *sql, ngx_uint_t nparams,
 void ngx_chat_pg_cancel(ngx_chat_pg_query_t *q);
 
 ngx_uint_t ngx_chat_pg_up(void);
+ngx_uint_t ngx_chat_pg_busy(void);
 
 /* a text column of a row, as ngx_str_t (NULL columns are empty) */
 void ngx_chat_pg_value(PGresult *res, int row, int col, ngx_str_t *value);

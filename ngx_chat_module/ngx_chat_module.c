@@ -135,6 +135,13 @@ static ngx_command_t  ngx_chat_commands[] = {
       offsetof(ngx_chat_main_conf_t, redis.timeout),
       &ngx_chat_not_zero_p },
 
+    { ngx_string("chat_redis_down_poll"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_chat_main_conf_t, redis_down_poll),
+      &ngx_chat_not_zero_p },
+
     { ngx_string("chat_redis_max_pending"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_num_slot,
@@ -384,7 +391,12 @@ ngx_chat_init_process(ngx_cycle_t *cycle)
         || ngx_chat_pg_init_worker(&cmcf->pg, cycle) != NGX_OK
         || ngx_chat_redis_init_worker(&cmcf->redis, cycle) != NGX_OK
         || ngx_chat_fanout_init_worker(cycle) != NGX_OK
-        || ngx_chat_session_init_worker(ngx_chat_features, cycle) != NGX_OK
+        || ngx_chat_session_init_worker(ngx_chat_features,
+                                        cmcf->redis.host.len
+                                        || cmcf->redis.unix_path.len
+                                        ? cmcf->redis_down_poll : 0,
+                                        cycle)
+           != NGX_OK
         || ngx_chat_expire_init_worker(cmcf, cycle) != NGX_OK)
     {
         return NGX_ERROR;
@@ -647,6 +659,7 @@ ngx_chat_create_main_conf(ngx_conf_t *cf)
     cmcf->pg.query_timeout = NGX_CONF_UNSET_MSEC;
     cmcf->pg.max_waiting = NGX_CONF_UNSET_UINT;
     cmcf->redis.timeout = NGX_CONF_UNSET_MSEC;
+    cmcf->redis_down_poll = NGX_CONF_UNSET_MSEC;
     cmcf->redis.max_pending = NGX_CONF_UNSET_UINT;
     cmcf->dev_codes = NGX_CONF_UNSET;
     cmcf->max_devices = NGX_CONF_UNSET_UINT;
@@ -680,6 +693,7 @@ ngx_chat_init_main_conf(ngx_conf_t *cf, void *conf)
     cmcf->pg.connect_timeout = cmcf->pg.query_timeout;
 
     ngx_conf_init_msec_value(cmcf->redis.timeout, 3000);
+    ngx_conf_init_msec_value(cmcf->redis_down_poll, 2000);
     ngx_conf_init_uint_value(cmcf->redis.max_pending, 4096);
 
     if (cmcf->redis.prefix.data == NULL) {

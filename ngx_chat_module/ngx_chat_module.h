@@ -31,6 +31,7 @@ typedef struct {
 typedef struct {
     ngx_chat_pg_conf_t      pg;
     ngx_chat_redis_conf_t   redis;
+    ngx_msec_t              redis_down_poll;   /* chat_redis_down_poll */
     ngx_flag_t              dev_codes;         /* codes in API answers */
     ngx_uint_t              max_devices;       /* per user */
     ngx_uint_t              max_group_size;    /* members of a group */

@@ -1,7 +1,9 @@
 # Redis lost under live conversations (PROTOCOL.md section 5, issue 4:
 # "Redis outage"): with two workers, A, B's three devices (sockets on both
 # workers) and C connected, Redis is stopped mid-conversation. Sends go on
-# being stored and answered with "sent"; when Redis is back, every session
+# being stored and answered with "sent"; while Redis is away, sessions read
+# PostgreSQL every chat_redis_down_poll (2 s), so every device has every
+# message within 5 s of the last send; when Redis is back, every session
 # reads back from PostgreSQL what was stored meanwhile, so within ~10 s
 # every device has every message of the outage, in order, dense, once,
 # without a second "synced"; then live delivery works again (within ~2 s).
@@ -89,7 +91,7 @@ sub holdings {
 # it is away: stopped and every worker has seen it, or hung), $up->()
 # brings it back.
 sub outage {
-    my ($what, $down, $up) = @_;
+    my ($what, $down, $up, %o) = @_;
     my ($ua, $ub, $uc) = users('A', 'B1', 'C') or return;
     my $ub2 = api_link_device($ub, device_name => 'B2') or return;
     my $ub3 = api_link_device($ub, device_name => 'B3') or return;
@@ -158,6 +160,20 @@ sub outage {
                                                      $d0),
          counts_above(\@d, $g, $g0));
 
+    # Redis away for good: sessions poll PostgreSQL (chat_redis_down_poll,
+    # 2s), so the outage's messages come without it.
+    if ($o{polls}) {
+        my $t0 = time;
+        ok pump(\@d, sub { caught_up(\@in_direct, $direct, $nd)->()
+                           && caught_up(\@d, $g, $ng)->() },
+                within => 5, quiet => 5),
+           sprintf('with Redis still away, every device has every message '
+                   . 'of the outage within 5s of the last send (%.1fs)',
+                   time - $t0)
+            or diag("expected direct 1..$nd and group 1..$ng; got:\n"
+                    . holdings(\@d, %chats));
+    }
+
     # Back.
     ok $up->(), "Redis back" or return;
     my $t_up = time;
@@ -203,7 +219,8 @@ outage_behaviour 'Redis stopped mid-conversation: sends are stored and '
            sub { $REDIS = 'stopped';
                  my $mark = error_log_mark();
                  redis_stop() && redis_down_seen($mark) },
-           sub { my $ok = redis_start(); $REDIS = 'up' if $ok; $ok });
+           sub { my $ok = redis_start(); $REDIS = 'up' if $ok; $ok },
+           polls => 1);
 };
 
 outage_behaviour 'Redis hung (SIGSTOP) mid-conversation: sends are stored '

@@ -18,6 +18,7 @@
 
 #include "ngx_chat_session.h"
 #include "ngx_chat_auth.h"
+#include "ngx_chat_event.h"
 #include "ngx_chat_metrics.h"
 
 
@@ -39,6 +40,7 @@ static ngx_chat_session_user_t *ngx_chat_session_next_user(
 static void ngx_chat_session_user_message(void *data, ngx_str_t *message);
 static void ngx_chat_session_live(ngx_chat_session_user_t *u, json_t *msg,
     ngx_str_t *text);
+static void ngx_chat_session_poll(ngx_event_t *ev);
 static u_char *ngx_chat_session_log_error(ngx_log_t *log, u_char *buf,
     size_t len);
 
@@ -56,14 +58,43 @@ static ngx_rbtree_t          ngx_chat_session_users;
 static ngx_rbtree_node_t     ngx_chat_session_sentinel;
 static ngx_uint_t            ngx_chat_session_n;
 
+/*
+ * While Redis is down no live message comes, but PostgreSQL has them: the
+ * sessions read what they are owed on a timer instead (the resync that
+ * follows an outage, done early and again). A round reads every user of
+ * the worker once, NGX_CHAT_SESSION_POLL_USERS users a tick, none while
+ * PostgreSQL's queue is half full, and a round starts at most every
+ * chat_redis_down_poll: a device gets a message within about that time
+ * while Redis is away, and the worker adds at most ~1,000 reads a second
+ * to PostgreSQL's load, however many sessions it holds.
+ */
+
+#define NGX_CHAT_SESSION_POLL_TICK   250
+#define NGX_CHAT_SESSION_POLL_USERS  256
+
+static ngx_event_t           ngx_chat_session_poll_ev;
+static ngx_msec_t            ngx_chat_session_poll_every;
+static ngx_msec_t            ngx_chat_session_poll_start;
+static ngx_uint_t            ngx_chat_session_round;
+static ngx_uint_t            ngx_chat_session_polling;
+
 
 ngx_int_t
-ngx_chat_session_init_worker(ngx_chat_feature_t **features, ngx_cycle_t *cycle)
+ngx_chat_session_init_worker(ngx_chat_feature_t **features,
+    ngx_msec_t redis_down_poll, ngx_cycle_t *cycle)
 {
     ngx_uint_t  i;
 
     ngx_rbtree_init(&ngx_chat_session_users, &ngx_chat_session_sentinel,
                     ngx_str_rbtree_insert_value);
+
+    if (redis_down_poll) {
+        ngx_chat_session_poll_every = redis_down_poll;
+        ngx_chat_event_init(&ngx_chat_session_poll_ev, ngx_chat_session_poll,
+                            cycle->log);
+        ngx_chat_session_poll_ev.cancelable = 1;
+        ngx_add_timer(&ngx_chat_session_poll_ev, redis_down_poll);
+    }
 
     ngx_chat_session_features = features;
 
@@ -94,6 +125,10 @@ void
 ngx_chat_session_exit_worker(ngx_cycle_t *cycle)
 {
     ngx_uint_t  i;
+
+    if (ngx_chat_session_poll_ev.timer_set) {
+        ngx_del_timer(&ngx_chat_session_poll_ev);
+    }
 
     for (i = 0; i < ngx_chat_session_nfeatures; i++) {
         if (ngx_chat_session_features[i]->exit_worker) {
@@ -709,6 +744,90 @@ ngx_chat_session_resync(ngx_chat_session_t *s)
 }
 
 
+/* Redis is down: read PostgreSQL for the users not read this round */
+
+static void
+ngx_chat_session_poll(ngx_event_t *ev)
+{
+    ngx_msec_t                elapsed, delay;
+    ngx_uint_t                n;
+    ngx_queue_t              *q, *next;
+    ngx_chat_session_t       *s;
+    ngx_chat_session_user_t  *u;
+
+    if (ngx_chat_redis_up()) {
+        if (ngx_chat_session_polling) {
+            ngx_chat_session_polling = 0;
+            ngx_log_error(NGX_LOG_NOTICE, ev->log, 0,
+                          "chat: Redis is back, sessions stop polling "
+                          "PostgreSQL");
+        }
+
+        ngx_add_timer(ev, ngx_chat_session_poll_every);
+        return;
+    }
+
+    if (!ngx_chat_session_polling) {
+        ngx_chat_session_polling = 1;
+        ngx_chat_session_poll_start = ngx_current_msec;
+        ngx_chat_session_round++;
+        ngx_log_error(NGX_LOG_WARN, ev->log, 0,
+                      "chat: Redis is down, sessions poll PostgreSQL every "
+                      "%M ms", ngx_chat_session_poll_every);
+    }
+
+    if (ngx_chat_pg_busy()) {
+        ngx_add_timer(ev, NGX_CHAT_SESSION_POLL_TICK);
+        return;
+    }
+
+    n = 0;
+
+    for (u = ngx_chat_session_next_user(NULL);
+         u && n < NGX_CHAT_SESSION_POLL_USERS;
+         u = ngx_chat_session_next_user(u))
+    {
+        if (u->round == ngx_chat_session_round) {
+            continue;
+        }
+
+        u->round = ngx_chat_session_round;
+        n++;
+
+        for (q = ngx_queue_head(&u->sessions);
+             q != ngx_queue_sentinel(&u->sessions);
+             q = next)
+        {
+            next = ngx_queue_next(q);
+            s = ngx_queue_data(q, ngx_chat_session_t, queue);
+
+            if (s->state == NGX_CHAT_SESSION_READY) {
+                ngx_chat_session_resync(s);
+            }
+        }
+    }
+
+    if (n < NGX_CHAT_SESSION_POLL_USERS) {
+
+        /* the round is over: the next one a poll interval after it began */
+
+        elapsed = ngx_current_msec - ngx_chat_session_poll_start;
+        delay = (elapsed + NGX_CHAT_SESSION_POLL_TICK
+                 >= ngx_chat_session_poll_every)
+                ? NGX_CHAT_SESSION_POLL_TICK
+                : ngx_chat_session_poll_every - elapsed;
+
+        ngx_chat_session_poll_start = ngx_current_msec + delay;
+        ngx_chat_session_round++;
+
+        ngx_add_timer(ev, delay);
+        return;
+    }
+
+    ngx_add_timer(ev, NGX_CHAT_SESSION_POLL_TICK);
+}
+
+
 /* ------------------------------------------------------ per-user index */
 
 
@@ -747,6 +866,7 @@ ngx_chat_session_join(ngx_chat_session_t *s)
     u->node.str.data = (u_char *) (u + 1);
     ngx_memcpy(u->node.str.data, channel.data, channel.len);
     ngx_queue_init(&u->sessions);
+    u->round = ngx_chat_session_round;      /* its sync reads PostgreSQL */
 
     if (ngx_chat_redis_subscribe(&u->node.str, ngx_chat_session_user_message,
                                  u)

@@ -215,6 +215,7 @@ struct ngx_chat_session_chat_s {
 struct ngx_chat_session_user_s {
     ngx_str_node_t             node;         /* key: the user's channel */
     ngx_queue_t                sessions;
+    ngx_uint_t                 round;        /* the last poll that read it */
 };
 
 
@@ -282,7 +283,7 @@ struct ngx_chat_session_s {
 
 /* ngx_chat_session.c: lifecycle, auth, the per-user index, output */
 ngx_int_t ngx_chat_session_init_worker(ngx_chat_feature_t **features,
-    ngx_cycle_t *cycle);
+    ngx_msec_t redis_down_poll, ngx_cycle_t *cycle);
 void ngx_chat_session_exit_worker(ngx_cycle_t *cycle);
 ngx_uint_t ngx_chat_session_count(void);
 
