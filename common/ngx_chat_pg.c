@@ -304,6 +304,15 @@ ngx_chat_pg_busy(void)
 }
 
 
+/* how many queries may wait for a connection (chat_postgres_max_waiting) */
+
+ngx_uint_t
+ngx_chat_pg_max_waiting(void)
+{
+    return ngx_chat_pg_conf->max_waiting;
+}
+
+
 ngx_uint_t
 ngx_chat_pg_ok(PGresult *res)
 {

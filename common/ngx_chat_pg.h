@@ -48,6 +48,7 @@ void ngx_chat_pg_cancel(ngx_chat_pg_query_t *q);
 
 ngx_uint_t ngx_chat_pg_up(void);
 ngx_uint_t ngx_chat_pg_busy(void);
+ngx_uint_t ngx_chat_pg_max_waiting(void);
 
 /* a text column of a row, as ngx_str_t (NULL columns are empty) */
 void ngx_chat_pg_value(PGresult *res, int row, int col, ngx_str_t *value);

@@ -13,6 +13,12 @@
  * at a time as it has room for, and they count as its own (marks_seen)
  * only once the transport has written them: a socket that closes first,
  * or a long-poll with no room for them, loses none.
+ *
+ * Those marks_seen writes are batched per worker (one statement for up to
+ * NGX_CHAT_RECEIPT_SEEN_BATCH devices, one at a time): thousands of
+ * sockets closing or syncing at once make a few statements, not a query
+ * each that fills PostgreSQL's queue.  One that is not written costs
+ * receipts sent again, which change nothing on a device.
  */
 
 #include <ngx_config.h>
@@ -22,9 +28,12 @@
 #include "ngx_chat_session.h"
 #include "ngx_chat_features.h"
 #include "ngx_chat_fanout.h"
+#include "ngx_chat_batch.h"
 
 
-#define NGX_CHAT_RECEIPT_READS  16      /* reads in flight a socket */
+#define NGX_CHAT_RECEIPT_READS       16      /* reads in flight a socket */
+#define NGX_CHAT_RECEIPT_SEEN_BATCH  1024    /* devices a statement */
+#define NGX_CHAT_RECEIPT_SEEN_MAX    65536   /* waiting a worker */
 
 /* chat_read()'s statuses: 1, nothing moved; 2, not a member */
 #define NGX_CHAT_RECEIPT_MOVED       0
@@ -55,6 +64,15 @@ typedef struct {
 } ngx_chat_receipt_t;
 
 
+/* a device's marks_seen to move: to at (us), or to its last write */
+typedef struct {
+    ngx_queue_t                queue;    /* in the batch */
+    int64_t                    device;
+    int64_t                    at;       /* 0: when drained_at was */
+    ngx_msec_t                 drained_at;
+} ngx_chat_receipt_seen_t;
+
+
 typedef struct {
     ngx_queue_t                queue;    /* in ngx_chat_receipt_t */
     ngx_chat_session_t        *session;  /* NULL: the socket is gone */
@@ -75,12 +93,9 @@ static const char  ngx_chat_receipt_marks_sql[] =
     "SELECT out_chat, out_user, out_status, out_seq, out_ts, out_at "
     "FROM chat_marks_since($1)";
 
+/* devices, times in us, or 0 and how many ms ago it last wrote */
 static const char  ngx_chat_receipt_seen_sql[] =
-    "SELECT chat_marks_seen($1, $2::bigint)";
-
-/* the receipts of a closing socket: those it had written $2 ms ago */
-static const char  ngx_chat_receipt_left_sql[] =
-    "SELECT chat_marks_seen($1, chat_us(now()) - $2::bigint * 1000)";
+    "SELECT chat_marks_seen_batch($1, $2, $3)";
 
 
 static void ngx_chat_receipt_read(ngx_chat_session_t *s, json_t *msg);
@@ -92,6 +107,10 @@ static void ngx_chat_receipt_marked(void *data, PGresult *res);
 static void ngx_chat_receipt_marks(ngx_chat_session_t *s, void *data);
 static void ngx_chat_receipt_done(ngx_chat_session_t *s, void *data);
 static void ngx_chat_receipt_seen(ngx_chat_session_t *s, int64_t at);
+static void ngx_chat_receipt_seen_run(ngx_chat_batch_t *b, ngx_uint_t n);
+static void ngx_chat_receipt_seen_done(void *data, PGresult *res);
+static ngx_int_t ngx_chat_receipt_init_worker(ngx_cycle_t *cycle);
+static void ngx_chat_receipt_exit_worker(ngx_cycle_t *cycle);
 static ngx_chat_receipt_t *ngx_chat_receipt_state(ngx_chat_session_t *s);
 static void ngx_chat_receipt_partly(ngx_chat_session_t *s,
     ngx_chat_receipt_t *st);
@@ -118,7 +137,36 @@ ngx_chat_feature_t  ngx_chat_receipt_feature = {
     .synced = ngx_chat_receipt_synced,
     .pending = ngx_chat_receipt_pending,
     .end = ngx_chat_receipt_end,
+    .init_worker = ngx_chat_receipt_init_worker,
+    .exit_worker = ngx_chat_receipt_exit_worker,
 };
+
+
+static ngx_chat_batch_t  ngx_chat_receipt_seen_batch;
+
+
+static ngx_int_t
+ngx_chat_receipt_init_worker(ngx_cycle_t *cycle)
+{
+    ngx_chat_batch_init(&ngx_chat_receipt_seen_batch,
+                        ngx_chat_receipt_seen_run,
+                        NGX_CHAT_RECEIPT_SEEN_BATCH, 1, cycle->log);
+    return NGX_OK;
+}
+
+
+static void
+ngx_chat_receipt_exit_worker(ngx_cycle_t *cycle)
+{
+    ngx_queue_t  *q;
+
+    ngx_chat_batch_exit(&ngx_chat_receipt_seen_batch);
+
+    while (ngx_chat_receipt_seen_batch.nready) {
+        q = ngx_chat_batch_take(&ngx_chat_receipt_seen_batch);
+        ngx_free(ngx_queue_data(q, ngx_chat_receipt_seen_t, queue));
+    }
+}
 
 
 /* {"type":"read","chat_id","seq"} */
@@ -476,18 +524,91 @@ ngx_chat_receipt_done(ngx_chat_session_t *s, void *data)
 }
 
 
+/* the device's marks up to at (0: up to its last write) are its own */
+
 static void
 ngx_chat_receipt_seen(ngx_chat_session_t *s, int64_t at)
 {
-    u_char     buf[NGX_INT64_LEN];
-    ngx_str_t  params[2];
+    ngx_chat_receipt_seen_t  *seen;
 
-    params[0] = s->device_id;
-    params[1].data = buf;
-    params[1].len = ngx_sprintf(buf, "%L", at) - buf;
+    if (ngx_chat_receipt_seen_batch.nready >= NGX_CHAT_RECEIPT_SEEN_MAX) {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, s->log, 0,
+                       "chat receipt: marks seen not written, too many "
+                       "waiting");
+        return;
+    }
 
-    (void) ngx_chat_pg_query(ngx_chat_receipt_seen_sql, 2, params,
-                             ngx_chat_pg_ignore, NULL, ngx_cycle->log);
+    seen = ngx_alloc(sizeof(ngx_chat_receipt_seen_t), s->log);
+    if (seen == NULL) {
+        return;
+    }
+
+    seen->device = s->device;
+    seen->at = at;
+    seen->drained_at = s->drained_at;
+
+    ngx_chat_batch_add(&ngx_chat_receipt_seen_batch, &seen->queue);
+}
+
+
+static void
+ngx_chat_receipt_seen_run(ngx_chat_batch_t *b, ngx_uint_t n)
+{
+    ngx_str_t                 params[3];
+    ngx_uint_t                i, k, ok;
+    ngx_chat_pg_array_t       a[3];
+    ngx_chat_pg_query_t      *query;
+    ngx_chat_receipt_seen_t  *seen;
+
+    ok = 1;
+
+    for (k = 0; k < 3; k++) {
+        if (ngx_chat_pg_array_init(&a[k], n, b->ev.log) != NGX_OK) {
+            a[k].value.data = NULL;
+            ok = 0;
+        }
+    }
+
+    for (i = 0; i < n; i++) {
+        seen = ngx_queue_data(ngx_chat_batch_take(b),
+                              ngx_chat_receipt_seen_t, queue);
+
+        if (ok) {
+            ngx_chat_pg_array_add(&a[0], seen->device);
+            ngx_chat_pg_array_add(&a[1], seen->at);
+            ngx_chat_pg_array_add(&a[2], (int64_t) (ngx_current_msec
+                                                    - seen->drained_at));
+        }
+
+        ngx_free(seen);
+    }
+
+    query = NULL;
+
+    if (ok) {
+        for (k = 0; k < 3; k++) {
+            params[k] = *ngx_chat_pg_array_value(&a[k]);
+        }
+
+        query = ngx_chat_pg_query(ngx_chat_receipt_seen_sql, 3, params,
+                                  ngx_chat_receipt_seen_done, NULL,
+                                  b->ev.log);
+    }
+
+    for (k = 0; k < 3; k++) {
+        ngx_chat_pg_array_free(&a[k]);
+    }
+
+    if (query == NULL) {
+        ngx_chat_receipt_seen_done(NULL, NULL);
+    }
+}
+
+
+static void
+ngx_chat_receipt_seen_done(void *data, PGresult *res)
+{
+    ngx_chat_batch_done(&ngx_chat_receipt_seen_batch);
 }
 
 
@@ -565,8 +686,6 @@ ngx_chat_receipt_partly(ngx_chat_session_t *s, ngx_chat_receipt_t *st)
 static void
 ngx_chat_receipt_end(ngx_chat_session_t *s)
 {
-    u_char                    ms[NGX_INT64_LEN];
-    ngx_str_t                 params[2];
     ngx_queue_t              *q;
     ngx_chat_receipt_t       *st;
     ngx_chat_receipt_read_t  *rd;
@@ -607,12 +726,6 @@ ngx_chat_receipt_end(ngx_chat_session_t *s)
      */
 
     if (st->seen && !(s->transport->flags & NGX_CHAT_TRANSPORT_POLL)) {
-        params[0] = s->device_id;
-        params[1].data = ms;
-        params[1].len = ngx_sprintf(ms, "%M", ngx_current_msec - s->drained_at)
-                        - ms;
-
-        (void) ngx_chat_pg_query(ngx_chat_receipt_left_sql, 2, params,
-                                 ngx_chat_pg_ignore, NULL, ngx_cycle->log);
+        ngx_chat_receipt_seen(s, 0);
     }
 }

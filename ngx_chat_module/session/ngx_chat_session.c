@@ -40,6 +40,10 @@ static ngx_chat_session_user_t *ngx_chat_session_next_user(
 static void ngx_chat_session_user_message(void *data, ngx_str_t *message);
 static void ngx_chat_session_live(ngx_chat_session_user_t *u, json_t *msg,
     ngx_str_t *text);
+static void ngx_chat_session_check(ngx_chat_session_t *s, ngx_str_t *token);
+static void ngx_chat_session_started(ngx_chat_session_t *s);
+static void ngx_chat_session_admit_next(ngx_event_t *ev);
+static ngx_uint_t ngx_chat_session_may_start(void);
 static void ngx_chat_session_poll(ngx_event_t *ev);
 static u_char *ngx_chat_session_log_error(ngx_log_t *log, u_char *buf,
     size_t len);
@@ -72,6 +76,26 @@ static ngx_uint_t            ngx_chat_session_n;
 #define NGX_CHAT_SESSION_POLL_TICK   250
 #define NGX_CHAT_SESSION_POLL_USERS  256
 
+/*
+ * A session starting (token check, cursors, the sync's first page, marks,
+ * presence) asks PostgreSQL a handful of queries at once. When thousands
+ * of devices come back together (a network blip, a host back), their
+ * queries would fill the pool's queue and be refused. A session starting
+ * has at most two queries in flight at a time (the token check, then the
+ * cursors and the sync's pages, then the marks): a quarter of
+ * chat_postgres_max_waiting sessions of a worker start at a time, none
+ * while the queue is half full, and the others wait their turn in order,
+ * holding only their socket. A session gives its turn up once ready, once
+ * it ends, and as soon as it waits for its client to read (a slow client
+ * does not hold others back).
+ */
+
+#define NGX_CHAT_SESSION_ADMIT_RETRY  50    /* ms, while PostgreSQL is busy */
+
+static ngx_queue_t           ngx_chat_session_admit;
+static ngx_uint_t            ngx_chat_session_starting;
+static ngx_event_t           ngx_chat_session_admit_ev;
+
 static ngx_event_t           ngx_chat_session_poll_ev;
 static ngx_msec_t            ngx_chat_session_poll_every;
 static ngx_msec_t            ngx_chat_session_poll_start;
@@ -87,6 +111,10 @@ ngx_chat_session_init_worker(ngx_chat_feature_t **features,
 
     ngx_rbtree_init(&ngx_chat_session_users, &ngx_chat_session_sentinel,
                     ngx_str_rbtree_insert_value);
+    ngx_queue_init(&ngx_chat_session_admit);
+    ngx_chat_event_init(&ngx_chat_session_admit_ev,
+                        ngx_chat_session_admit_next, cycle->log);
+    ngx_chat_session_admit_ev.cancelable = 1;
 
     if (redis_down_poll) {
         ngx_chat_session_poll_every = redis_down_poll;
@@ -130,6 +158,14 @@ ngx_chat_session_exit_worker(ngx_cycle_t *cycle)
         ngx_del_timer(&ngx_chat_session_poll_ev);
     }
 
+    if (ngx_chat_session_admit_ev.posted) {
+        ngx_delete_posted_event(&ngx_chat_session_admit_ev);
+    }
+
+    if (ngx_chat_session_admit_ev.timer_set) {
+        ngx_del_timer(&ngx_chat_session_admit_ev);
+    }
+
     for (i = 0; i < ngx_chat_session_nfeatures; i++) {
         if (ngx_chat_session_features[i]->exit_worker) {
             ngx_chat_session_features[i]->exit_worker(cycle);
@@ -161,6 +197,7 @@ ngx_chat_session_init(ngx_chat_session_t *s, ngx_chat_transport_t *transport,
     s->pool = pool;
 
     ngx_queue_init(&s->queue);
+    ngx_queue_init(&s->admit);
     ngx_queue_init(&s->waiters);
     ngx_queue_init(&s->behind);
     ngx_rbtree_init(&s->chats, &s->sentinel, ngx_rbtree_insert_value);
@@ -207,12 +244,114 @@ ngx_chat_session_auth(ngx_chat_session_t *s, ngx_str_t *token)
         return;
     }
 
+    if (ngx_queue_empty(&ngx_chat_session_admit)
+        && ngx_chat_session_may_start())
+    {
+        ngx_chat_session_check(s, token);
+        return;
+    }
+
+    /* its turn comes when a session before it has started */
+
+    s->token.data = ngx_pnalloc(s->pool, token->len);
+    if (s->token.data == NULL) {
+        ngx_chat_session_close(s, NGX_CHAT_CLOSE_ERROR, "no memory");
+        return;
+    }
+
+    s->token.len = ngx_cpymem(s->token.data, token->data, token->len)
+                   - s->token.data;
+    s->admitting = 1;
+    ngx_queue_insert_tail(&ngx_chat_session_admit, &s->admit);
+
+    if (ngx_chat_session_starting == 0 && !ngx_chat_session_admit_ev.timer_set
+        && !ngx_chat_session_admit_ev.posted)
+    {
+        /* none starting: nobody gives a turn up, PostgreSQL is busy */
+        ngx_add_timer(&ngx_chat_session_admit_ev,
+                      NGX_CHAT_SESSION_ADMIT_RETRY);
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, s->log, 0,
+                   "chat session: waits its turn to start, %ui starting",
+                   ngx_chat_session_starting);
+}
+
+
+static void
+ngx_chat_session_check(ngx_chat_session_t *s, ngx_str_t *token)
+{
+    s->starting = 1;
+    ngx_chat_session_starting++;
+
     s->auth = ngx_chat_auth_check(token, ngx_chat_session_authed, s,
                                   s->pool, s->log);
 
     if (s->auth == NULL) {
         ngx_chat_session_authed(s, NGX_ERROR, NULL);
     }
+}
+
+
+/* the session has started, or ended: the next ones waiting may start */
+
+static void
+ngx_chat_session_started(ngx_chat_session_t *s)
+{
+    if (s->admitting) {
+        s->admitting = 0;
+        ngx_queue_remove(&s->admit);
+    }
+
+    if (!s->starting) {
+        return;
+    }
+
+    s->starting = 0;
+    ngx_chat_session_starting--;
+
+    /* posted: a session that fails at once ends here, in a loop, not deeper */
+
+    if (!ngx_queue_empty(&ngx_chat_session_admit)
+        && !ngx_chat_session_admit_ev.posted)
+    {
+        ngx_post_event(&ngx_chat_session_admit_ev, &ngx_posted_events);
+    }
+}
+
+
+static void
+ngx_chat_session_admit_next(ngx_event_t *ev)
+{
+    ngx_queue_t         *q;
+    ngx_chat_session_t  *s;
+
+    while (!ngx_queue_empty(&ngx_chat_session_admit)
+           && ngx_chat_session_may_start())
+    {
+        q = ngx_queue_head(&ngx_chat_session_admit);
+        ngx_queue_remove(q);
+
+        s = ngx_queue_data(q, ngx_chat_session_t, admit);
+        s->admitting = 0;
+
+        ngx_chat_session_check(s, &s->token);
+    }
+
+    if (!ngx_queue_empty(&ngx_chat_session_admit)
+        && ngx_chat_session_starting == 0 && !ev->timer_set)
+    {
+        ngx_add_timer(ev, NGX_CHAT_SESSION_ADMIT_RETRY);
+    }
+}
+
+
+static ngx_uint_t
+ngx_chat_session_may_start(void)
+{
+    return ngx_chat_session_starting
+           < ngx_max(1, ngx_chat_pg_max_waiting() / 4)
+           && !ngx_chat_pg_busy();
 }
 
 
@@ -317,6 +456,7 @@ ngx_chat_session_begin(ngx_chat_session_t *s)
 {
     if (s->transport->flags & NGX_CHAT_TRANSPORT_CALL) {
         s->state = NGX_CHAT_SESSION_READY;
+        ngx_chat_session_started(s);
         return;
     }
 
@@ -607,6 +747,8 @@ ngx_chat_session_end(ngx_chat_session_t *s)
         s->auth = NULL;
     }
 
+    ngx_chat_session_started(s);
+
     if (s->user) {
         ngx_chat_session_leave(s);
     }
@@ -696,6 +838,8 @@ ngx_chat_session_resume(ngx_chat_session_t *s)
     }
 
     s->resyncing = 0;
+
+    ngx_chat_session_started(s);
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, s->log, 0,
                    "chat session state: ready, %ui synced",
@@ -1168,6 +1312,8 @@ ngx_chat_session_wait(ngx_chat_session_t *s, ngx_chat_session_waiter_t *w)
         w->waiting = 1;
         ngx_queue_insert_tail(&s->waiters, &w->queue);
     }
+
+    ngx_chat_session_started(s);
 }
 
 

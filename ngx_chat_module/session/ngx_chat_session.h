@@ -231,6 +231,8 @@ struct ngx_chat_session_s {
     ngx_event_t                hold_timer;   /* bounds a wait for requests
                                                 in flight */
     ngx_chat_pg_query_t       *auth;         /* the token check */
+    ngx_queue_t                admit;        /* waiting to start */
+    ngx_str_t                  token;        /* while it waits */
 
     ngx_chat_session_user_t   *user;         /* its index node, once authed */
     ngx_queue_t                queue;        /* in user->sessions */
@@ -269,6 +271,8 @@ struct ngx_chat_session_s {
     unsigned                   resync_again:1;
     unsigned                   begin_held:1; /* begins once requests in
                                                 flight are applied */
+    unsigned                   starting:1;   /* holds a start slot */
+    unsigned                   admitting:1;  /* in the admission queue */
 };
 
 
