@@ -7,6 +7,15 @@
 -- chat_resend_window; the send batch answers a resend found there with
 -- the original seq and ts, as it does for a stored one.
 --
+-- A resend of a message still stored is published again. Its first
+-- "sent" may never have been answered: the statement timed out or
+-- PostgreSQL went down after the commit, so the worker answered
+-- "unavailable" and published nothing, and the recipients would get the
+-- message only at their next sync or gap fill. The batch answers such a
+-- resend with the message and its members, as for a new one; devices
+-- that have it drop it by its seq. A resend of a deleted message has
+-- nothing to publish: every device acked it.
+--
 -- One trigger on messages catches every way a message goes (trim after
 -- acks and reads, expiry, a chat removed), so no deleting function has to
 -- remember it. It is a statement trigger over the transition table: one
@@ -51,14 +60,15 @@ CREATE TRIGGER messages_keep_sent
 
 
 -- the message a device sent under p_client: stored, or deleted within
--- the window (not yet forgotten)
-CREATE OR REPLACE FUNCTION chat_sent_before(p_device bigint, p_client text)
-RETURNS TABLE (seq bigint, created_at timestamptz)
+-- the window; its chat, seq and time, and whether it is still stored
+CREATE OR REPLACE FUNCTION chat_sent_earlier(p_device bigint, p_client text)
+RETURNS TABLE (chat_id bigint, seq bigint, created_at timestamptz,
+               stored boolean)
 LANGUAGE sql STABLE AS $$
-    (SELECT o.seq, o.created_at FROM messages o
+    (SELECT o.chat_id, o.seq, o.created_at, true FROM messages o
      WHERE o.sender_device = p_device AND o.client_id = p_client)
     UNION ALL
-    (SELECT g.seq, g.created_at FROM sent_ids g
+    (SELECT g.chat_id, g.seq, g.created_at, false FROM sent_ids g
      WHERE g.sender_device = p_device AND g.client_id = p_client)
     LIMIT 1
 $$;
@@ -84,7 +94,7 @@ $$;
 
 
 -- chat_send_batch as in 012, the earlier send looked up by
--- chat_sent_before()
+-- chat_sent_earlier(), which also says whether it is still stored
 
 CREATE OR REPLACE FUNCTION chat_send_batch(p_sends jsonb)
 RETURNS TABLE (i bigint, out_status integer, out_seq bigint,
@@ -131,6 +141,7 @@ BEGIN
                EXISTS (SELECT 1 FROM devices d
                        WHERE d.id = s.dev AND d.user_id = s.usr) AS linked,
                old.seq AS old_seq, chat_ms(old.created_at) AS old_ts,
+               old.chat_id AS old_chat, old.stored AS old_stored,
                md.ok AS media_ok, md.list AS media
         FROM s
         -- LIMIT 1: not flattened into a join, but an index lookup a send
@@ -138,7 +149,7 @@ BEGIN
                            WHERE m.chat_id = s.chat AND m.user_id = s.usr
                            LIMIT 1)
                   mem ON true
-        LEFT JOIN LATERAL chat_sent_before(s.dev, s.cid) old ON true
+        LEFT JOIN LATERAL chat_sent_earlier(s.dev, s.cid) old ON true
         LEFT JOIN LATERAL (
             SELECT count(x.id) = count(*) AS ok,
                    jsonb_agg(jsonb_build_object('media_id', x.id,
@@ -200,12 +211,16 @@ BEGIN
                 ELSE 0 END,
            coalesce(c.old_seq, ins.seq),
            coalesce(c.old_ts, chat_ms(ins.created_at)),
-           CASE WHEN ins.seq IS NOT NULL THEN
+           CASE WHEN ins.seq IS NOT NULL
+                     OR (c.old_stored AND c.old_chat = c.chat) THEN
                (SELECT string_agg(m.user_id::text, ',') FROM members m
-                WHERE m.chat_id = c.chat)
+                WHERE m.chat_id = coalesce(c.old_chat, c.chat))
            END,
            CASE WHEN ins.seq IS NOT NULL THEN
                chat_msg_json(ROW(ins.*)::messages)
+                WHEN c.old_stored AND c.old_chat = c.chat THEN
+               (SELECT chat_msg_json(o) FROM messages o
+                WHERE o.chat_id = c.old_chat AND o.seq = c.old_seq)
            END
     FROM c
     LEFT JOIN ins ON ins.sender_device = c.dev AND ins.client_id = c.cid

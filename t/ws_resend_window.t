@@ -4,6 +4,11 @@
 # the original seq and ts for chat_resend_window, and nothing is delivered
 # again. Past the window the id is forgotten, and the same id is a new
 # message (receivers' dedup by (chat_id, from_device, id) is the fallback).
+# The same holds for a send answered "unavailable" whose commit happened
+# all the same (the query timed out while it waited for a lock, and
+# PostgreSQL went on with it once its connection was dropped): the retry
+# gets the seq it was stored under, and is published then, since the
+# first time it was not.
 #
 #   scripts/test.sh t/ws_resend_window.t
 
@@ -18,7 +23,8 @@ needs_stack();
 # a window of 2 s: the sweep runs every second
 ok nginx_start(workers => 2, config => chat_locations(),
                http_config => chat_http_config(
-                   extra => "chat_resend_window 2s;\n")),
+                   extra => "chat_resend_window 2s;\n"
+                            . "chat_postgres_timeout 1s;\n")),
    'nginx starts';
 
 my $ua = api_signup(device_name => 'A');
@@ -84,6 +90,50 @@ is $late && $late->{seq}, 3,
    'past the window the same id is a new message (seq 3)';
 $got = next_msg(10);
 is $got && $got->{id}, 'r1', 'B gets it, and drops it by its id';
+
+# "unavailable", but stored: a psql session holds the chat's row for 3 s,
+# so the send's query times out after 1 s and its connection is dropped;
+# PostgreSQL goes on with it once the row is free, and commits.
+my $holder = fork // BAIL_OUT("fork: $!");
+if ($holder == 0) {
+    exec 'psql', '-XAtq', '-d', $ENV{CHAT_PG_DSN}, '-c',
+         "BEGIN; SELECT 1 FROM chats WHERE id = $chat FOR UPDATE; "
+         . 'SELECT pg_sleep(3); COMMIT;';
+    exit 1;
+}
+ok wait_until(5, sub {
+       pg_scalar("SELECT count(*) FROM pg_stat_activity "
+                 . "WHERE query LIKE '%FOR UPDATE; SELECT pg_sleep(3)%' "
+                 . "AND pid <> pg_backend_pid()") }),
+   'psql holds the chat\'s row';
+my $t0 = time;
+my ($ev, $end) = ws_chat_send_wait($wa, 10, id => 'lost', chat_id => $chat,
+                                   text => 'answered unavailable');
+is $ev && $ev->{type} eq 'error' && $ev->{code}, 'unavailable',
+   'a send that waits for a lock past chat_postgres_timeout: unavailable'
+    or diag('got ' . ws_chat_show($ev // $end) . ' after '
+            . (time - $t0) . 's');
+waitpid $holder, 0;
+my $seq;
+ok wait_until(5, sub {
+       $seq = pg_scalar("SELECT seq FROM messages WHERE chat_id = ? "
+                        . "AND client_id = 'lost'", $chat) }),
+   'it was stored all the same, once the row was free';
+my $early = next_msg(1);
+ok !$early, 'and not published: B does not have it'
+    or diag('got ' . ws_chat_show($early));
+my $retry = send_once($wa, 'lost', 'answered unavailable');
+is $retry && $retry->{seq}, $seq,
+   'A\'s retry of the "unavailable" send gets the seq it was stored under';
+$got = next_msg(10);
+is $got && $got->{seq}, $seq, '... and is published: B gets it now';
+$wb->send_json({ type => 'ack', chat_id => $chat, seq => 0 + ($seq // 0) });
+ok wait_until(10, sub { (stored() // -1) == 0 }), 'B acks it: deleted';
+$retry = send_once($wa, 'lost', 'answered unavailable');
+is $retry && $retry->{seq}, $seq, 'a retry after that: the same seq';
+my $extra2 = next_msg(1.5);
+ok !$extra2, 'and B is sent nothing again'
+    or diag('got ' . ws_chat_show($extra2));
 $_->close(1000) for $wa, $wb;
 
 is_deeply [alert_lines(error_log_since(0))], [],

@@ -494,13 +494,20 @@ ngx_chat_send_answer(ngx_chat_send_op_t *op, PGresult *res, int row)
         json_decref(sent);
     }
 
-    /* a resend was published the first time */
+    /*
+     * A resend of a message still stored comes with it: its first answer
+     * may have been lost before it was published (016_resend_window.sql),
+     * so it is published again; devices that have it drop it by its seq.
+     */
 
     if (status == NGX_CHAT_SEND_STORED) {
         ngx_chat_metrics_add(sent, 1);
+    }
 
+    ngx_chat_pg_value(res, row, 5, &json);
+
+    if (json.len) {
         ngx_chat_pg_value(res, row, 4, &members);
-        ngx_chat_pg_value(res, row, 5, &json);
 
         /* this device's own order moves on even if Redis is away */
 
