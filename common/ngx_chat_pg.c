@@ -24,7 +24,11 @@
 
 
 #define NGX_CHAT_PG_BACKOFF_MIN  100
-#define NGX_CHAT_PG_BACKOFF_MAX  5000
+#define NGX_CHAT_PG_BACKOFF_MAX  1000    /* back within 1 s of its return */
+
+/* the first failed connect of a series is an error, the retries info */
+#define ngx_chat_pg_connect_level(pc)                                         \
+    ((pc)->backoff == NGX_CHAT_PG_BACKOFF_MIN ? NGX_LOG_ERR : NGX_LOG_INFO)
 
 
 typedef enum {
@@ -429,7 +433,7 @@ ngx_chat_pg_connect(ngx_chat_pg_conn_t *pc)
         || PQsetnonblocking(pc->pg, 1) != 0
         || ngx_chat_pg_wrap(pc) != NGX_OK)
     {
-        ngx_log_error(NGX_LOG_ERR, ngx_chat_pg_log, 0,
+        ngx_log_error(ngx_chat_pg_connect_level(pc), ngx_chat_pg_log, 0,
                       "postgres: connect failed: %s", PQerrorMessage(pc->pg));
         PQfinish(pc->pg);
         pc->pg = NULL;
@@ -619,7 +623,7 @@ ngx_chat_pg_timer_handler(ngx_event_t *ev)
     pc = ev->data;
 
     if (pc->state == NGX_CHAT_PG_CONNECTING) {
-        ngx_log_error(NGX_LOG_ERR, ngx_chat_pg_log, 0,
+        ngx_log_error(ngx_chat_pg_connect_level(pc), ngx_chat_pg_log, 0,
                       "postgres: connect timed out");
         ngx_chat_pg_fail(pc, NULL);
         return;
@@ -768,12 +772,14 @@ ngx_chat_pg_complete(ngx_chat_pg_conn_t *pc)
 static void
 ngx_chat_pg_fail(ngx_chat_pg_conn_t *pc, const char *what)
 {
+    ngx_uint_t            level;
     ngx_chat_pg_query_t  *q;
 
     if (what) {
-        ngx_log_error(NGX_LOG_ERR, ngx_chat_pg_log, 0,
-                      "postgres: %s failed: %s", what,
-                      PQerrorMessage(pc->pg));
+        level = (pc->state == NGX_CHAT_PG_CONNECTING)
+                ? ngx_chat_pg_connect_level(pc) : NGX_LOG_ERR;
+        ngx_log_error(level, ngx_chat_pg_log, 0, "postgres: %s failed: %s",
+                      what, PQerrorMessage(pc->pg));
     }
 
     if (pc->state == NGX_CHAT_PG_IDLE || pc->state == NGX_CHAT_PG_BUSY) {

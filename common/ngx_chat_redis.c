@@ -27,7 +27,12 @@
 
 
 #define NGX_CHAT_REDIS_BACKOFF_MIN  100
-#define NGX_CHAT_REDIS_BACKOFF_MAX  5000
+#define NGX_CHAT_REDIS_BACKOFF_MAX  1000
+
+/* the first failed connect of a series is an error, the retries info */
+#define ngx_chat_redis_level(link)                                            \
+    ((link)->backoff == NGX_CHAT_REDIS_BACKOFF_MIN                            \
+     ? NGX_LOG_ERR : NGX_LOG_INFO)
 #define NGX_CHAT_REDIS_SWEEP        10000
 
 
@@ -514,7 +519,7 @@ ngx_chat_redis_connect(ngx_chat_redis_link_t *link)
     }
 
     if (ac->err) {
-        ngx_log_error(NGX_LOG_ERR, ngx_chat_redis_log, 0,
+        ngx_log_error(ngx_chat_redis_level(link), ngx_chat_redis_log, 0,
                       "redis: %s: connect failed: %s", link->name,
                       ac->errstr);
         redisAsyncFree(ac);
@@ -592,7 +597,7 @@ ngx_chat_redis_timer_handler(ngx_event_t *ev)
     }
 
     if (!link->up) {
-        ngx_log_error(NGX_LOG_ERR, ngx_chat_redis_log, 0,
+        ngx_log_error(ngx_chat_redis_level(link), ngx_chat_redis_log, 0,
                       "redis: %s: connect timed out", link->name);
         redisAsyncFree(link->ac);
     }
@@ -711,7 +716,7 @@ ngx_chat_redis_connected(const redisAsyncContext *ac, int status)
     ngx_chat_redis_link_t  *link = ac->ev.data;
 
     if (status != REDIS_OK) {
-        ngx_log_error(NGX_LOG_ERR, ngx_chat_redis_log, 0,
+        ngx_log_error(ngx_chat_redis_level(link), ngx_chat_redis_log, 0,
                       "redis: %s: connect failed: %s", link->name,
                       ac->errstr);
         return;                 /* hiredis frees the context next */
