@@ -40,19 +40,17 @@ static ngx_str_t  ngx_chat_metrics_zone_name = ngx_string("chat_metrics");
  * own pages */
 
 ngx_int_t
-ngx_chat_metrics_zone(ngx_conf_t *cf)
+ngx_chat_metrics_zone(ngx_conf_t *cf, ngx_shm_zone_t **zone)
 {
-    ngx_shm_zone_t  *zone;
-
-    zone = ngx_shared_memory_add(cf, &ngx_chat_metrics_zone_name,
-                                 sizeof(ngx_chat_metrics_t)
-                                 + 8 * ngx_pagesize,
-                                 &ngx_chat_module);
-    if (zone == NULL) {
+    *zone = ngx_shared_memory_add(cf, &ngx_chat_metrics_zone_name,
+                                  sizeof(ngx_chat_metrics_t)
+                                  + 8 * ngx_pagesize,
+                                  &ngx_chat_module);
+    if (*zone == NULL) {
         return NGX_ERROR;
     }
 
-    zone->init = ngx_chat_metrics_init_zone;
+    (*zone)->init = ngx_chat_metrics_init_zone;
 
     return NGX_OK;
 }
@@ -67,7 +65,6 @@ ngx_chat_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     if (data) {
         shm_zone->data = data;
-        ngx_chat_metrics = data;
         return NGX_OK;
     }
 
@@ -75,28 +72,32 @@ ngx_chat_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     if (shm_zone->shm.exists) {
         shm_zone->data = shpool->data;
-        ngx_chat_metrics = shpool->data;
         return NGX_OK;
     }
 
-    ngx_chat_metrics = ngx_slab_calloc(shpool, sizeof(ngx_chat_metrics_t));
-    if (ngx_chat_metrics == NULL) {
+    shm_zone->data = ngx_slab_calloc(shpool, sizeof(ngx_chat_metrics_t));
+    if (shm_zone->data == NULL) {
         return NGX_ERROR;
     }
 
-    shpool->data = ngx_chat_metrics;
-    shm_zone->data = ngx_chat_metrics;
+    shpool->data = shm_zone->data;
 
     return NGX_OK;
 }
 
 
-/* a worker starts with no session, in the slot a dead one may have left */
+/*
+ * A worker starts with no session, in the slot a dead one may have left.
+ * It takes the counters of its own configuration here, not while one is
+ * read: a reload that fails must not leave it with a zone that is gone.
+ */
 
 void
-ngx_chat_metrics_init_worker(void)
+ngx_chat_metrics_init_worker(ngx_shm_zone_t *zone)
 {
     ngx_chat_metrics_worker_t  *w;
+
+    ngx_chat_metrics = zone ? zone->data : NULL;
 
     if (ngx_chat_metrics == NULL) {
         return;

@@ -43,8 +43,8 @@ extern ngx_chat_metrics_t  *ngx_chat_metrics;
     }
 
 
-ngx_int_t ngx_chat_metrics_zone(ngx_conf_t *cf);
-void ngx_chat_metrics_init_worker(void);
+ngx_int_t ngx_chat_metrics_zone(ngx_conf_t *cf, ngx_shm_zone_t **zone);
+void ngx_chat_metrics_init_worker(ngx_shm_zone_t *zone);
 void ngx_chat_metrics_sessions(ngx_uint_t n);
 ngx_int_t ngx_chat_metrics_handler(ngx_http_request_t *r);
 

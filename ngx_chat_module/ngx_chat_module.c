@@ -385,7 +385,8 @@ ngx_chat_init_process(ngx_cycle_t *cycle)
         return NGX_OK;          /* no http block */
     }
 
-    ngx_chat_metrics_init_worker();
+    ngx_chat_metrics_init_worker(cmcf->metrics_zone);
+    ngx_chat_rate_init_worker(cmcf->rate_zone);
 
     if (ngx_chat_ws_init_worker(cycle) != NGX_OK
         || ngx_chat_pg_init_worker(&cmcf->pg, cycle) != NGX_OK
@@ -463,8 +464,9 @@ ngx_chat_send_rate(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_chat_loc_conf_t  *clcf = conf;
 
-    ngx_int_t   n;
-    ngx_str_t  *value;
+    ngx_int_t              n;
+    ngx_str_t             *value;
+    ngx_chat_main_conf_t  *cmcf;
 
     if (clcf->send_rate != NGX_CONF_UNSET_UINT) {
         return "is duplicate";
@@ -507,7 +509,9 @@ ngx_chat_send_rate(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     /* a device's sockets, on every worker, draw from one bucket */
 
-    if (ngx_chat_rate_init(cf) != NGX_OK) {
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_chat_module);
+
+    if (ngx_chat_rate_init(cf, &cmcf->rate_zone) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 
@@ -683,7 +687,7 @@ ngx_chat_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_chat_main_conf_t  *cmcf = conf;
 
-    if (ngx_chat_metrics_zone(cf) != NGX_OK) {
+    if (ngx_chat_metrics_zone(cf, &cmcf->metrics_zone) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 

@@ -31,6 +31,8 @@ typedef struct {
 typedef struct {
     ngx_chat_pg_conf_t      pg;
     ngx_chat_redis_conf_t   redis;
+    ngx_shm_zone_t         *metrics_zone;      /* this configuration's */
+    ngx_shm_zone_t         *rate_zone;         /* chat_send_rate's, if any */
     ngx_msec_t              redis_down_poll;   /* chat_redis_down_poll */
     ngx_flag_t              dev_codes;         /* codes in API answers */
     ngx_uint_t              max_devices;       /* per user */

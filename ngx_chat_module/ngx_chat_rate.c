@@ -38,27 +38,39 @@ static void ngx_chat_rate_forget(ngx_chat_rate_sh_t *sh, ngx_uint_t n,
     ngx_uint_t any);
 
 
+/*
+ * The zone of the worker's own configuration: set when the worker starts,
+ * never while a configuration is read (a reload that fails, or one
+ * without chat_send_rate, must not leave a worker with a zone that is
+ * gone).
+ */
 static ngx_shm_zone_t  *ngx_chat_rate_zone;
 static ngx_str_t        ngx_chat_rate_name = ngx_string("chat_send_rate");
 
 
 ngx_int_t
-ngx_chat_rate_init(ngx_conf_t *cf)
+ngx_chat_rate_init(ngx_conf_t *cf, ngx_shm_zone_t **zone)
 {
-    if (ngx_chat_rate_zone) {
+    if (*zone) {
         return NGX_OK;
     }
 
-    ngx_chat_rate_zone = ngx_shared_memory_add(cf, &ngx_chat_rate_name,
-                                               NGX_CHAT_RATE_ZONE_SIZE,
-                                               &ngx_chat_module);
-    if (ngx_chat_rate_zone == NULL) {
+    *zone = ngx_shared_memory_add(cf, &ngx_chat_rate_name,
+                                  NGX_CHAT_RATE_ZONE_SIZE, &ngx_chat_module);
+    if (*zone == NULL) {
         return NGX_ERROR;
     }
 
-    ngx_chat_rate_zone->init = ngx_chat_rate_init_zone;
+    (*zone)->init = ngx_chat_rate_init_zone;
 
     return NGX_OK;
+}
+
+
+void
+ngx_chat_rate_init_worker(ngx_shm_zone_t *zone)
+{
+    ngx_chat_rate_zone = zone;
 }
 
 

@@ -4,7 +4,8 @@
  * device id), in one shared memory zone: a device's sockets on every
  * worker draw from the same bucket (chat_send_rate).
  *
- *     ngx_chat_rate_init(cf)                     at configuration, once
+ *     ngx_chat_rate_init(cf, &cmcf->rate_zone)   at configuration
+ *     ngx_chat_rate_init_worker(cmcf->rate_zone) at worker start
  *     if (!ngx_chat_rate_take(device, rate, burst)) -> throttled
  *
  * rate is tokens a second, burst the bucket's size; a bucket that nobody
@@ -23,7 +24,8 @@
 #define NGX_CHAT_RATE_ZONE_SIZE  (4 * 1024 * 1024)
 
 
-ngx_int_t ngx_chat_rate_init(ngx_conf_t *cf);
+ngx_int_t ngx_chat_rate_init(ngx_conf_t *cf, ngx_shm_zone_t **zone);
+void ngx_chat_rate_init_worker(ngx_shm_zone_t *zone);
 ngx_uint_t ngx_chat_rate_take(uint64_t key, ngx_uint_t rate,
     ngx_uint_t burst);
 

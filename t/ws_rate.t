@@ -52,5 +52,32 @@ is_deeply [map { $_->{id} } @{ $sync->{msgs} || [] }],
           [qw(burst-1 burst-2 burst-3 later)],
           'b gets exactly the stored ones';
 
+# A reload keeps the zone of the buckets, and the new workers use the new
+# configuration's: sends go on (they crashed the workers: the zone they
+# used had gone with the old configuration).
+$wb->close(1000);
+$ws->close(1000);
+my $mark = error_log_mark();
+nginx_reload();
+sleep 0.5;      # the old worker has closed its listening socket
+($ws) = ws_chat_open($a, name => 'a after a reload');
+$ev = ws_chat_send_wait($ws, 5, id => 'reloaded', chat_id => $chat,
+                        text => 'after a reload');
+is $ev && $ev->{type}, 'sent', 'after a reload, a send is stored';
+my @bad = alert_lines(error_log_since($mark));
+is_deeply \@bad, [], 'and no worker crashed';
+# a reload whose configuration has no chat_send_rate: its zone goes
+$ws->close(1000);
+nginx_reload(config => "location = /v1/ws { chat_ws; }\n"
+                       . "location /v1/ { chat_api; }\n");
+sleep 0.5;      # the old worker has closed its listening socket
+($ws) = ws_chat_open($a, name => 'a after a reload without the rate');
+$ev = ws_chat_send_wait($ws, 5, id => 'unlimited', chat_id => $chat,
+                        text => 'no rate');
+is $ev && $ev->{type}, 'sent', 'without chat_send_rate, a send is stored'
+    or diag(ws_chat_show($ev));
+is_deeply [alert_lines(error_log_since($mark))], [],
+          'and no worker crashed';
+
 nginx_stop();
 done_testing();
