@@ -47,6 +47,9 @@ typedef struct {
     ngx_uint_t                 nheld;
     ngx_event_t                wait;         /* gap wait, then the fill */
     ngx_chat_pg_query_t       *fill;         /* in flight */
+    int64_t                    covers;       /* the last seq held when the
+                                                fill went: stored before
+                                                the fill read the chat */
     ngx_queue_t                queue;        /* in s->behind */
     unsigned                   behind:1;     /* dropped for want of room */
     unsigned                   waiting:1;    /* in s->behind */
@@ -547,10 +550,11 @@ ngx_chat_order_gap_wait(ngx_event_t *ev)
 static void
 ngx_chat_order_fill(ngx_chat_session_chat_t *ch)
 {
-    u_char                 buf[3][NGX_INT64_LEN];
-    ngx_str_t              params[4];
-    ngx_chat_session_t    *s;
-    ngx_chat_order_gap_t  *gap;
+    u_char                  buf[3][NGX_INT64_LEN];
+    ngx_str_t               params[4];
+    ngx_chat_session_t     *s;
+    ngx_chat_order_gap_t   *gap;
+    ngx_chat_order_held_t  *h;
 
     s = ch->session;
     gap = ch->order;
@@ -573,6 +577,14 @@ ngx_chat_order_fill(ngx_chat_session_chat_t *ch)
     params[3].len = ngx_sprintf(buf[2], "%ui", s->conf->sync_batch) - buf[2];
 
     gap->again = 0;
+    gap->covers = 0;
+
+    if (!ngx_queue_empty(&gap->held)) {
+        h = ngx_queue_data(ngx_queue_last(&gap->held), ngx_chat_order_held_t,
+                           queue);
+        gap->covers = h->seq;
+    }
+
     gap->fill = ngx_chat_pg_query(ngx_chat_order_fill_sql, 4, params,
                                   ngx_chat_order_filled, ch, s->log);
 
@@ -625,13 +637,25 @@ ngx_chat_order_filled(void *data, PGresult *res)
         return;
     }
 
-    /*
-     * PostgreSQL has every message owed to the device, so what is still
-     * missing before the held ones was acked on another connection.
-     */
-
     q = ngx_queue_head(&gap->held);
     h = ngx_queue_data(q, ngx_chat_order_held_t, queue);
+
+    /*
+     * Held since the fill went, it may have been stored after the fill
+     * read the chat, and what comes before it too (a publish lost while
+     * Redis was away): read the chat again, it was not missed.
+     */
+
+    if (h->seq > gap->covers) {
+        ngx_chat_order_fill(ch);
+        return;
+    }
+
+    /*
+     * Held before the fill went, it was stored before the fill read the
+     * chat (the last one held then was, and all before it): what is still
+     * missing was acked on another connection.
+     */
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, s->log, 0,
                    "chat order: chat %L skips %L..%L",
