@@ -6,9 +6,12 @@
  *
  * A fan-out is kept until Redis has taken all of it.  One that Redis did
  * not take (the command link down, a timeout, the link lost with it in
- * flight) waits in a bounded queue and goes again, whole, as soon as the
- * command link is back: receivers drop what they have already (a
- * message by its seq; receipts and notices are idempotent).
+ * flight, chat_redis_max_pending commands in flight already) waits in a
+ * bounded queue and goes again, whole, as soon as the command link is
+ * back, or after NGX_CHAT_FANOUT_AGAIN while it is up: receivers drop
+ * what they have already (a message by its seq; receipts and notices are
+ * idempotent).  One warning when fan-outs start to wait, a notice when
+ * none waits any more; each one at info.
  */
 
 #include <ngx_config.h>
@@ -17,12 +20,14 @@
 #include "ngx_chat_fanout.h"
 #include "ngx_chat_redis.h"
 #include "ngx_chat_metrics.h"
+#include "ngx_chat_event.h"
 
 
 #define NGX_CHAT_FANOUT_MAX          256   /* channels in one command */
 #define NGX_CHAT_FANOUT_CHANNEL_MAX  (64 + 8 + NGX_INT64_LEN)
 #define NGX_CHAT_FANOUT_RETRY        4096  /* fan-outs waiting for Redis */
 #define NGX_CHAT_FANOUT_RETRY_SIZE   (8 * 1024 * 1024)    /* their bytes */
+#define NGX_CHAT_FANOUT_AGAIN        250   /* ms, the link up all along */
 
 
 typedef struct {
@@ -43,6 +48,7 @@ static ngx_int_t ngx_chat_fanout_send(ngx_chat_fanout_t *f, ngx_uint_t n,
 static void ngx_chat_fanout_published(void *data, redisReply *reply);
 static void ngx_chat_fanout_done(ngx_chat_fanout_t *f);
 static void ngx_chat_fanout_link(void);
+static void ngx_chat_fanout_again(ngx_event_t *ev);
 
 
 static char  ngx_chat_fanout_lua[] =
@@ -53,12 +59,17 @@ static char  ngx_chat_fanout_lua[] =
 static ngx_queue_t  ngx_chat_fanout_retry;
 static ngx_uint_t   ngx_chat_fanout_nretry;
 static size_t       ngx_chat_fanout_retry_size;
+static ngx_event_t  ngx_chat_fanout_again_ev;
 
 
 ngx_int_t
 ngx_chat_fanout_init_worker(ngx_cycle_t *cycle)
 {
     ngx_queue_init(&ngx_chat_fanout_retry);
+
+    ngx_chat_event_init(&ngx_chat_fanout_again_ev, ngx_chat_fanout_again,
+                        cycle->log);
+    ngx_chat_fanout_again_ev.cancelable = 1;
 
     return ngx_chat_redis_on_link(ngx_chat_fanout_link);
 }
@@ -71,6 +82,10 @@ ngx_chat_fanout_exit_worker(void)
 
     if (ngx_chat_fanout_retry.next == NULL) {
         return;
+    }
+
+    if (ngx_chat_fanout_again_ev.timer_set) {
+        ngx_del_timer(&ngx_chat_fanout_again_ev);
     }
 
     while (!ngx_queue_empty(&ngx_chat_fanout_retry)) {
@@ -112,9 +127,9 @@ ngx_chat_fanout(const char *name, ngx_str_t *users, ngx_str_t *message,
     ngx_chat_fanout_run(f, log);
 
     if (f->failed) {
-        ngx_log_error(NGX_LOG_WARN, log, 0,
-                      "%s not published: Redis is down (kept for when it "
-                      "is back)", what);
+        ngx_log_error(NGX_LOG_INFO, log, 0,
+                      "%s not published: Redis did not take it (kept to go "
+                      "again)", what);
     }
 
     failed = f->failed;
@@ -237,9 +252,9 @@ ngx_chat_fanout_published(void *data, redisReply *reply)
 
         /* the caller may be gone: a request's log with it */
 
-        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+        ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
                       "%s not published%s%*s", f->what,
-                      reply ? ": " : " (kept for when Redis is back)",
+                      reply ? ": " : " (kept to go again)",
                       reply ? (size_t) reply->len : 0,
                       reply ? reply->str : "");
 
@@ -269,9 +284,18 @@ ngx_chat_fanout_done(ngx_chat_fanout_t *f)
         return;
     }
 
+    if (ngx_queue_empty(&ngx_chat_fanout_retry)) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "chat: fan-outs wait for Redis to take them");
+    }
+
     ngx_queue_insert_tail(&ngx_chat_fanout_retry, &f->queue);
     ngx_chat_fanout_nretry++;
     ngx_chat_fanout_retry_size += f->size;
+
+    if (!ngx_chat_fanout_again_ev.timer_set) {
+        ngx_add_timer(&ngx_chat_fanout_again_ev, NGX_CHAT_FANOUT_AGAIN);
+    }
 
     while (ngx_chat_fanout_nretry > NGX_CHAT_FANOUT_RETRY
            || ngx_chat_fanout_retry_size > NGX_CHAT_FANOUT_RETRY_SIZE)
@@ -290,6 +314,19 @@ ngx_chat_fanout_done(ngx_chat_fanout_t *f)
 }
 
 
+/* the link did not go down (Redis was busy, a command failed): again */
+
+static void
+ngx_chat_fanout_again(ngx_event_t *ev)
+{
+    if (ngx_chat_redis_up()) {
+        ngx_chat_fanout_link();
+    }
+
+    /* else the link handler sends them once it is back */
+}
+
+
 /* the command link is back: what waited goes, in order */
 
 static void
@@ -304,6 +341,10 @@ ngx_chat_fanout_link(void)
 
     ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
                   "chat: %ui fan-outs go again", ngx_chat_fanout_nretry);
+
+    if (ngx_chat_fanout_again_ev.timer_set) {
+        ngx_del_timer(&ngx_chat_fanout_again_ev);
+    }
 
     ngx_queue_init(&waiting);
     ngx_queue_add(&waiting, &ngx_chat_fanout_retry);
@@ -323,6 +364,13 @@ ngx_chat_fanout_link(void)
         if (f->refs == 0) {
             ngx_chat_fanout_done(f);
         }
+    }
+
+    if (ngx_queue_empty(&ngx_chat_fanout_retry) && ngx_chat_fanout_nretry == 0
+        && !ngx_chat_fanout_again_ev.timer_set)
+    {
+        ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                      "chat: no fan-out waits for Redis any more");
     }
 }
 

@@ -394,7 +394,8 @@ behaviour 'Redis down: PATCH /v1/me still changes about (a warning in '
           . 'the log); GET /v1/users/{id} is 503 unavailable',
           no_error_log => [],
           # a worker that has not noticed yet sends it to a dead link
-          error_log => [qr/\[warn\] .*chat profile: change (of user \d+ )?not published/]
+          error_log => [qr/chat profile: change (of user \d+ )?not published/,
+                        qr/\[warn\] .*fan-outs wait for Redis to take them/]
           => sub {
     my ($u, $v) = users(qw(U V)) or return;
     direct_chat($u, $v) or return;
