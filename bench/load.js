@@ -54,13 +54,9 @@ const http = require('http');
 const https = require('https');
 const { performance } = require('perf_hooks');
 
-let WebSocket;
-try {
-    WebSocket = require('ws');
-} catch (e) {
-    console.error('the ws package is missing: run `cd bench && npm install` once');
-    process.exit(2);
-}
+const lib = require('./lib');
+
+const WebSocket = lib.requireWs();
 
 
 // ------------------------------------------------------------------ options
@@ -81,42 +77,7 @@ const opt = {
     transport: 'ws',
 };
 
-(function parseArgs(argv) {
-    for (let i = 0; i < argv.length; i++) {
-        let a = argv[i];
-        if (a === '-h' || a === '--help') {
-            const src = require('fs').readFileSync(__filename, 'utf8');
-            const head = src.split('\n').slice(1).filter((l) => l.startsWith('//'));
-            console.log(head.map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
-            process.exit(0);
-        }
-        let val;
-        const eq = a.indexOf('=');
-        if (eq > 0) {
-            val = a.slice(eq + 1);
-            a = a.slice(0, eq);
-        }
-        const name = a.replace(/^--/, '');
-        if (!a.startsWith('--') || !(name in opt)) {
-            die(`unknown option ${a} (try --help)`);
-        }
-        if (typeof opt[name] === 'boolean') {
-            opt[name] = val === undefined ? true : !/^(0|no|off|false)$/.test(val);
-            continue;
-        }
-        if (val === undefined) {
-            if (i + 1 >= argv.length) die(`${a} needs a value`);
-            val = argv[++i];
-        }
-        if (typeof opt[name] === 'number') {
-            const n = Number(val);
-            if (!Number.isFinite(n) || n < 0) die(`${a}: not a number: ${val}`);
-            opt[name] = n;
-        } else {
-            opt[name] = val;
-        }
-    }
-})(process.argv.slice(2));
+lib.parseArgs(process.argv.slice(2), opt, die, __filename);
 
 const N = Math.floor(opt.users);
 const G = Math.floor(opt.groups);
@@ -133,7 +94,6 @@ if (!['ws', 'poll', 'sse'].includes(opt.transport)) die('--transport: ws, poll o
 const base = new URL(opt.base);
 if (base.protocol !== 'http:' && base.protocol !== 'https:') die('--base: http:// or https://');
 const httpMod = base.protocol === 'https:' ? https : http;
-const agent = new httpMod.Agent({ keepAlive: true, maxSockets: CONC });
 // --transport poll: a poll and a send at a time per user, each its own socket
 const pollAgent = new httpMod.Agent({ keepAlive: true, maxSockets: Infinity });
 const wsUrl = (base.protocol === 'https:' ? 'wss://' : 'ws://') + base.host + opt['ws-path'];
@@ -198,113 +158,31 @@ const storeLat = new Samples(); // send -> `sent` on the sender
 
 // --------------------------------------------------------------------- HTTP
 
-function api(method, path, body, token, via = agent, timeout = 15000) {
-    return new Promise((resolve) => {
-        const data = body === undefined ? null : Buffer.from(JSON.stringify(body));
-        const headers = { Accept: 'application/json' };
-        if (data) {
-            headers['Content-Type'] = 'application/json';
-            headers['Content-Length'] = data.length;
-        }
-        if (token) headers.Authorization = `Bearer ${token}`;
-        const req = httpMod.request({
-            agent: via,
-            hostname: base.hostname,
-            port: base.port,
-            method,
-            path,
-            headers,
-            timeout,
-        }, (res) => {
-            const parts = [];
-            res.on('data', (c) => parts.push(c));
-            res.on('end', () => {
-                let json = null;
-                try {
-                    json = JSON.parse(Buffer.concat(parts).toString());
-                } catch (e) { /* not JSON */ }
-                resolve({ status: res.statusCode, json });
-            });
-        });
-        req.on('timeout', () => req.destroy(new Error('timeout')));
-        req.on('error', (e) => resolve({ status: 0, json: null, err: e.message }));
-        if (data) req.write(data);
-        req.end();
-    });
-}
-
-function httpError(what, r) {
-    const code = r.status === 0 ? r.err
-        : (r.json && r.json.error && r.json.error.code) || 'no error code';
-    countError(`${what}: ${r.status} ${code}`);
-    return `${what}: ${r.status} ${code}`;
-}
-
-// runs fn(0..n-1) with at most CONC at a time; rejects on the first failure
-async function pool(n, fn) {
-    let next = 0;
-    let failed = null;
-    async function worker() {
-        while (next < n && !failed) {
-            const i = next++;
-            try {
-                await fn(i);
-            } catch (e) {
-                failed = failed || e;
-            }
-        }
-    }
-    await Promise.all(Array.from({ length: Math.min(CONC, n) }, worker));
-    if (failed) throw failed;
-}
-
-function randomMobile() {
-    let s = '+1' + (2 + Math.floor(Math.random() * 8));
-    for (let i = 0; i < 9; i++) s += Math.floor(Math.random() * 10);
-    return s;
-}
+const cl = lib.client(opt.base, { concurrency: CONC, errors });
+const { api, pool, httpError } = cl;
 
 async function signup(i) {
-    for (let tries = 0; tries < 5; tries++) {
-        const mobile = randomMobile();
-        const reg = await api('POST', '/v1/register', { mobile });
-        if (reg.status === 429) {               // a number used recently
-            httpError('register', reg);
-            continue;
-        }
-        if (reg.status !== 202) throw new Error(httpError('register', reg));
-        const code = reg.json && reg.json.dev_code;
-        if (!code) throw new Error('register: no dev_code (is `chat_dev_codes on;` set?)');
-        const ver = await api('POST', '/v1/verify',
-                              { mobile, code, device_name: 'bench' });
-        if (ver.status === 409) {               // a number with 5 devices
-            httpError('verify', ver);
-            continue;
-        }
-        if (ver.status !== 200) throw new Error(httpError('verify', ver));
-        users[i] = {
-            i,
-            mobile,
-            token: ver.json.token,
-            userId: ver.json.user_id,
-            deviceId: ver.json.device_id,
-            ws: null,
-            chats: new Map(),       // chat_id -> receiver state
-            direct: [],             // chats it sends to
-            groups: [],
-            acc: 0,                 // group-ratio accumulator
-            nd: 0, ng: 0,           // round robin in direct / groups
-            n: 0,                   // sends issued
-            stored: 0,              // its `sent` answers
-            inflight: 0,
-            pending: new Map(),     // send id -> { t, frame, tries }
-            synced: false,
-            syncCount: 0,
-            closedByUs: false,
-        };
-        return;
-    }
-    throw new Error('signup: 5 tries, no usable number');
+    const u = await cl.signup('bench');
+    users[i] = {
+        i,
+        mobile: u.mobile,
+        token: u.token,
+        userId: u.userId,
+        deviceId: u.deviceId,
+        ws: null,
+        chats: new Map(),       // chat_id -> receiver state
+        direct: [],             // chats it sends to
+        groups: [],
+        acc: 0,                 // group-ratio accumulator
+        nd: 0, ng: 0,           // round robin in direct / groups
+        n: 0,                   // sends issued
+        stored: 0,              // its `sent` answers
+        inflight: 0,
+        pending: new Map(),     // send id -> { t, frame, tries }
+        synced: false,
+        syncCount: 0,
+        closedByUs: false,
+    };
 }
 
 function addChat(id, type, members, maxSeq) {
@@ -901,7 +779,7 @@ async function main() {
             resolve();
         }, 3000);
     })));
-    agent.destroy();
+    cl.agent.destroy();
     pollAgent.destroy();
 
     // report

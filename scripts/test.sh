@@ -43,16 +43,17 @@ for m in ngx_chat_module ngx_asset_module; do
 done
 
 # Node.js tools of the suites (t/node: s3rver for t/asset_s3.t,
-# playwright-core for t/browser.t), when the machine has node and npm; the
-# suites that need them skip otherwise.
+# playwright-core for t/browser.t, ws for t/chaos.t), when the machine has
+# node and npm; the suites that need them skip otherwise.
 if command -v npm >/dev/null && command -v node >/dev/null \
    && { [ ! -d t/node/node_modules/s3rver ] \
-        || [ ! -d t/node/node_modules/playwright-core ]; }
+        || [ ! -d t/node/node_modules/playwright-core ] \
+        || [ ! -d t/node/node_modules/ws ]; }
 then
     log "installing t/node's packages (npm)"
     (cd t/node && npm install --no-audit --no-fund --silent) \
-        || log "warning: npm install in t/node failed: t/asset_s3.t and" \
-               "t/browser.t skip"
+        || log "warning: npm install in t/node failed: t/asset_s3.t," \
+               "t/browser.t and t/chaos.t skip"
 fi
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/chat-test.XXXXXX")
