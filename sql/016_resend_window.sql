@@ -94,7 +94,10 @@ $$;
 
 
 -- chat_send_batch as in 012, the earlier send looked up by
--- chat_sent_earlier(), which also says whether it is still stored
+-- chat_sent_earlier(), which also says whether it is still stored; and
+-- the members rows a first message sets "wrote" on are locked with the
+-- others, in order (PostgreSQL logged deadlocks with the ack batches under
+-- load: the trigger updated them in the order the messages came)
 
 CREATE OR REPLACE FUNCTION chat_send_batch(p_sends jsonb)
 RETURNS TABLE (i bigint, out_status integer, out_seq bigint,
@@ -119,14 +122,15 @@ BEGIN
     ORDER BY id
     FOR UPDATE;
 
-    -- the senders' members rows in groups (authored moves), in the order
-    -- the ack batches lock members rows in (marks, 008), so neither waits
-    -- for the other in a circle
+    -- the senders' members rows that the batch updates: in groups
+    -- (authored moves), and wherever it is their first message (wrote,
+    -- the trigger of 014), in the order the ack batches lock members rows
+    -- in (marks, 008), so neither waits for the other in a circle
     PERFORM 1 FROM members m JOIN chats ch ON ch.id = m.chat_id
     WHERE (m.chat_id, m.user_id) IN
           (SELECT (e->>0)::bigint, (e->>1)::bigint
            FROM jsonb_array_elements(p_sends) e)
-      AND ch.type = 'group'
+      AND (ch.type = 'group' OR NOT m.wrote)
     ORDER BY m.chat_id, m.user_id
     FOR NO KEY UPDATE OF m;
 
