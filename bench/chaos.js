@@ -60,7 +60,9 @@
 // was never filled: its own seqs, known from `sent`, are not gaps),
 // double_stored (an id answered or received under two seqs), phantom (a
 // msg whose id this run never sent, or whose text or sender differ),
-// redeliveries (repeats by (chat, seq) on a later session), reconnects,
+// redeliveries (repeats by (chat, seq) on a later session; late ones:
+// acked at least 1 s before the socket that had them closed, which the
+// server had time to apply, and should not send again), reconnects,
 // errors by code, the longest time a device was without a session (from a
 // close to its next `synced`), latency percentiles (send -> `sent`, send
 // -> received by each member; a send's clock starts when it is created,
@@ -185,6 +187,7 @@ const st = {
     deliveries: 0,          // text msgs received (first time a (chat, seq))
     system: 0,              // system msgs received
     redeliveries: 0,        // a (chat, seq) again, on a later session
+    lateRedeliveries: 0,    // ... acked at least 1 s before its socket closed
     inSessionDup: 0,        // a (chat, seq) again on the same session
     reorderEvents: 0,       // a lower new seq after a higher one
     ownEcho: 0,             // a device sent its own message
@@ -290,6 +293,10 @@ function newRs(dev, chat) {
         maxRecv: 0,                 // highest seq received
         contig: 0,                  // 1..contig all had
         acked: 0,                   // last ack written on this session
+        acks: [],                   // [time, seq] of the acks of the last 1.5 s
+        ackedOld: 0,                // highest ack written before those
+        safe: 0,                    // acked at least 1 s before a socket closed:
+                                    // the server had time to apply it
         sess: 0,                    // session of sessLast
         sessLast: 0,                // highest seq received on that session
     };
@@ -324,7 +331,26 @@ function sendAcks() {
         if (rs.contig > rs.acked) {
             rs.acked = rs.contig;
             dev.ws.send(`{"type":"ack","chat_id":"${rs.chat.id}","seq":${rs.contig}}`);
+            noteAck(rs, rs.contig);
         }
+    }
+}
+
+function noteAck(rs, seq) {
+    const t = now();
+    while (rs.acks.length && rs.acks[0][0] < t - 1500) {
+        rs.ackedOld = Math.max(rs.ackedOld, rs.acks.shift()[1]);
+    }
+    rs.acks.push([t, seq]);
+}
+
+// a socket of dev closed: what it acked a second before is applied
+function settleAcks(dev) {
+    const t = now() - 1000;
+    for (const rs of dev.chats.values()) {
+        let safe = rs.ackedOld;
+        for (const [at, seq] of rs.acks) if (at <= t && seq > safe) safe = seq;
+        if (safe > rs.safe) rs.safe = safe;
     }
 }
 
@@ -365,6 +391,7 @@ function connect(dev) {
 
 function onClose(dev, code) {
     clearTimeout(dev.connectTimer);
+    settleAcks(dev);
     dev.ws = null;
     dev.state = 'down';
     if (phase === 'final' || phase === 'done') return;
@@ -667,6 +694,10 @@ function onMsg(dev, m, t) {
             note('in_session_duplicate', { dev: dev.i, chat: cid, seq, id, session: dev.sess });
         } else {
             st.redeliveries++;
+            if (seq <= rs.safe) {
+                st.lateRedeliveries++;
+                note('late_redelivery', { dev: dev.i, chat: cid, seq, acked_before: rs.safe });
+            }
         }
         if (seq > rs.sessLast) rs.sessLast = seq;
         return;
@@ -983,6 +1014,7 @@ function report(ev, extra) {
         seq_conflicts: st.seqConflicts,
         expired_seqs: st.expiredSeqs,
         redeliveries: st.redeliveries,
+        late_redeliveries: st.lateRedeliveries,
         resends: st.resends,
         retries: st.retries,
         sent_repeats: st.sentRepeats,
@@ -1028,7 +1060,8 @@ function report(ev, extra) {
     const line = `chaos: ${out.users} users, ${out.rate} msgs/s, ${out.seconds} s: `
         + `sent ${out.sent}, committed ${out.committed}, lost ${out.lost}, `
         + `reordered ${out.reordered}, double_stored ${out.double_stored}, `
-        + `phantom ${out.phantom}, redeliveries ${out.redeliveries}, `
+        + `phantom ${out.phantom}, redeliveries ${out.redeliveries} `
+        + `(${out.late_redeliveries} late), `
         + `reconnects ${out.reconnects}, longest without session ${fmtMs(out.longest_without_session_ms)}, `
         + `errors ${JSON.stringify(out.errors)}, `
         + `sent p99 ${fmtMs(out.latency.sent.p99)}, delivered p99 ${fmtMs(out.latency.delivered.p99)}`

@@ -340,7 +340,7 @@ row() {
                 + `${r.own_echo} own echoes, ${r.seq_conflicts} seq conflicts`);
             if (r.timed_out) notes.push("TIMED OUT");
             console.log(`| ${f} | ${rate} | ${r.lost} | ${r.reordered} | ${r.double_stored} | `
-                + `${r.phantom} | ${r.redeliveries} | ${r.reconnects} | `
+                + `${r.phantom} | ${r.redeliveries} (${r.late_redeliveries || 0} late) | ${r.reconnects} | `
                 + `${ms(r.longest_without_session_ms)} | ${p99} | ${notes.join("; ")} |`);
         });'
 }

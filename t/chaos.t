@@ -163,9 +163,12 @@ for my $f (@{ $r->{faults} || [] }) {
 }
 is scalar(@{ $r->{faults} || [] }), 4, 'four fault windows';
 is $r->{uncommitted}, 0, 'every send got its "sent" by the end';
+# late_redeliveries: a message sent again that the device had acked at
+# least a second before its socket went (the server had time to apply it)
 for my $k (qw(lost reordered double_stored phantom in_session_duplicates
-              own_echo seq_conflicts)) {
-    my @ev = $k eq 'reordered' ? qw(reordered gaps) : ($k);
+              own_echo seq_conflicts late_redeliveries)) {
+    my @ev = $k eq 'reordered' ? qw(reordered gaps)
+           : $k eq 'late_redeliveries' ? qw(late_redelivery) : ($k);
     is $r->{$k}, 0, "$k: 0"
         or diag(join "\n", map { "$_: " . JSON::PP->new->canonical->encode(
                                       $r->{evidence}{$_} || []) } @ev);
