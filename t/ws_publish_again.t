@@ -11,7 +11,8 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
-use Test::Chat::Delivery qw(chat_http_config chat_locations);
+use Test::Chat::Delivery qw(chat_http_config chat_locations users
+                              direct_chat);
 
 needs_stack();
 
@@ -22,13 +23,11 @@ ok nginx_start(workers => 1, config => chat_locations(),
 
 # ten senders, each in a direct chat with B: their sends are stored in
 # one statement, and their ten publishes leave at once
-my $ub = api_signup(device_name => 'B');
-my (@senders, %chat_of);
-for my $i (1 .. 10) {
-    my $u = api_signup(device_name => "A$i");
-    my $c = api_chat_create($u, { type => 'direct',
-                                  user_id => $ub->{user_id} })->{chat_id};
-    my ($ws) = ws_chat_open($u, name => "A$i connects");
+my ($ub, @as) = users('B', map { "A$_" } 1 .. 10);
+my @senders;
+for my $u (@as) {
+    my $c = direct_chat($u, $ub);
+    my ($ws) = ws_chat_open($u, name => "$u->{name} connects");
     push @senders, [$ws, $c];
 }
 my ($wb) = ws_chat_open($ub, name => 'B connects');

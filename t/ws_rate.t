@@ -52,14 +52,20 @@ is_deeply [map { $_->{id} } @{ $sync->{msgs} || [] }],
           [qw(burst-1 burst-2 burst-3 later)],
           'b gets exactly the stored ones';
 
+# the old workers have exited, so a new socket reaches a new one
+sub old_workers_gone {
+    my (@old) = @_;
+    ok wait_until(10, sub { !grep { kill 0, $_ } @old }),
+       'the old workers exit';
+}
+
 # A reload keeps the zone of the buckets, and the new workers use the new
 # configuration's: sends go on (they crashed the workers: the zone they
 # used had gone with the old configuration).
 $wb->close(1000);
 $ws->close(1000);
 my $mark = error_log_mark();
-nginx_reload();
-sleep 0.5;      # the old worker has closed its listening socket
+old_workers_gone(nginx_reload());
 ($ws) = ws_chat_open($a, name => 'a after a reload');
 $ev = ws_chat_send_wait($ws, 5, id => 'reloaded', chat_id => $chat,
                         text => 'after a reload');
@@ -68,9 +74,8 @@ my @bad = alert_lines(error_log_since($mark));
 is_deeply \@bad, [], 'and no worker crashed';
 # a reload whose configuration has no chat_send_rate: its zone goes
 $ws->close(1000);
-nginx_reload(config => "location = /v1/ws { chat_ws; }\n"
-                       . "location /v1/ { chat_api; }\n");
-sleep 0.5;      # the old worker has closed its listening socket
+old_workers_gone(nginx_reload(config => "location = /v1/ws { chat_ws; }\n"
+                                        . "location /v1/ { chat_api; }\n"));
 ($ws) = ws_chat_open($a, name => 'a after a reload without the rate');
 $ev = ws_chat_send_wait($ws, 5, id => 'unlimited', chat_id => $chat,
                         text => 'no rate');

@@ -16,7 +16,8 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
-use Test::Chat::Delivery qw(chat_http_config chat_locations);
+use Test::Chat::Delivery qw(chat_http_config chat_locations users
+                              direct_chat);
 
 needs_stack();
 
@@ -27,10 +28,8 @@ ok nginx_start(workers => 2, config => chat_locations(),
                             . "chat_postgres_timeout 1s;\n")),
    'nginx starts';
 
-my $ua = api_signup(device_name => 'A');
-my $ub = api_signup(device_name => 'B');
-my $chat = api_chat_create($ua, { type => 'direct',
-                                  user_id => $ub->{user_id} })->{chat_id};
+my ($ua, $ub) = users('A', 'B');
+my $chat = direct_chat($ua, $ub);
 my ($wa) = ws_chat_open($ua, name => 'A connects');
 my ($wb) = ws_chat_open($ub, name => 'B connects');
 

@@ -12,35 +12,37 @@ use strict;
 use warnings;
 use lib 't/lib';
 use Test::Chat::Nginx;
-use Test::Chat::Delivery qw(chat_http_config chat_locations);
+use Test::Chat::Delivery qw(chat_http_config chat_locations users
+                              direct_chat);
 use Time::HiRes qw(time);
 
 needs_stack();
 
 my $N = 200;
 
-ok nginx_start(workers => 1, config => chat_locations(),
+ok nginx_start(workers => 1,
+               config => chat_locations()
+                         . "location = /metrics { chat_metrics; }\n",
                http_config => chat_http_config(
                    extra => "chat_postgres_max_waiting 32;\n"
                             . "chat_codes_per_minute 100000;\n")),
    'nginx starts';
 
-my @users;
-for my $i (1 .. $N) {
-    my $u = api_signup(device_name => "D$i") or last;
-    push @users, $u;
-}
+my @users = users(map { "D$_" } 1 .. $N);
 is scalar(@users), $N, "$N users sign up";
 
 # each has a message waiting from the next one: its sync brings it
 for my $i (0 .. $#users) {
     my $from = $users[ ($i + 1) % @users ];
-    my $chat = api_chat_create($from, { type => 'direct',
-                                        user_id => $users[$i]{user_id} })
-        or next;
-    my $r = api_request('POST', '/v1/send', token => $from->{token},
-                        body => { id => "storm-$i", chat_id =>
-                                  $chat->{chat_id}, text => 'hello' });
+    my $chat = direct_chat($from, $users[$i]) or next;
+    api_request('POST', '/v1/send', token => $from->{token},
+                body => { id => "storm-$i", chat_id => $chat,
+                          text => 'hello' });
+}
+
+# every session of the worker has ended (its closing work is queued)
+sub all_gone {
+    return wait_until(10, sub { (metric('chat_connections') // -1) == 0 });
 }
 
 # The storm: every socket opens, then every one sends its auth at once.
@@ -82,7 +84,7 @@ is refusals($mark), 0, 'PostgreSQL\'s queue refused nothing';
 # Then all go at once (opened one after the other, so that this part
 # does not depend on the first).
 $_->disconnect for @ws;
-sleep 1;
+ok all_gone(), 'the storm\'s sessions end';
 @ws = ();
 for my $u (@users) {
     my ($ws, $ready) = ws_chat_auth(token => $u->{token}, timeout => 5);
@@ -92,7 +94,7 @@ for my $u (@users) {
 is scalar(@ws), $N, "$N devices connect again, one after the other";
 my $gone = error_log_mark();
 $_->disconnect for @ws;
-sleep 2;
+ok all_gone(), 'their sessions end';
 is refusals($gone), 0, 'when they all go, PostgreSQL\'s queue refuses '
                        . 'nothing either';
 is_deeply [alert_lines(error_log_since($mark))], [],
