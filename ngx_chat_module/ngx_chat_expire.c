@@ -15,8 +15,7 @@
 #include "ngx_chat_event.h"
 
 
-#define NGX_CHAT_EXPIRE_BATCH      10000
-#define NGX_CHAT_EXPIRE_BATCH_STR  "10000"
+#define NGX_CHAT_EXPIRE_BATCH  10000
 
 
 static void ngx_chat_expire_sweep(ngx_event_t *ev);
@@ -65,6 +64,7 @@ static void
 ngx_chat_expire_sweep(ngx_event_t *ev)
 {
     u_char     ttl[NGX_TIME_T_LEN], window[NGX_TIME_T_LEN];
+    u_char     batch[NGX_INT_T_LEN];
     ngx_str_t  params[3];
 
     params[0].data = ttl;
@@ -74,7 +74,8 @@ ngx_chat_expire_sweep(ngx_event_t *ev)
     params[1].len = ngx_sprintf(window, "%T",
                                 ngx_chat_expire_conf->resend_window)
                     - window;
-    ngx_str_set(&params[2], NGX_CHAT_EXPIRE_BATCH_STR);
+    params[2].data = batch;
+    params[2].len = ngx_sprintf(batch, "%d", NGX_CHAT_EXPIRE_BATCH) - batch;
 
     ngx_chat_expire_query = ngx_chat_pg_query(
                                 "SELECT chat_expire($1, $3),"

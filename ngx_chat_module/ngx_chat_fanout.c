@@ -366,9 +366,7 @@ ngx_chat_fanout_link(void)
         }
     }
 
-    if (ngx_queue_empty(&ngx_chat_fanout_retry) && ngx_chat_fanout_nretry == 0
-        && !ngx_chat_fanout_again_ev.timer_set)
-    {
+    if (ngx_queue_empty(&ngx_chat_fanout_retry)) {
         ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
                       "chat: no fan-out waits for Redis any more");
     }
