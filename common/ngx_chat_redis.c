@@ -434,67 +434,6 @@ ngx_chat_redis_prefix(void)
 }
 
 
-/*
- * "<prefix><name><value>"; with tag, the value in braces: a Redis Cluster
- * hash tag, so that keys that one EVAL touches together share a slot.
- */
-
-ngx_int_t
-ngx_chat_redis_key(ngx_pool_t *pool, const char *name, ngx_str_t *value,
-    ngx_uint_t tag, ngx_str_t *key)
-{
-    size_t   size;
-    u_char  *buf;
-
-    size = ngx_chat_redis_prefix()->len + ngx_strlen(name) + value->len
-           + 2 * tag;
-
-    buf = ngx_pnalloc(pool, size);
-    if (buf == NULL) {
-        return NGX_ERROR;
-    }
-
-    return ngx_chat_redis_key_buf(buf, size, name, value, tag, key);
-}
-
-
-/* the same into the caller's buffer: NGX_ERROR when it is too small */
-
-ngx_int_t
-ngx_chat_redis_key_buf(u_char *buf, size_t size, const char *name,
-    ngx_str_t *value, ngx_uint_t tag, ngx_str_t *key)
-{
-    u_char     *p;
-    size_t      len;
-    ngx_str_t  *prefix;
-
-    prefix = &ngx_chat_redis_conf->prefix;
-    len = ngx_strlen(name);
-
-    if (prefix->len + len + value->len + 2 * tag > size) {
-        return NGX_ERROR;
-    }
-
-    p = ngx_cpymem(buf, prefix->data, prefix->len);
-    p = ngx_cpymem(p, name, len);
-
-    if (tag) {
-        *p++ = '{';
-    }
-
-    p = ngx_cpymem(p, value->data, value->len);
-
-    if (tag) {
-        *p++ = '}';
-    }
-
-    key->data = buf;
-    key->len = p - buf;
-
-    return NGX_OK;
-}
-
-
 static void
 ngx_chat_redis_connect(ngx_chat_redis_link_t *link)
 {
@@ -828,19 +767,12 @@ ngx_chat_redis_expire(ngx_event_t *ev)
 static void
 ngx_chat_redis_pubsub(redisAsyncContext *ac, void *reply, void *privdata)
 {
-    ngx_str_t                  channel, message;
-    redisReply                *r = reply;
+    ngx_str_t                  kind, channel, message;
     ngx_chat_redis_channel_t  *ch;
 
-    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 3
-        || r->element[0]->type != REDIS_REPLY_STRING
-        || r->element[1]->type != REDIS_REPLY_STRING)
-    {
+    if (ngx_chat_redis_push(reply, &kind, &channel, &message) != NGX_OK) {
         return;
     }
-
-    channel.data = (u_char *) r->element[1]->str;
-    channel.len = r->element[1]->len;
 
     ch = ngx_chat_redis_channel(&channel,
                                 ngx_crc32_long(channel.data, channel.len));
@@ -848,9 +780,7 @@ ngx_chat_redis_pubsub(redisAsyncContext *ac, void *reply, void *privdata)
         return;
     }
 
-    if (r->element[0]->len == 9
-        && ngx_strncmp(r->element[0]->str, "subscribe", 9) == 0)
-    {
+    if (kind.len == 9 && ngx_strncmp(kind.data, "subscribe", 9) == 0) {
         if (ch->quiet) {
             ch->quiet = 0;
 
@@ -861,16 +791,11 @@ ngx_chat_redis_pubsub(redisAsyncContext *ac, void *reply, void *privdata)
         return;
     }
 
-    if (r->element[0]->len != 7
-        || ngx_strncmp(r->element[0]->str, "message", 7) != 0
-        || r->element[2]->type != REDIS_REPLY_STRING
-        || ch->handler == NULL)
+    if (kind.len != 7 || ngx_strncmp(kind.data, "message", 7) != 0
+        || message.data == NULL || ch->handler == NULL)
     {
         return;
     }
-
-    message.data = (u_char *) r->element[2]->str;
-    message.len = r->element[2]->len;
 
     ch->handler(ch->data, &message);
 }

@@ -74,6 +74,8 @@ ngx_int_t ngx_chat_redis_key(ngx_pool_t *pool, const char *name,
     ngx_str_t *value, ngx_uint_t tag, ngx_str_t *key);
 ngx_int_t ngx_chat_redis_key_buf(u_char *buf, size_t size, const char *name,
     ngx_str_t *value, ngx_uint_t tag, ngx_str_t *key);
+ngx_int_t ngx_chat_redis_push(redisReply *r, ngx_str_t *kind,
+    ngx_str_t *channel, ngx_str_t *message);
 
 /* enough for a user channel with a prefix of up to 64 bytes */
 #define NGX_CHAT_REDIS_CHANNEL_MAX  (64 + sizeof("u:") - 1 + NGX_INT64_LEN)

@@ -59,6 +59,7 @@ ngx_fuzz_init(void)
 
     ngx_fuzz_log.log_level = NGX_LOG_DEBUG;
     ngx_fuzz_cycle.log = &ngx_fuzz_log;
+    ngx_str_set(&ngx_fuzz_cycle.hostname, "fuzz");
     ngx_fuzz_time.sec = 1765000000;
     ngx_fuzz_log_print = getenv("NGX_FUZZ_LOG") != NULL;
 

@@ -269,12 +269,14 @@ ngx_chat_metrics_send(ngx_http_request_t *r, PGresult *res)
             ngx_chat_metrics ? ngx_chat_metrics->gap_fills : 0,
             ngx_chat_metrics ? ngx_chat_metrics->publish_failures : 0);
 
-    if (ngx_chat_pg_ok(res) && PQntuples(res) == 1) {
+    if (ngx_chat_pg_ok(res) && PQntuples(res) == 1
+        && ngx_chat_pg_int(res, 0, 0) >= 0)
+    {
         p = ngx_sprintf(p,
                 "# HELP chat_messages_stored Messages not yet delivered "
                 "everywhere.\n"
                 "# TYPE chat_messages_stored gauge\n"
-                "chat_messages_stored %s\n", PQgetvalue(res, 0, 0));
+                "chat_messages_stored %L\n", ngx_chat_pg_int(res, 0, 0));
     }
 
     p = ngx_sprintf(p,

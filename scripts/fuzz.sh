@@ -35,18 +35,27 @@ declare -A ours=(
     [ws_inflate]="ngx_chat_module/ws/ngx_chat_ws_conn.c ngx_chat_module/ws/ngx_chat_ws.c ngx_chat_module/ws/ngx_chat_ws_deflate.c"
     [ws_utf8]="ngx_chat_module/ws/ngx_chat_ws.c"
     [ws_handshake]="ngx_chat_module/ws/ngx_chat_ws.c"
-    [client_json]=""
-    [api_request]=""
+    [client_json]="@chat"
+    [api_request]="@chat"
     [asset_url]="ngx_asset_module/ngx_asset_sign.c ngx_asset_module/ngx_asset_sigv4.c"
-    [redis_events]=""
+    [redis_events]="@chat"
 )
+
+# "@chat": the chat module's code but the PostgreSQL pool's and the Redis
+# adapter's connections, which fuzz/ngx_fuzz_chat.c plays
+chat_sources() {
+    find ngx_chat_module common -name '*.c' \
+        ! -name ngx_chat_pg.c ! -name ngx_chat_redis.c | sort
+    echo fuzz/ngx_fuzz_chat.c fuzz/ngx_fuzz_http.c
+}
 
 libs="-lz -lcrypto -ljansson -lpq -lhiredis"
 
 # nginx's core files the targets link (the upstream release of nginx-dev)
 ngx_files="core/ngx_string.c core/ngx_palloc.c core/ngx_rbtree.c
            core/ngx_array.c core/ngx_list.c core/ngx_buf.c core/ngx_queue.c
-           core/ngx_hash.c core/ngx_parse.c os/unix/ngx_alloc.c"
+           core/ngx_hash.c core/ngx_parse.c core/ngx_crc32.c
+           os/unix/ngx_alloc.c http/ngx_http_parse.c"
 
 cflags="-g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined
         -fno-sanitize-recover=undefined -fno-sanitize=function
@@ -106,7 +115,7 @@ incs() {
 }
 
 build() {
-    local t f o objs inc
+    local t f o objs inc srcs
     deps
     nginx_src
     inc=$(incs)
@@ -127,14 +136,37 @@ build() {
         fuzz/ngx_fuzz_runtime.c
     objs+=("$out/obj/runtime.o")
 
+    # our sources, once each, instrumented for coverage
+    for f in $(for t in "${targets[@]}"; do
+                   [ "${ours[$t]}" = "@chat" ] && chat_sources || echo "${ours[$t]}"
+               done | tr ' ' '\n' | sort -u); do
+        o="$out/obj/$(echo "${f%.c}" | tr / _).o"
+        if [ ! -f "$o" ] || [ "$f" -nt "$o" ] \
+           || [ -n "$(find "$(dirname "$f")" common fuzz -name '*.h' -newer "$o" | head -1)" ]
+        then
+            # shellcheck disable=SC2086
+            clang-14 -c $cflags -fsanitize=fuzzer-no-link -Wall \
+                -Wno-unused-parameter -Wno-missing-field-initializers \
+                -Werror $inc -o "$o" "$f"
+        fi
+    done
+
     for t in "${targets[@]}"; do
         [ -f "fuzz/fuzz_$t.c" ] || continue
+        srcs=${ours[$t]}
+        [ "$srcs" = "@chat" ] && srcs=$(chat_sources)
+        tobjs=()
+        for f in $srcs; do
+            tobjs+=("$out/obj/$(echo "${f%.c}" | tr / _).o")
+        done
         # shellcheck disable=SC2086
         clang-14 $cflags -fsanitize=fuzzer -Wall -Wno-unused-parameter \
-            -Werror $inc -o "$out/fuzz_$t" "fuzz/fuzz_$t.c" ${ours[$t]} \
-            "${objs[@]}" $libs
+            -Wno-missing-field-initializers -Werror $inc \
+            -o "$out/fuzz_$t" "fuzz/fuzz_$t.c" "${tobjs[@]}" "${objs[@]}" \
+            $libs
     done
 }
+
 
 built_targets() {
     local t

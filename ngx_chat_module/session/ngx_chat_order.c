@@ -218,7 +218,7 @@ ngx_chat_order_rows(ngx_chat_session_t *s, PGresult *res, ngx_uint_t owed,
 {
     int                       i, n;
     int64_t                   seq;
-    ngx_str_t                 json;
+    ngx_str_t                 json, flag;
     ngx_uint_t                own;
     ngx_chat_session_chat_t  *ch;
 
@@ -231,7 +231,8 @@ ngx_chat_order_rows(ngx_chat_session_t *s, PGresult *res, ngx_uint_t owed,
         }
 
         seq = ngx_chat_pg_int(res, i, 1);
-        own = (PQgetvalue(res, i, 2)[0] == 't');
+        ngx_chat_pg_value(res, i, 2, &flag);
+        own = (flag.len == 1 && flag.data[0] == 't');
         ngx_chat_pg_value(res, i, 3, &json);
         ch->expired = ngx_max(ch->expired, ngx_chat_pg_int(res, i, 4));
 

@@ -419,6 +419,19 @@ ngx_chat_receipt_marked(void *data, PGresult *res)
         return;
     }
 
+    /*
+     * A resync came before the last sync's marks were all written: what
+     * the device wrote of those counts, the rest come in these.
+     */
+
+    if (st->marks) {
+        ngx_chat_session_unwait(&st->waiter);
+        ngx_chat_session_unwait(&st->done);
+        ngx_chat_receipt_partly(s, st);
+        ngx_free(st->marks);
+        st->marks = NULL;
+    }
+
     /* kept, small, to go out as the client has room for them */
 
     n = PQntuples(res);

@@ -110,7 +110,7 @@ ngx_chat_revoke_exit_worker(ngx_cycle_t *cycle)
     }
 
     ngx_free(ngx_chat_revoke_devices.devices);
-    ngx_chat_revoke_devices.devices = NULL;
+    ngx_memzero(&ngx_chat_revoke_devices, sizeof(ngx_chat_revoke_devices_t));
 }
 
 

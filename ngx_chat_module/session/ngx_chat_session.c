@@ -1317,6 +1317,18 @@ ngx_chat_session_wait(ngx_chat_session_t *s, ngx_chat_session_waiter_t *w)
 }
 
 
+/* a producer that no longer waits */
+
+void
+ngx_chat_session_unwait(ngx_chat_session_waiter_t *w)
+{
+    if (w->waiting) {
+        ngx_queue_remove(&w->queue);
+        w->waiting = 0;
+    }
+}
+
+
 /* the transport has room again: the producers that wait go on */
 
 void

@@ -323,6 +323,7 @@ void ngx_chat_session_error(ngx_chat_session_t *s, json_t *id,
 ngx_uint_t ngx_chat_session_room(ngx_chat_session_t *s, size_t len);
 void ngx_chat_session_wait(ngx_chat_session_t *s,
     ngx_chat_session_waiter_t *w);
+void ngx_chat_session_unwait(ngx_chat_session_waiter_t *w);
 void ngx_chat_session_drained(ngx_chat_session_t *s);
 
 ngx_int_t ngx_chat_session_parse_id(json_t *value, int64_t *id);
