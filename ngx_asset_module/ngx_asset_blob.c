@@ -209,7 +209,7 @@ ngx_asset_blob_grant(ngx_http_request_t *r, ngx_asset_grant_t *g,
 
     dst = g->type.data;
     src = arg.data;
-    ngx_unescape_uri(&dst, &src, arg.len, NGX_UNESCAPE_URI);
+    ngx_unescape_uri(&dst, &src, arg.len, 0);   /* an argument: a "?" too */
     g->type.len = dst - g->type.data;
 
     return NGX_OK;
@@ -293,4 +293,36 @@ ngx_asset_blob_serve(ngx_http_request_t *r, ngx_asset_grant_t *g)
     }
 
     return NGX_OK;
+}
+
+
+/* whether type is one of list (n types; "image/ *" is a family) */
+
+ngx_uint_t
+ngx_asset_type_in(ngx_str_t *list, ngx_uint_t n, ngx_str_t *type)
+{
+    ngx_str_t   *t;
+    ngx_uint_t   i;
+
+    for (i = 0; i < n; i++) {
+        t = &list[i];
+
+        if (t->len > 2 && t->data[t->len - 1] == '*') {
+            if (type->len > t->len - 1
+                && ngx_strncasecmp(type->data, t->data, t->len - 1) == 0)
+            {
+                return 1;
+            }
+
+            continue;
+        }
+
+        if (t->len == type->len
+            && ngx_strncasecmp(t->data, type->data, type->len) == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
 }

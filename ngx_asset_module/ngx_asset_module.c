@@ -274,38 +274,6 @@ ngx_asset_types(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-/* whether type is one of list (n types; "image/ *" is a family) */
-
-ngx_uint_t
-ngx_asset_type_in(ngx_str_t *list, ngx_uint_t n, ngx_str_t *type)
-{
-    ngx_str_t   *t;
-    ngx_uint_t   i;
-
-    for (i = 0; i < n; i++) {
-        t = &list[i];
-
-        if (t->len > 2 && t->data[t->len - 1] == '*') {
-            if (type->len > t->len - 1
-                && ngx_strncasecmp(type->data, t->data, t->len - 1) == 0)
-            {
-                return 1;
-            }
-
-            continue;
-        }
-
-        if (t->len == type->len
-            && ngx_strncasecmp(t->data, type->data, type->len) == 0)
-        {
-            return 1;
-        }
-    }
-
-    return 0;
-}
-
-
 static ngx_int_t
 ngx_asset_init(ngx_conf_t *cf)
 {
