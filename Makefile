@@ -4,7 +4,7 @@ SOURCES := config $(wildcard ngx_chat_module/*.[ch] ngx_chat_module/*/*.[ch] \
                              ngx_asset_module/*.[ch] \
                              common/*.[ch])
 
-.PHONY: all modules run test deps clean
+.PHONY: all modules run test deps clean fuzz fuzz-repro fuzz-smoke
 
 all: modules
 
@@ -23,6 +23,18 @@ run: deps
 test: deps
 	$(MAKE) modules
 	scripts/test.sh
+
+# libFuzzer targets (docs/fuzzing.md): FUZZ_SECONDS each, default 60
+fuzz: modules
+	scripts/fuzz.sh run
+
+# the saved crashes and the regression inputs, through their targets
+fuzz-repro: modules
+	scripts/fuzz.sh repro
+
+# every target 10 s and the regression inputs, as prove tests (.ci/run)
+fuzz-smoke: modules
+	prove fuzz/smoke.t
 
 clean:
 	rm -rf build

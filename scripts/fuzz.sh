@@ -71,6 +71,17 @@ cflags="-g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined
 
 die() { echo "fuzz: $*" >&2; exit 1; }
 
+# whether $1 is missing or older than one of the files after it
+newer() {
+    local target=$1 f
+    shift
+    [ -f "$target" ] || return 0
+    for f in "$@"; do
+        [ "$f" -nt "$target" ] && return 0
+    done
+    return 1
+}
+
 deps() {
     local need=()
     command -v clang-14 >/dev/null || need+=(clang-14)
@@ -142,17 +153,24 @@ build() {
         fi
         objs+=("$o")
     done
-    # shellcheck disable=SC2086
-    clang-14 -c $cflags -Wall -Werror $inc -o "$out/obj/runtime.o" \
-        fuzz/ngx_fuzz_runtime.c
+    if newer "$out/obj/runtime.o" fuzz/ngx_fuzz_runtime.c fuzz/ngx_fuzz.h; then
+        # shellcheck disable=SC2086
+        clang-14 -c $cflags -Wall -Werror $inc -o "$out/obj/runtime.o" \
+            fuzz/ngx_fuzz_runtime.c
+    fi
     objs+=("$out/obj/runtime.o")
 
-    # our sources, once each, instrumented for coverage
+    # our sources, once each, instrumented for coverage; a header that
+    # changed rebuilds them all
+    if [ ! -f "$out/obj/headers.stamp" ] \
+       || [ -n "$(find ngx_chat_module common ngx_asset_module fuzz \
+                       -name '*.h' -newer "$out/obj/headers.stamp" | head -1)" ]
+    then
+        touch "$out/obj/headers.stamp"
+    fi
     for f in $(for t in "${targets[@]}"; do sources "$t"; done | sort -u); do
         o="$out/obj/$(echo "${f%.c}" | tr / _).o"
-        if [ ! -f "$o" ] || [ "$f" -nt "$o" ] \
-           || [ -n "$(find "$(dirname "$f")" common fuzz -name '*.h' -newer "$o" | head -1)" ]
-        then
+        if newer "$o" "$f" "$out/obj/headers.stamp"; then
             # shellcheck disable=SC2086
             clang-14 -c $cflags -fsanitize=fuzzer-no-link -Wall \
                 -Wno-unused-parameter -Wno-missing-field-initializers \
@@ -167,6 +185,8 @@ build() {
         for f in $srcs; do
             tobjs+=("$out/obj/$(echo "${f%.c}" | tr / _).o")
         done
+        newer "$out/fuzz_$t" "fuzz/fuzz_$t.c" fuzz/*.h "${tobjs[@]}" \
+            "${objs[@]}" || continue
         # shellcheck disable=SC2086
         clang-14 $cflags -fsanitize=fuzzer -Wall -Wno-unused-parameter \
             -Wno-missing-field-initializers -Werror $inc \
