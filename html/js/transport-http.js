@@ -23,6 +23,12 @@
 //   way (aborted; nothing is lost, its answer comes again) so that the
 //   next one watches them. A poll refused (403: a watched user shares no
 //   chat any more) ends the transport; ChatClient subscribes anew.
+// - Sends go one at a time: each POST /v1/send after the previous one
+//   was answered. Each call is a session of its own on the server, so
+//   calls under way together (ChatClient flushes its whole outbox on
+//   `ready`) are stored in whatever order the server takes them; one at
+//   a time, they are stored in the order ChatClient sent them, as on a
+//   WebSocket.
 // - `ping` is answered here: a failed poll (or one unanswered for
 //   WAIT + 10 s) is what tells of a dead connection.
 // - `opened` (for ChatClient's onclose) is true once a poll answered:
@@ -49,6 +55,7 @@ export class HttpTransport {
         this._ackWaiter = null;
         this._pollAbort = null;         // the poll under way, while it waits
         this._restart = false;          // ... was ended for a new one
+        this._sends = Promise.resolve(); // POST /v1/send, one at a time
     }
 
     connect(token) {
@@ -74,6 +81,11 @@ export class HttpTransport {
             this._presence(obj);
             return true;
         case 'send':
+            // after the previous send's answer (once the transport has
+            // failed, ChatClient sends its outbox again on the next one)
+            this._sends = this._sends.then(() => this.closed
+                                           ? undefined : this._call(obj));
+            return true;
         case 'read':
             this._call(obj);
             return true;

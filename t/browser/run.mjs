@@ -668,6 +668,9 @@ await scenario('offline: a send whose answer was lost and sends typed while cut 
     await alice.waitForFunction(() =>
         document.querySelector('[data-testid="conn-status"]').dataset.state === 'online',
         null, { timeout: 30000, polling: 100 });
+    // after three refused connects the client tries the HTTP fallback: it
+    // may come back on either, and sends must keep their order on both
+    note(`Alice is back over ${await alice.evaluate(() => window.chat.transportKind)}`);
     for (const t of ['lost answer', 'typed offline 1', 'typed offline 2']) {
         await waitTick(alice, t, 'read');
     }
