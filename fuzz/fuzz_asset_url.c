@@ -17,9 +17,10 @@
  *
  * What must hold: a request is answered with a status the handler means
  * (never 500); a URL we signed is taken as signed (a PUT starts its upload
- * with the sha256 signed; an expired one is refused), for any type and
- * size; a presigned S3 query ends with a 64-hex signature, fits its
- * buffer, and is the same when made twice.
+ * with the sha256 signed; an expired one is refused), for any size and
+ * any type the API signs (printable, no space at either end); a
+ * presigned S3 query ends with a 64-hex signature, fits its buffer, and is
+ * the same when made twice.
  */
 
 #include "ngx_fuzz_http.h"
@@ -127,6 +128,10 @@ ngx_fuzz_round_trip(ngx_fuzz_input_t *in)
         if (f[i] < 0x20 || f[i] > 0x7e) {
             return;
         }
+    }
+
+    if (len && (f[0] == ' ' || f[len - 1] == ' ')) {
+        return;                         /* the API refuses it */
     }
 
     g.type.data = (u_char *) f;

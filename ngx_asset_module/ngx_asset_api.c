@@ -167,12 +167,19 @@ ngx_asset_media_type(ngx_chat_api_ctx_t *ctx, ngx_asset_main_conf_t *amcf,
         return "\"content_type\" must be a media type";
     }
 
-    /* printable: it becomes the Content-Type header of the downloads */
+    /*
+     * Printable, and no space at either end: it is the Content-Type of
+     * the upload, which nginx trims, and of the downloads.
+     */
 
     for (i = 0; i < type->len; i++) {
         if (type->data[i] < 0x20 || type->data[i] > 0x7e) {
             return "\"content_type\" must be a media type";
         }
+    }
+
+    if (type->data[0] == ' ' || type->data[type->len - 1] == ' ') {
+        return "\"content_type\" must be a media type";
     }
 
     if (!ngx_asset_type_in(amcf->types->elts, amcf->types->nelts, type)) {

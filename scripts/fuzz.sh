@@ -20,7 +20,7 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 
-out=build/fuzz
+out=${FUZZ_BUILD:-build/fuzz}      # FUZZ_BUILD: another build, to compare
 ngx=build/nginx
 ngx_version=1.22.1
 ngx_sha256=9ebb333a9e82b952acd3e2b4aeb1d4ff6406f72491bab6cd9fe69f0dea737f31
