@@ -1,14 +1,30 @@
 
 /*
- * Redis keys and channels, and the shape of a pub/sub push: what the
- * adapter (ngx_chat_redis.c) and its callers share, with no connection
- * state, so that the fuzz targets (fuzz/) link them alone.
+ * Redis keys and channels, the shape of a pub/sub push, and commands in
+ * printf form: what the adapter (ngx_chat_redis.c) and its callers share,
+ * with no connection state, so that the fuzz targets (fuzz/) link them
+ * alone.
  */
 
 #include <ngx_config.h>
 #include <ngx_core.h>
 
 #include "ngx_chat_redis.h"
+
+
+ngx_chat_redis_cmd_t *
+ngx_chat_redis_command(ngx_chat_redis_handler_pt handler, void *data,
+    ngx_log_t *log, const char *format, ...)
+{
+    va_list                args;
+    ngx_chat_redis_cmd_t  *cmd;
+
+    va_start(args, format);
+    cmd = ngx_chat_redis_vcommand(handler, data, log, format, args);
+    va_end(args);
+
+    return cmd;
+}
 
 
 /*

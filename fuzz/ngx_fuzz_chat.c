@@ -514,21 +514,6 @@ ngx_chat_redis_vcommand(ngx_chat_redis_handler_pt handler, void *data,
 
 
 ngx_chat_redis_cmd_t *
-ngx_chat_redis_command(ngx_chat_redis_handler_pt handler, void *data,
-    ngx_log_t *log, const char *format, ...)
-{
-    va_list                args;
-    ngx_chat_redis_cmd_t  *cmd;
-
-    va_start(args, format);
-    cmd = ngx_chat_redis_vcommand(handler, data, log, format, args);
-    va_end(args);
-
-    return cmd;
-}
-
-
-ngx_chat_redis_cmd_t *
 ngx_chat_redis_command_argv(ngx_chat_redis_handler_pt handler, void *data,
     ngx_log_t *log, int argc, const char **argv, const size_t *argvlen)
 {
