@@ -83,7 +83,7 @@ newer() {
 }
 
 deps() {
-    local need=()
+    local need=() sudo
     command -v clang-14 >/dev/null || need+=(clang-14)
     [ -f /usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a ] \
         || need+=(libclang-rt-14-dev)
@@ -91,8 +91,11 @@ deps() {
         || [ -x /usr/lib/llvm-14/bin/llvm-symbolizer ] || need+=(llvm-14)
     if [ ${#need[@]} -gt 0 ]; then
         echo "fuzz: installing ${need[*]}"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" \
-            >/dev/null
+        sudo=
+        [ "$(id -u)" = 0 ] || sudo=sudo
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q \
+            "${need[@]}" >/dev/null
     fi
     [ -f "$ngx/objs/ngx_auto_config.h" ] || make -s modules
 }
