@@ -14,6 +14,7 @@ notices the workers publish.  Run it again after changing a format:
 import hashlib
 import json
 import os
+import re
 import struct
 import zlib
 
@@ -172,11 +173,18 @@ TEXTS = [json.dumps(m, separators=(',', ':')).encode() for m in CLIENT] + [
     b'{"type":"send","chat_id":"99999999999999999999","text":"x"}']
 
 
+def token_row(token):
+    """The token check's row for a token: user, device, the hash's hex
+    (ngx_chat_auth.c compares it with the token's own)."""
+    return ['17', '42', hashlib.sha256(token.encode()).hexdigest()]
+
+
 def client_json():
     token = b'{"type":"auth","token":"' + b'A' * 43 + b'"}'
     # waiting for "auth": the token check answers user and device
     write('client_json', b'\x00' + action(0, token)
-          + action(1, pg_rows([['17', '42']])) + action(0, TEXTS[0]))
+          + action(1, pg_rows([token_row('A' * 43)])) + action(0, TEXTS[0])
+          + action(1, pg_rows([['5', '0', '0']])) + action(0, TEXTS[3]))
     write('client_json', b'\x00' + action(0, b'{"type":"ping"}'))
     for t in TEXTS:
         write('client_json', b'\x01' + action(0, t))
@@ -242,9 +250,11 @@ REQUESTS = [
 
 def api_request():
     for r in REQUESTS:
+        m = re.search(r'(?:Bearer |token=)([A-Za-z0-9_-]{43})', r)
+        auth = pg_rows([token_row(m.group(1))]) if m else pg_rows([])
         write('api_request', r.encode() + b'\x00'
-              + action(1, pg_rows([['17', '42']])) + action(1, b'')
-              + action(2, resp('OK')) + action(0))
+              + action(1, auth) + action(1, pg_rows([['1', '5', 'x']]))
+              + action(1, b'') + action(2, resp('OK')) + action(0))
 
 
 def asset_url():

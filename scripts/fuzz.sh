@@ -11,6 +11,8 @@
 #   scripts/fuzz.sh repro [F ...]   replay the saved crashes (fuzz/crashes/)
 #                                   and the regression inputs (fuzz/regress/)
 #                                   or the files given, through their targets
+#   scripts/fuzz.sh coverage        the edges of our files that the corpora
+#                                   (seeds and what runs added) reach
 #
 # make fuzz, make fuzz-repro call the same.  FUZZ_JOBS (default 1) runs
 # that many targets at once.  A crash is saved as
@@ -279,10 +281,21 @@ repro() {
     return $status
 }
 
+coverage() {
+    local t
+    build
+    for t in $(built_targets); do
+        mkdir -p "$out/corpus/$t"
+        "$out/fuzz_$t" -runs=0 -print_coverage=1 "$out/corpus/$t" \
+            fuzz/corpus/"$t" 2>&1 | grep '_FUNC: ' || true
+    done | python3 fuzz/coverage.py
+}
+
 case "${1:-run}" in
     build) build ;;
     run) shift || true; run "$@" ;;
     smoke) FUZZ_SECONDS=10 run ;;
     repro) shift; repro "$@" ;;
-    *) die "usage: scripts/fuzz.sh build|run [target ...]|smoke|repro [file ...]" ;;
+    coverage) coverage ;;
+    *) die "usage: scripts/fuzz.sh build|run [target ...]|smoke|repro [file ...]|coverage" ;;
 esac
