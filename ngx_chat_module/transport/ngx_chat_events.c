@@ -513,6 +513,10 @@ ngx_chat_events_pair(u_char **pos, ngx_str_t *list, ngx_str_t *key,
 {
     u_char  *p, *last, *colon, *comma;
 
+    if (list->len == 0) {
+        return NGX_DONE;            /* no list: data may be NULL */
+    }
+
     p = *pos;
     last = list->data + list->len;
 
@@ -809,8 +813,10 @@ ngx_chat_events_append(ngx_chat_events_t *e, u_char *data, size_t len)
         e->out_size = size;
     }
 
-    ngx_memcpy(e->out + e->out_len, data, len);
-    e->out_len += len;
+    if (len) {
+        ngx_memcpy(e->out + e->out_len, data, len);
+        e->out_len += len;
+    }
 
     return NGX_OK;
 }
