@@ -12,7 +12,8 @@
  *
  * What must hold: the request is answered once, with a status nginx can
  * send, a head before any body, once PostgreSQL and Redis have answered
- * or failed and the timeouts have passed; nothing leaks and nothing is
+ * or failed and the timeouts have passed (an event stream: once the
+ * worker exits); nothing leaks and nothing is
  * used once freed when the request's pool goes.
  */
 
@@ -60,6 +61,22 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             ngx_fuzz_chat_drain();
             ngx_fuzz_advance(60000);
             ngx_fuzz_chat_settle();
+        }
+
+        /*
+         * An event stream lasts: it ends when the worker exits, as
+         * ngx_close_idle_connections() tells it.
+         */
+
+        if (ngx_fuzz_response.finalized == 0 && r->connection->read->handler) {
+            r->connection->close = 1;
+            r->connection->read->handler(r->connection->read);
+
+            for (i = 0; ngx_fuzz_response.finalized == 0 && i < 8; i++) {
+                ngx_fuzz_chat_drain();
+                ngx_fuzz_advance(1000);
+                ngx_fuzz_chat_settle();
+            }
         }
     }
 
