@@ -28,7 +28,6 @@ typedef struct {
 
 extern ngx_log_t    ngx_fuzz_log;
 extern ngx_pool_t  *ngx_fuzz_pool;
-extern ngx_uint_t   ngx_fuzz_log_lines;      /* lines formatted so far */
 
 
 /* once per process: the log, the cycle, the event queues */

@@ -248,20 +248,6 @@ ngx_fuzz_chat_settle(void)
 }
 
 
-ngx_uint_t
-ngx_fuzz_chat_queries(void)
-{
-    return ngx_fuzz_nqueries;
-}
-
-
-ngx_uint_t
-ngx_fuzz_chat_commands(void)
-{
-    return ngx_fuzz_ncommands;
-}
-
-
 /* ------------------------------------------------------------ PostgreSQL */
 
 
@@ -857,8 +843,6 @@ ngx_fuzz_session_send(ngx_chat_session_t *s, ngx_chat_out_t *out)
         json_decref(ev);
         free(text);
     }
-
-    fs->sent++;
 
     return fs->close_code ? NGX_ERROR : NGX_OK;
 }

@@ -68,13 +68,9 @@ ngx_int_t ngx_fuzz_chat_play(ngx_fuzz_action_t *a);
 /* nothing waits: the worker's posted events run */
 void ngx_fuzz_chat_settle(void);
 
-ngx_uint_t ngx_fuzz_chat_queries(void);
-ngx_uint_t ngx_fuzz_chat_commands(void);
-
 /* a session of a transport that checks what it is sent */
 typedef struct {
     ngx_chat_session_t     session;
-    ngx_uint_t             sent;          /* events */
     ngx_uint_t             errors;        /* "error" events */
     ngx_uint_t             close_code;    /* 0: open */
     unsigned               ended:1;

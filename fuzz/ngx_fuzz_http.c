@@ -308,7 +308,7 @@ ngx_http_send_header(ngx_http_request_t *r)
 ngx_int_t
 ngx_http_output_filter(ngx_http_request_t *r, ngx_chain_t *in)
 {
-    size_t        n;
+    u_char       *p;
     ngx_chain_t  *cl;
 
     if (!ngx_fuzz_response.header_sent) {
@@ -320,16 +320,10 @@ ngx_http_output_filter(ngx_http_request_t *r, ngx_chain_t *in)
             abort();
         }
 
-        n = cl->buf->last - cl->buf->pos;
+        /* every byte is read, as the socket would */
 
-        if (n) {
-            /* every byte is read, as the socket would */
-            ngx_fuzz_response.sum += cl->buf->pos[0] + cl->buf->last[-1];
-            ngx_fuzz_response.body += n;
-        }
-
-        if (cl->buf->last_buf) {
-            ngx_fuzz_response.last_buf = 1;
+        for (p = cl->buf->pos; p < cl->buf->last; p++) {
+            ngx_fuzz_response.sum += *p;
         }
     }
 
@@ -340,10 +334,6 @@ ngx_http_output_filter(ngx_http_request_t *r, ngx_chain_t *in)
 ngx_int_t
 ngx_http_send_special(ngx_http_request_t *r, ngx_uint_t flags)
 {
-    if (flags & NGX_HTTP_LAST) {
-        ngx_fuzz_response.last_buf = 1;
-    }
-
     return NGX_OK;
 }
 

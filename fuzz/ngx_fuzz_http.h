@@ -15,10 +15,8 @@ typedef struct {
     ngx_uint_t             finalized;     /* final finalize calls */
     ngx_int_t              rc;            /* the last one's */
     ngx_uint_t             status;        /* sent, or nginx's error page */
-    size_t                 body;          /* bytes of body sent */
-    ngx_uint_t             sum;
+    ngx_uint_t             sum;           /* of bytes read, a sink */
     unsigned               header_sent:1;
-    unsigned               last_buf:1;
 } ngx_fuzz_response_t;
 
 

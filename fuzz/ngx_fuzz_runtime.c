@@ -18,7 +18,6 @@
 
 ngx_log_t              ngx_fuzz_log;
 ngx_pool_t            *ngx_fuzz_pool;
-ngx_uint_t             ngx_fuzz_log_lines;
 
 static ngx_cycle_t     ngx_fuzz_cycle;
 static ngx_time_t      ngx_fuzz_time;
@@ -106,8 +105,6 @@ ngx_log_error_core(ngx_uint_t level, ngx_log_t *log, ngx_err_t err,
     if (level != NGX_LOG_DEBUG && log && log->handler) {
         p = log->handler(log, p, last - p);
     }
-
-    ngx_fuzz_log_lines++;
 
     if (ngx_fuzz_log_print) {
         fprintf(stderr, "log %lu: %.*s\n", (unsigned long) level,

@@ -68,8 +68,7 @@ ngx_files="core/ngx_string.c core/ngx_palloc.c core/ngx_rbtree.c
            os/unix/ngx_alloc.c http/ngx_http_parse.c"
 
 cflags="-g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined
-        -fno-sanitize-recover=undefined -fno-sanitize=function
-        -DNGX_FUZZ=1"
+        -fno-sanitize-recover=undefined -fno-sanitize=function"
 
 die() { echo "fuzz: $*" >&2; exit 1; }
 
